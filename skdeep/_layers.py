@@ -12,8 +12,9 @@ and stops the forward pass as soon as every requested activation is in hand.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -160,17 +161,24 @@ class FeatureExtractor(nn.Module):
         self._targets = resolve_layers(model, self.layers)
         self._captured: dict[str, torch.Tensor] = {}
         self._stop_early = False
-        self._handles = []
-        modules = dict(model.named_modules())
-        for name, path in self._targets:
-            if not path:
-                continue
-            module = modules[path]
-            if name == PENULTIMATE:
-                hook = module.register_forward_pre_hook(self._pre_hook(name))
-            else:
-                hook = module.register_forward_hook(self._post_hook(name))
-            self._handles.append(hook)
+
+    @contextlib.contextmanager
+    def _hooks(self) -> Iterator[None]:
+        """Hooks live only while the extractor runs, so ``model`` stays a plain network."""
+        modules = dict(self.model.named_modules())
+        handles = []
+        try:
+            for name, path in self._targets:
+                if not path:
+                    continue
+                if name == PENULTIMATE:
+                    handles.append(modules[path].register_forward_pre_hook(self._pre_hook(name)))
+                else:
+                    handles.append(modules[path].register_forward_hook(self._post_hook(name)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _store(self, name: str, value) -> None:
         tensor = value[0] if isinstance(value, (tuple, list)) else value
@@ -199,9 +207,15 @@ class FeatureExtractor(nn.Module):
             if path
         ]
         self._stop_early = False
+        blank = torch.zeros((1, *input_size), dtype=torch.uint8, device=device)
         try:
             with torch.inference_mode():
-                features = self._forward_all(torch.zeros((1, *input_size), dtype=torch.uint8, device=device))
+                features = self._forward_all(blank)
+        except RuntimeError as exc:  # typically "Output size is too small"
+            raise ValueError(
+                f"{type(self.model).__name__} cannot run on {input_size[1]}x{input_size[2]} inputs "
+                f"({exc}). Use a larger image_size."
+            ) from exc
         finally:
             for handle in counters:
                 handle.remove()
@@ -215,7 +229,8 @@ class FeatureExtractor(nn.Module):
         if x.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
         try:
-            output = self.model(x)
+            with self._hooks():
+                output = self.model(x)
             if LOGITS in self.layers:
                 self._captured[LOGITS] = pool(output, self.pooling)
         except _StopForward:
@@ -225,9 +240,6 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat(self._forward_all(images), dim=1)
-
-    def __getstate__(self):  # hooks are closures: rebuild them rather than pickle them
-        raise TypeError("FeatureExtractor is rebuilt from the estimator, not pickled.")
 
 
 def feature_names(layers: Sequence[str], widths: Sequence[int]) -> list[str]:
