@@ -78,10 +78,11 @@ class CNNEstimatorMixin:
     def _transform(self, train: bool):
         return geometric_transform(self.data_config_, train=train)
 
-    def _predict_rows(self, forward, X: Any, desc: str) -> np.ndarray:
-        rows, errors = predict_rows(
+    def _run_dataset(self, forward, dataset, desc: str) -> tuple[np.ndarray, dict[int, str]]:
+        """``predict_rows`` with this estimator's runtime settings: (rows, {row: error})."""
+        return predict_rows(
             forward,
-            self._dataset(X),
+            dataset,
             device=self.device_,
             precision=self.precision_,
             batch_size=self.batch_size,
@@ -89,6 +90,10 @@ class CNNEstimatorMixin:
             progress=self.progress,
             desc=desc,
         )
+
+    def _predict_rows(self, forward, X: Any, desc: str) -> np.ndarray:
+        """Rows of ``forward`` over X; unreadable images (on_error="nan") warned about, NaN."""
+        rows, errors = self._run_dataset(forward, self._dataset(X), desc)
         warn_bad_rows(errors)
         return rows
 

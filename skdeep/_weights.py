@@ -70,7 +70,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1 << 16)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -80,7 +80,7 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, memoised on (path, size, mtime) within the process."""
+    """SHA-256 of a file's bytes (weights or images), memoised on (path, size, mtime) in-process."""
     stat = os.stat(path)
     return _file_sha256(os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 

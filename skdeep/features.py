@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from torch.utils.data import Subset
 
 from ._base import (
     COMMON_PARAMETER_CONSTRAINTS,
@@ -17,8 +20,10 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
+from ._inputs import warn_bad_rows
 from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
+from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
 
 
 class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
@@ -63,6 +68,15 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
     on_error : {"raise", "nan"}, default="raise"
         What an unreadable image does: raise an error naming its row and path, or give a row of
         NaN (with a warning listing the bad rows) so that rows stay aligned with the input.
+    cache : str, os.PathLike or FeatureCache, default=None
+        Store each image's features on disk (see :class:`FeatureCache`) and reuse them across
+        folds, grid candidates and sessions. With a warm cache, ``fit`` and ``transform`` build
+        no network at all. Keys cover the weights (by hash), preprocessing, precision, layer,
+        pooling and the image content.
+    cache_layers : str or list of str, default=None
+        Further layers computed in the same forward pass as ``layer`` and stored in the cache
+        on each miss, so that a grid over ``cnn__layer`` costs one pass per image. Only used
+        with ``cache``.
     progress : bool, default=False
         Show a progress bar.
     random_state : int, RandomState instance or None, default=None
@@ -108,6 +122,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         **COMMON_PARAMETER_CONSTRAINTS,
         "layer": [str, list, tuple],
         "pooling": [StrOptions(set(POOLINGS)), None],
+        "cache": [None, str, os.PathLike, FeatureCache],
+        "cache_layers": [None, str, list, tuple],
     }
 
     def __init__(
@@ -122,6 +138,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         precision: str = "auto",
         num_workers: int = 0,
         on_error: str = "raise",
+        cache: str | os.PathLike | FeatureCache | None = None,
+        cache_layers: str | list[str] | None = None,
         progress: bool = False,
         random_state: Any = None,
     ) -> None:
@@ -135,6 +153,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self.precision = precision
         self.num_workers = num_workers
         self.on_error = on_error
+        self.cache = cache
+        self.cache_layers = cache_layers
         self.progress = progress
         self.random_state = random_state
 
@@ -155,6 +175,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self : PretrainedCNNFeatures
         """
         self.layers_ = normalize_layers(self.layer)
+        extra = normalize_layers(self.cache_layers) if self.cache_layers is not None else []
         self.backbone_ = resolve_backbone(
             self.backbone, self.weights, random_state=seed_of(self.random_state),
             image_size=self.image_size,
@@ -163,7 +184,16 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._resolve_runtime()
         self._model = None
         self._extractor = None
-        self.feature_widths_ = self._get_extractor().probe(self.data_config_["input_size"], self.device_)
+        cache = self._feature_cache()
+        extra = extra if cache is not None else []
+        self._compute_layers = self.layers_ + [name for name in extra if name not in self.layers_]
+        widths = cache.widths(self._layer_keys()) if cache is not None else None
+        if widths is None:  # a cold (or no) cache: build the network and measure its outputs
+            widths = self._get_extractor().probe(self.data_config_["input_size"], self.device_)
+            if cache is not None:
+                cache.record_widths(self._layer_keys(), widths, self._layer_specs())
+        self._compute_widths = list(widths)
+        self.feature_widths_ = self._compute_widths[: len(self.layers_)]
         self.n_features_out_ = int(sum(self.feature_widths_))
         return self
 
@@ -180,12 +210,36 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         return self._model
 
     def _get_extractor(self) -> FeatureExtractor:
+        """The network wrapped to return the compute layers (requested + cache_layers)."""
         if getattr(self, "_extractor", None) is None:
             config = self.data_config_
             self._extractor = FeatureExtractor(
-                self.model_, self.layers_, self.pooling, config["mean"], config["std"]
+                self.model_, self._compute_layers, self.pooling, config["mean"], config["std"]
             ).to(self.device_)
         return self._extractor
+
+    def _feature_cache(self) -> FeatureCache | None:
+        cache = as_cache(self.cache)
+        if cache is not None and self.backbone_.weights_id is None:
+            warnings.warn(
+                "cache is ignored: weights=None without an int random_state gives different "
+                "weights at every fit, so features cannot be reused.", UserWarning, stacklevel=3,
+            )
+            return None
+        return cache
+
+    def _layer_specs(self) -> list[dict]:
+        config = self.data_config_
+        common = {
+            "weights": self.backbone_.weights_id,
+            "preprocessing": {k: config[k] for k in sorted(config)},
+            "precision": self.precision_,
+            "pooling": self.pooling,
+        }
+        return [{**common, "layer": name} for name in self._compute_layers]
+
+    def _layer_keys(self) -> list[str]:
+        return [layer_key(spec) for spec in self._layer_specs()]
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed each image of ``X``.
@@ -204,7 +258,48 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             ``on_error="nan"``).
         """
         check_is_fitted(self)
-        return self._predict_rows(self._get_extractor(), X, desc="embedding")
+        cache = self._feature_cache()
+        if cache is None:
+            return self._predict_rows(self._get_extractor(), X, desc="embedding")
+        return self._transform_cached(X, cache)
+
+    def _transform_cached(self, X: Any, cache: FeatureCache) -> np.ndarray:
+        """Look every image up; run the network only on the misses, in one pass for all layers."""
+        dataset = self._dataset(X)
+        keys = image_keys(dataset.items)
+        layer_keys = self._layer_keys()
+        widths = self._compute_widths
+        requested = len(self.layers_)
+        found = [cache.get(key, [k for k in keys if k is not None], width)
+                 for key, width in zip(layer_keys[:requested], widths[:requested])]
+        rows = np.empty((len(keys), self.n_features_out_), dtype=np.float32)
+        misses = []
+        for index, key in enumerate(keys):
+            if key is not None and all(key in layer for layer in found):
+                rows[index] = np.concatenate([layer[key] for layer in found])
+            else:
+                misses.append(index)
+        cache.count(hits=len(keys) - len(misses), misses=len(misses))
+        if misses:
+            computed, errors = self._run_dataset(self._get_extractor(), Subset(dataset, misses),
+                                                 desc="embedding")
+            rows[misses] = computed[:, : self.n_features_out_]
+            good = [pos for pos in range(len(misses)) if pos not in errors and keys[misses[pos]]]
+            bounds = np.cumsum([0, *widths])
+            for key, start, stop in zip(layer_keys, bounds[:-1], bounds[1:]):
+                cache.put(key, {keys[misses[pos]]: computed[pos, start:stop] for pos in good})
+            warn_bad_rows({misses[pos]: message for pos, message in errors.items()})
+        return rows
+
+    def cache_info(self) -> CacheInfo | None:
+        """Hits, misses and size of the feature cache (None without a cache).
+
+        Returns
+        -------
+        info : CacheInfo or None
+        """
+        cache = as_cache(self.cache)
+        return None if cache is None else cache.info()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Output column names: ``<layer>_<i>`` for each column of each layer.
