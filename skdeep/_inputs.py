@@ -1,25 +1,59 @@
 """Every form of image collection a data scientist holds -> a torch Dataset of RGB images.
 
-Accepted ``X``:
+Accepted ``X``
+--------------
+- A numeric batch of images: a NumPy array ``(N, H, W)`` or ``(N, H, W, C)``, or a torch tensor
+  ``(N, H, W)`` or channel-first ``(N, C, H, W)``, with C in {1 (gray), 3 (RGB), 4 (RGBA)}.
+- A sequence (list, tuple, 1-D object or string ndarray, pandas Series, one-column DataFrame)
+  whose items are any mix of: file paths (``str``, ``pathlib.Path``), ``bytes`` of an encoded
+  image, PIL images, and single image arrays ``(H, W)`` / ``(H, W, C)`` or tensors ``(H, W)`` /
+  ``(C, H, W)`` of any size.
 
-- a numeric array or tensor of images: ``(N, H, W)``, ``(N, H, W, C)`` with C in {1, 3, 4}, or a
-  channel-first torch tensor ``(N, C, H, W)``. ``uint8`` as is; 16-bit integers scaled by their
-  range; other integers if they lie in [0, 255]; floats in [0, 1].
-- a sequence (list, tuple, object ndarray, pandas Series, one-column DataFrame) whose items are
-  file paths (``str`` or ``pathlib.Path``), ``bytes`` of an encoded image, PIL images, or single
-  image arrays/tensors of any size. Items may be mixed.
+Pixel values of arrays and tensors
+----------------------------------
+``uint8`` is used as is. ``uint16`` is scaled by its range (``v / 257``, 65535 -> 255); ``int16``
+must be non-negative and is scaled by 32767 -> 255 (the scikit-image convention); other integer
+dtypes must lie in [0, 255]. Floats must be finite and lie in [0, 1] (``x * 255``, rounded), so a
+uint8 image and the same image divided by 255 give the same features. Alpha is composited on white.
 
-Whole-array problems (wrong ndim, a channel count other than 1/3/4, floats outside [0, 1], NaN or
-inf pixels, an empty X) always raise a ValueError. Per-item problems (a missing path, a directory,
-a file that is not an image or is truncated, a decompression bomb) follow ``on_error``: "raise"
-names the row and the path; "nan" gives that row NaN features and a warning listing the bad rows.
-Cheap checks (types, existence of files) run before any model work.
+Decoding
+--------
+Pillow, with the file opened in a context manager and ``load()`` forced inside it, so truncation
+is seen (unless the process set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which is respected).
+EXIF orientation is applied. Modes map to RGB as follows: L, 1, P, CMYK, YCbCr, LAB, HSV by
+Pillow's conversion; RGBA, LA, PA, RGBa and any image with a ``transparency`` key (P, L or RGB
+with tRNS) composited on white; 16-bit ``I;16*`` rescaled (``v / 257``) instead of Pillow's
+clamping; ``I`` (32-bit integer, how Pillow opens 16-bit PGM and some 16-bit TIFF) read as 16-bit
+data, values outside [0, 65535] refused; ``F`` (32-bit float) must lie in [0, 1], like float
+arrays. Images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs.
+
+Bad input
+---------
+Two kinds, kept apart on purpose:
+
+- *Wrong data* -- what the caller computed: floats outside [0, 1] (0-255 floats), NaN/inf pixels,
+  a wrong ndim, a channel count other than 1/3/4, an unsupported dtype or item type, an empty X,
+  a single path or directory given as X, X/y length mismatch. Always a ``ValueError`` naming the
+  row (and its pandas index label), whatever ``on_error`` says, raised while building the dataset,
+  before any model work.
+- *Messy data* -- what the caller collected: a missing path, a directory in place of a file, a
+  file that is not an image, a truncated file, a decompression bomb, an unsupported or
+  out-of-range image mode, a missing value (None/NaN/pd.NA) in a column of paths. These follow
+  ``on_error``: ``"raise"`` raises :class:`BadImageError` (:class:`ImageNotFoundError`, also a
+  ``FileNotFoundError``, for missing files) naming the row and the path; ``"nan"`` makes that
+  row's output NaN and :func:`warn_bad_rows` lists the rows with their paths. Missing paths,
+  directories and missing values are found by one ``stat`` per path before the model runs; the
+  rest when the file is decoded (in a DataLoader worker when ``num_workers > 0``; the message
+  survives the worker re-raise).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,26 +64,90 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 ON_ERROR = ("raise", "nan")
+
 _PATH_TYPES = (str, os.PathLike)
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+_ARRAY_TYPES = (np.ndarray, torch.Tensor)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
+_CHANNELS = (1, 3, 4)
+_SHOWN = 10  # bad rows spelled out in one message
+_NAN_HINT = " (on_error='nan' gives such rows NaN instead)"
 
 
 class BadImageError(ValueError):
-    """One item of X cannot be turned into an image. The message names its row (and path)."""
+    """An item of X cannot be turned into an image. The message names its row and path.
+
+    Raised inside a DataLoader worker, it is re-raised in the main process by PyTorch, which
+    rebuilds it from a traceback dump; the original message is then put back in front.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_unwrap_worker_message(args[0], type(self)),)
+        super().__init__(*args)
+
+
+class ImageNotFoundError(BadImageError, FileNotFoundError):
+    """An image path does not exist (both a :class:`BadImageError` and a ``FileNotFoundError``)."""
+
+
+class BadImageWarning(UserWarning):
+    """Some rows could not be read and were returned as NaN (``on_error="nan"``)."""
+
+
+def _unwrap_worker_message(message: str, cls: type) -> str:
+    """``torch.utils.data`` re-raises worker errors as ``cls("Caught ... Original Traceback ...")``.
+
+    Put the original one-line message first, keep the worker traceback after it.
+    """
+    if not (message.startswith(f"Caught {cls.__name__} ") and "Traceback" in message):
+        return message
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    for line in reversed(message.splitlines()):
+        if line.startswith(prefix):
+            where = message.split("\n", 1)[0].removeprefix(f"Caught {cls.__name__} ").rstrip(".")
+            return f"{line[len(prefix):]} (raised {where})\n\n{message}"
+    return message
 
 
 # --- X as a whole ------------------------------------------------------------------------------
 
 
-def as_items(X: Any) -> np.ndarray | torch.Tensor | list:
-    """Validate the container ``X`` and return either a numeric image batch or a list of items."""
-    if isinstance(X, (str, os.PathLike)):
-        kind = "a directory" if os.path.isdir(X) else "a single path"
+def as_items(X: Any) -> np.ndarray | list:
+    """Validate ``X`` as a whole and return its images.
+
+    Returns
+    -------
+    items : ndarray or list
+        A validated numeric batch, channel-last ``(N, H, W)`` or ``(N, H, W, C)`` (a view of a
+        channel-first tensor), or a list of single items (paths, bytes, PIL images, arrays).
+
+    Raises
+    ------
+    ValueError
+        For every problem of X as a whole (see the module docstring); per-item problems are
+        left to :class:`ImageDataset`.
+    """
+    return _collect(X)[0]
+
+
+def _collect(X: Any) -> tuple[np.ndarray | list, np.ndarray | None]:
+    """``as_items`` plus the pandas index labels of the rows (None for a default RangeIndex)."""
+    if isinstance(X, _PATH_TYPES):
+        path = os.fspath(X)
+        if os.path.isdir(path):
+            raise ValueError(
+                f"X is a directory ({path!r}), not a collection of images. Pass a list or pandas "
+                "Series of its image files: skdeep.datasets.find_images(folder), or "
+                "skdeep.datasets.load_image_folder(folder) for one sub-folder per class."
+            )
         raise ValueError(
-            f"X is {kind} ({str(X)!r}), not a collection of images. Pass a list or pandas Series "
-            "of paths; for a folder of images use skdeep.datasets.load_image_folder(path)."
+            f"X is a single path ({path!r}); wrap it in a list: [path]. For a glob pattern, "
+            "pass sorted(glob.glob(pattern))."
         )
-    if isinstance(X, (bytes, Image.Image)):
+    if isinstance(X, (*_BYTES_TYPES, Image.Image)):
         raise ValueError(f"X is a single {type(X).__name__} image; wrap it in a list: [image].")
+    labels = None
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
         if X.shape[1] != 1:
             raise ValueError(
@@ -57,202 +155,335 @@ def as_items(X: Any) -> np.ndarray | torch.Tensor | list:
                 "column that holds the images, e.g. X['path'], or route it with ColumnTransformer."
             )
         X = X.iloc[:, 0]
-    if hasattr(X, "iloc"):  # pandas Series
+    if hasattr(X, "iloc") and hasattr(X, "index"):  # pandas Series
+        index = X.index
+        if not index.equals(_range_index(len(index))):
+            labels = index.to_numpy()
         X = X.to_numpy()
-    if isinstance(X, torch.Tensor) and X.dtype != torch.uint8 and not X.is_floating_point():
-        X = X.numpy(force=True)
-    if isinstance(X, np.ndarray) and X.dtype != object:
-        return _validate_batch(X)
     if isinstance(X, torch.Tensor):
-        return _validate_batch(X)
+        return _validate_batch(_tensor_to_numpy(X), channel_first=True), labels
     if isinstance(X, np.ndarray):
-        X = list(X)
+        if X.dtype.kind in "OUS":
+            X = _sequence_array(X)
+        else:
+            return _validate_batch(X, channel_first=False), labels
     if not isinstance(X, Sequence):
-        raise ValueError(f"X of type {type(X).__name__} is not a supported collection of images.")
+        raise ValueError(
+            f"X of type {type(X).__name__} is not a supported collection of images: pass an "
+            "array or tensor of images, or a list / Series of paths, bytes, PIL images or arrays."
+        )
     if len(X) == 0:
         raise ValueError("X is empty: there are no images to transform.")
-    return list(X)
+    return list(X), labels
 
 
-def _validate_batch(X: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Checks on a numeric image batch that are cheap enough to run on the whole array at once."""
-    channel_first = isinstance(X, torch.Tensor)
-    shape = tuple(X.shape)
+def _range_index(n: int) -> Any:
+    import pandas as pd
+
+    return pd.RangeIndex(n)
+
+
+def _sequence_array(X: np.ndarray) -> list:
+    """A 1-D (or one-column) array of paths / bytes / images -> list of items."""
+    if X.dtype.kind == "S":
+        raise ValueError(
+            "X is a NumPy byte-string array (dtype 'S'), which drops trailing zero bytes: pass "
+            "paths as str, or encoded images as a list of bytes objects."
+        )
+    if X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]
+    if X.ndim != 1:
+        raise ValueError(
+            f"X is a {X.dtype} array of shape {X.shape}: a sequence of images must be 1-D. For a "
+            "batch of images stored as objects, build a numeric array with np.stack(images)."
+        )
+    return X.tolist() if X.dtype.kind == "U" else list(X)
+
+
+def _tensor_to_numpy(X: torch.Tensor) -> np.ndarray:
+    if X.dtype in (torch.bfloat16, torch.float16):
+        X = X.float()
+    if X.dtype == torch.bool:
+        raise ValueError("X is a boolean tensor; convert it to uint8 (0 and 255) first.")
+    return X.numpy(force=True)
+
+
+def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
+    """Whole-array checks of a numeric batch (cheap); returns it channel-last."""
+    shape = X.shape
+    layout = "(N, C, H, W) tensor" if channel_first else "(N, H, W, C) array"
     if len(shape) == 0 or shape[0] == 0:
         raise ValueError("X is empty: there are no images to transform.")
-    if len(shape) not in (3, 4):
+    if len(shape) == 2:
         raise ValueError(
-            f"X has shape {shape}: expected a batch of images (N, H, W) or "
-            + ("(N, C, H, W) for a tensor." if channel_first else "(N, H, W, C) for an array.")
+            f"X has shape {shape}: 2-D input is not a batch of images. A single gray image is "
+            "X[None]; a table of numbers is not images."
+        )
+    if len(shape) not in (3, 4):
+        raise ValueError(f"X has shape {shape}: expected (N, H, W) or an {layout}.")
+    if len(shape) == 3 and not channel_first and shape[-1] in (3, 4) and shape[-2] > 4:
+        raise ValueError(
+            f"X has shape {shape}: this looks like one color image (H, W, C), not a batch of gray "
+            "images (N, H, W) that are only 3 or 4 pixels wide; pass X[None]."
         )
     if len(shape) == 4:
         channels = shape[1] if channel_first else shape[3]
-        if channels not in (1, 3, 4):
+        if channels not in _CHANNELS:
+            other = shape[3] if channel_first else shape[1]
             hint = ""
-            if not channel_first and shape[1] in (1, 3, 4):
-                hint = " It looks channel-first: use np.moveaxis(X, 1, -1) or a torch tensor."
+            if other in _CHANNELS:
+                hint = (" It looks channel-last: use X.permute(0, 3, 1, 2)." if channel_first
+                        else " It looks channel-first: use np.moveaxis(X, 1, -1).")
             raise ValueError(
-                f"X has shape {shape}: {channels} channels, expected 1 (gray), 3 (RGB) or 4 (RGBA).{hint}"
+                f"X has shape {shape}: {channels} channels in an {layout}; expected 1 (gray), "
+                f"3 (RGB) or 4 (RGBA).{hint}"
             )
-    dtype = X.dtype
-    if isinstance(X, np.ndarray) and X.dtype == bool:
-        raise ValueError("X is a boolean array; convert it to uint8 (0 and 255) first.")
-    floating = X.is_floating_point() if isinstance(X, torch.Tensor) else np.issubdtype(dtype, np.floating)
-    if floating:
-        _check_float_range(X)
-    elif isinstance(X, np.ndarray) and dtype not in (np.uint8, np.uint16, np.int16):
-        low, high = X.min(), X.max()
-        if low < 0 or high > 255:
-            raise ValueError(
-                f"X is {dtype} with values in [{low}, {high}]: integer images must be uint8, "
-                "uint16 or int16 (scaled by their range), or lie in [0, 255]."
-            )
-    return X
+    if 0 in shape[1:]:
+        raise ValueError(f"X has shape {shape}: images must not be empty.")
+    _check_values(X, "X", rows=True)
+    return np.moveaxis(X, 1, -1) if channel_first and X.ndim == 4 else X
 
 
-def _check_float_range(X: np.ndarray | torch.Tensor) -> None:
-    flat = X.reshape(X.shape[0], -1)
-    if isinstance(flat, torch.Tensor):
-        finite = torch.isfinite(flat).all(dim=1).cpu().numpy()
-        low, high = flat.amin(dim=1).cpu().numpy(), flat.amax(dim=1).cpu().numpy()
-    else:
+def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
+    """Refuse pixel values that cannot be mapped to 8 bits without guessing.
+
+    ``rows=True``: ``pixels`` has a leading batch axis, and messages name the offending rows.
+    """
+    kind, dtype = pixels.dtype.kind, pixels.dtype
+    if kind == "b":
+        raise ValueError(f"{where} is a boolean array; convert it to uint8 (0 and 255) first.")
+    if kind not in "uif":
+        raise ValueError(f"{where} has dtype {dtype}; images must be integers or floats.")
+    if dtype in (np.uint8, np.uint16):
+        return
+    flat = pixels.reshape(len(pixels), -1) if rows else pixels.reshape(1, -1)
+    if kind == "f":
         finite = np.isfinite(flat).all(axis=1)
-        with np.errstate(invalid="ignore"):
-            low, high = flat.min(axis=1), flat.max(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise ValueError(f"X has NaN or infinite pixels in rows {_preview(rows)}.")
-    outside = (low < 0) | (high > 1)
-    if outside.any():
-        row = int(np.flatnonzero(outside)[0])
+        if not finite.all():
+            raise ValueError(f"{_where(where, rows, ~finite)} NaN or infinite pixels.")
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    if kind == "f":
+        bad, allowed = (low < 0) | (high > 1), "[0, 1]"
+        hint = ("Float images must be scaled to [0, 1]: divide 0-255 data by 255, or pass it "
+                "as uint8.")
+    elif dtype == np.int16:
+        bad, allowed = low < 0, "[0, 32767]"
+        hint = "int16 images are scaled by 32767 and must not be negative."
+    else:
+        bad, allowed = (low < 0) | (high > 255), "[0, 255]"
+        hint = (f"{dtype} images must lie in [0, 255]; for 16-bit data use "
+                ".astype(np.uint16) (scaled by 65535).")
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"X is a float array with values outside [0, 1] (row {row} spans "
-            f"[{float(low[row]):g}, {float(high[row]):g}]). Float images must be scaled to [0, 1]: "
-            "divide 0-255 data by 255, or pass it as uint8."
+            f"{_where(where, rows, bad)} {dtype} values outside {allowed} (row {first} spans "
+            f"[{low[first]:g}, {high[first]:g}]). {hint}" if rows else
+            f"{where} has {dtype} values in [{low[0]:g}, {high[0]:g}], outside {allowed}. {hint}"
         )
 
 
-def check_files(items: list, on_error: str) -> dict[int, str]:
-    """Stat every path up front. Returns ``{row: reason}`` for bad ones (raises under "raise")."""
-    bad: dict[int, str] = {}
-    for index, item in enumerate(items):
-        if isinstance(item, _PATH_TYPES):
-            path = os.fspath(item)
-            if os.path.isdir(path):
-                reason = f"row {index}: {path!r} is a directory, not an image file"
-                exc: type[Exception] = IsADirectoryError
-            elif not os.path.exists(path):
-                reason = f"row {index}: image file not found: {path!r}"
-                exc = FileNotFoundError
-            else:
-                continue
-        elif not isinstance(item, (bytes, bytearray, Image.Image, np.ndarray, torch.Tensor)):
-            reason = f"row {index}: {type(item).__name__} is not an image, path or bytes ({item!r:.60})"
-            exc = BadImageError
-        else:
-            continue
-        if on_error == "raise":
-            raise exc(reason)
-        bad[index] = reason
-    return bad
+def _where(where: str, rows: bool, mask: np.ndarray) -> str:
+    if not rows:
+        return f"{where} has"
+    return f"{where} has, in rows {_preview(np.flatnonzero(mask))},"
+
+
+# --- X/y ---------------------------------------------------------------------------------------
+
+
+def check_targets(X: Any, y: Any) -> np.ndarray:
+    """Check that ``y`` has one target per image of ``X``; return ``y`` as a 1-D array.
+
+    Parameters
+    ----------
+    X : sized
+        The images: an :class:`ImageDataset`, the output of :func:`as_items`, or anything with
+        ``len`` (a raw X is not re-validated here).
+    y : array-like of shape (n_samples,) or (n_samples, 1)
+        Targets. A pandas Series is taken by position, not aligned on its index.
+
+    Returns
+    -------
+    y : ndarray of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is None, not 1-D, or its length differs from the number of images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep._inputs import check_targets
+    >>> check_targets(np.zeros((3, 8, 8), np.uint8), [0, 1, 0])
+    array([0, 1, 0])
+    """
+    if y is None:
+        raise ValueError("y is required: one target per image of X.")
+    from sklearn.utils.validation import column_or_1d
+
+    y = column_or_1d(np.asarray(y), warn=True)
+    _check_length(len(X), len(y))
+    return y
+
+
+def _check_length(n_images: int, n_targets: int) -> None:
+    if n_images != n_targets:
+        raise ValueError(
+            f"X has {n_images} images but y has {n_targets} targets; they must match one to one."
+        )
 
 
 # --- one item -> RGB PIL image -----------------------------------------------------------------
 
 
 def decode(data: str | os.PathLike | bytes) -> Image.Image:
-    """Open an encoded image fully (truncation is seen), apply EXIF orientation, return RGB.
+    """Open an encoded image (a path or bytes) fully, apply EXIF orientation, return it as RGB.
 
-    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is enforced as an error.
+    The file is opened in a context manager with ``load()`` forced inside it, so a truncated
+    file raises here, and images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused.
     """
-    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    source = io.BytesIO(bytes(data)) if isinstance(data, _BYTES_TYPES) else data
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(source) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+        # Refused below with a clearer message; Pillow itself raises above twice the limit.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        opened = Image.open(source)
+    with opened as image:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and image.width * image.height > limit:
+            raise BadImageError(
+                f"decompression bomb refused: {image.width}x{image.height} = "
+                f"{image.width * image.height:,} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
+                f"({limit:,}); raise that limit if you trust the file"
+            )
+        image.load()
+        rgb = to_rgb(ImageOps.exif_transpose(image))
+        return rgb.copy() if rgb is image else rgb  # closing `image` must not invalidate it
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB, compositing transparency on white and rescaling deep images."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+    """Any Pillow mode -> RGB: transparency on white, deep images rescaled (never clamped)."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _deep_to_gray(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit (and 32-bit integer) gray: scale the 16-bit range to 8 bits instead of clamping.
-        values = np.asarray(image).astype(np.float64)
-        scaled = np.clip(values / 65535.0 * 255.0, 0, 255)
-        return Image.fromarray(np.rint(scaled).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        values = np.asarray(image)
-        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise BadImageError("a float ('F' mode) image must hold values in [0, 1]")
-        return Image.fromarray(np.rint(values * 255).astype(np.uint8), "L").convert("RGB")
-    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def array_to_image(array: np.ndarray | torch.Tensor, channel_first: bool) -> Image.Image:
-    """One image array (H, W), (H, W, C) or, channel-first, (C, H, W) -> RGB PIL image."""
-    if isinstance(array, torch.Tensor):
-        array = array.numpy(force=True)
-    array = np.asarray(array)
-    if array.ndim == 3 and channel_first:
-        array = np.moveaxis(array, 0, -1)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise BadImageError(f"an image array must be (H, W) or (H, W, 1|3|4); got {array.shape}")
-    if array.dtype == np.uint8:
-        pixels = array
-    elif array.dtype in (np.uint16, np.int16):
-        info = np.iinfo(array.dtype)
-        pixels = np.rint((array.astype(np.float64) - info.min) / (info.max - info.min) * 255)
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise BadImageError("the image has NaN or infinite pixels")
-        if array.min() < 0 or array.max() > 1:
-            raise BadImageError(
-                f"float pixels must lie in [0, 1]; got [{array.min():g}, {array.max():g}] "
-                "(divide 0-255 data by 255)"
-            )
-        pixels = np.rint(array * 255.0)
-    elif np.issubdtype(array.dtype, np.integer) and array.min() >= 0 and array.max() <= 255:
-        pixels = array
+def _deep_to_gray(image: Image.Image) -> Image.Image:
+    """16-bit (I;16*), 32-bit integer (I, read as 16-bit data) and float (F) gray -> 8-bit L."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        if not np.isfinite(values).all():
+            raise BadImageError("a float ('F' mode) image has NaN or infinite pixels")
+        low, high, top = float(values.min()), float(values.max()), 1.0
     else:
-        raise BadImageError(f"unsupported image dtype {array.dtype} or values outside [0, 255]")
-    pixels = np.ascontiguousarray(pixels.astype(np.uint8, copy=False))
-    mode = {2: "L", 3: "RGB", 4: "RGBA"}[pixels.ndim if pixels.ndim == 2 else pixels.shape[-1]]
+        low, high, top = int(values.min()), int(values.max()), 65535
+    if low < 0 or high > top:
+        raise BadImageError(
+            f"a mode {image.mode!r} image has values in [{low:g}, {high:g}]; skdeep reads "
+            + ("float images as [0, 1]" if top == 1.0 else "32-bit integer images as 16-bit data "
+               "[0, 65535]")
+            + ", and does not clip"
+        )
+    scaled = values.astype(np.float64) * (255.0 / top)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+
+
+def array_to_image(array: np.ndarray | torch.Tensor, channel_first: bool = False,
+                   where: str = "the image") -> Image.Image:
+    """One image array ``(H, W)`` / ``(H, W, C)`` (``(C, H, W)`` if channel-first) -> RGB PIL image.
+
+    Raises a ``ValueError`` naming ``where`` for a wrong shape or pixel values (see
+    :func:`_check_values`).
+    """
+    pixels = _image_array(array, channel_first, where)
+    _check_values(pixels, where, rows=False)
+    return _pixels_to_rgb(pixels)
+
+
+def _image_array(array: np.ndarray | torch.Tensor, channel_first: bool, where: str) -> np.ndarray:
+    """Shape checks of one image; returns it channel-last, as NumPy."""
+    if isinstance(array, torch.Tensor):
+        array = _tensor_to_numpy(array)
+    shape = array.shape
+    layout = "(H, W) or (C, H, W)" if channel_first else "(H, W) or (H, W, C)"
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{where} has shape {shape}; an image must be {layout}.")
+    if array.ndim == 3:
+        channels, other = (shape[0], shape[-1]) if channel_first else (shape[-1], shape[0])
+        if channels not in _CHANNELS:
+            hint = ""
+            if other in _CHANNELS:
+                hint = (" It looks channel-last: use .permute(2, 0, 1)." if channel_first
+                        else " It looks channel-first: use np.moveaxis(image, 0, -1).")
+            raise ValueError(
+                f"{where} has shape {shape}: {channels} channels, expected 1 (gray), 3 (RGB) or "
+                f"4 (RGBA) in {layout} layout.{hint}"
+            )
+        if channel_first:
+            array = np.moveaxis(array, 0, -1)
+    if 0 in array.shape:
+        raise ValueError(f"{where} has shape {shape}: an image must not be empty.")
+    return array
+
+
+def _pixels_to_rgb(pixels: np.ndarray) -> Image.Image:
+    """A validated (H, W) / (H, W, 1|3|4) array -> RGB PIL image (8 bits, alpha on white)."""
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    pixels = np.ascontiguousarray(_to_uint8(pixels))
+    mode = "L" if pixels.ndim == 2 else ("RGB" if pixels.shape[-1] == 3 else "RGBA")
     return to_rgb(Image.fromarray(pixels, mode))
 
 
-def load_item(item: Any) -> Image.Image:
-    """Any accepted single item -> RGB PIL image."""
-    if isinstance(item, (str, os.PathLike, bytes, bytearray)):
-        return decode(item)
-    if isinstance(item, Image.Image):
-        item.load()
-        return to_rgb(ImageOps.exif_transpose(item))
-    if isinstance(item, torch.Tensor):
-        return array_to_image(item, channel_first=item.ndim == 3 and item.shape[0] in (1, 3, 4))
-    if isinstance(item, np.ndarray):
-        return array_to_image(item, channel_first=False)
-    raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    dtype = pixels.dtype
+    if dtype == np.uint8:
+        return pixels
+    if dtype == np.uint16:
+        scaled = pixels / 257.0
+    elif dtype == np.int16:
+        scaled = pixels * (255.0 / 32767.0)
+    elif dtype.kind == "f":
+        scaled = pixels.astype(np.float32) * np.float32(255.0)
+    else:  # other integers, already checked to lie in [0, 255]
+        return pixels.astype(np.uint8)
+    return np.rint(scaled).astype(np.uint8)
+
+
+# --- one item: what it is, how it is named --------------------------------------------------
+
+
+def _is_missing(item: Any) -> bool:
+    """None, NaN, pandas NA/NaT: a hole in a column of paths."""
+    if item is None or (isinstance(item, (float, np.floating)) and math.isnan(item)):
+        return True
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and (item is pandas.NA or item is pandas.NaT)
+
+
+def _is_encoded(item: Any) -> bool:
+    """Items read by decoding (paths, bytes, PIL images): their failures follow ``on_error``."""
+    return isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES, Image.Image))
 
 
 def describe(item: Any) -> str:
-    """How an item is named in error messages: the path, or its type and shape."""
+    """How an item is named in messages: its path, or its kind and shape."""
     if isinstance(item, _PATH_TYPES):
         return repr(os.fspath(item))
-    if isinstance(item, (np.ndarray, torch.Tensor)):
+    if isinstance(item, _ARRAY_TYPES):
         return f"{type(item).__name__} of shape {tuple(item.shape)}"
-    if isinstance(item, (bytes, bytearray)):
-        return f"{len(item)} bytes"
-    return type(item).__name__
+    if isinstance(item, _BYTES_TYPES):
+        return f"bytes item ({len(item)} bytes)"
+    if isinstance(item, Image.Image):
+        name = getattr(item, "filename", "")
+        return f"PIL image {name!r}" if name else f"PIL {item.mode} image {item.size}"
+    return repr(item)[:60]
 
 
 # --- the Dataset -------------------------------------------------------------------------------
@@ -261,81 +492,165 @@ def describe(item: Any) -> str:
 class ImageDataset(Dataset):
     """Row ``i`` of X -> ``(uint8 CHW tensor, error message or "")``, transformed for the network.
 
-    Under ``on_error="nan"`` a bad row yields a blank tensor and its error message, and the
-    caller fills its output row with NaN. Picklable, so decoding can run in DataLoader workers.
+    Building it validates X (wrong data raises) and stats every path (missing files, directories
+    and missing values are found before any model work). Under ``on_error="nan"`` a bad row
+    yields a blank tensor and its error message, and the caller fills its output row with NaN.
+    Picklable, so decoding and resizing can run in DataLoader workers.
 
     Parameters
     ----------
     X : any accepted form (see the module docstring)
     transform : callable
-        PIL image -> uint8 CHW tensor of ``input_size``.
+        RGB PIL image -> uint8 CHW tensor of ``input_size``.
     input_size : tuple of int
         ``(C, H, W)`` of the transform's output, for blank rows.
     on_error : {"raise", "nan"}
     targets : array-like, optional
-        Returned as a third element, for training.
+        One per row (checked), returned as a third element, for training.
     """
 
     def __init__(self, X: Any, transform: Callable, input_size: tuple[int, int, int],
                  on_error: str = "raise", targets: Any = None) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}; got {on_error!r}.")
-        self.items = as_items(X)
+        self.items, self.labels = _collect(X)
         self.transform = transform
         self.input_size = tuple(input_size)
         self.on_error = on_error
-        self.targets = targets
-        self.channel_first = isinstance(self.items, torch.Tensor)
-        self.bad = check_files(self.items, on_error) if isinstance(self.items, list) else {}
+        self.targets = None
+        if targets is not None:
+            self.targets = np.asarray(targets)
+            _check_length(len(self.items), len(self.targets))
+        self.bad = self._inspect() if isinstance(self.items, list) else {}
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def row_name(self, index: int) -> str:
+        """``"row 3"``, or ``"row 3 (index 'cat_017')"`` when X had a pandas index."""
+        if self.labels is None:
+            return f"row {index}"
+        return f"row {index} (index {self.labels[index]!r})"
+
+    def _inspect(self) -> dict[int, str]:
+        """Cheap per-item checks, before any model work.
+
+        Wrong data raises at once; a missing value, a missing path or a directory is recorded as
+        a bad row (all raised together under "raise").
+        """
+        bad: dict[int, str] = {}
+        not_found: set[int] = set()
+        for index, item in enumerate(self.items):
+            name = self.row_name(index)
+            if _is_missing(item):
+                bad[index] = f"{name}: missing value ({item!r}) instead of an image"
+            elif isinstance(item, _PATH_TYPES):
+                reason = _path_problem(os.fspath(item))
+                if reason:
+                    bad[index] = f"{name}: {reason}"
+                    if reason.startswith("image file not found"):
+                        not_found.add(index)
+            elif isinstance(item, _ARRAY_TYPES):
+                self.items[index] = _checked_array(item, name)
+            elif not _is_encoded(item):
+                raise ValueError(
+                    f"{name}: {type(item).__name__} {describe(item)} is not an image; items must "
+                    "be paths, bytes, PIL images, or image arrays/tensors."
+                )
+        if bad and self.on_error == "raise":
+            rows = sorted(bad)
+            listing = "; ".join(bad[index] for index in rows[:_SHOWN])
+            more = f"; and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else ""
+            heading = "" if len(rows) == 1 else f"{len(rows)} images cannot be read: "
+            error = ImageNotFoundError if not_found == set(rows) else BadImageError
+            raise error(heading + listing + more + _NAN_HINT)
+        return bad
 
     def __getitem__(self, index: int):
         error = self.bad.get(index, "")
         image = None
         if not error:
-            try:
-                image = self.transform(self._image(index))
-            except FileNotFoundError as exc:
-                error = f"row {index}: image file not found: {describe(self.items[index])} ({exc})"
-                if self.on_error == "raise":
-                    raise FileNotFoundError(error) from exc
-            except Exception as exc:  # Pillow raises many types for corrupt files
-                error = f"row {index}: cannot read image {describe(self.items[index])}: {exc}"
-                if self.on_error == "raise":
-                    raise BadImageError(error) from exc
+            item = self.items[index]
+            if isinstance(item, np.ndarray):  # validated in __init__: wrong data already raised
+                image = self.transform(_pixels_to_rgb(item))
+            else:
+                try:
+                    rgb = load_item(item)
+                except MemoryError:
+                    raise
+                except Exception as exc:  # Pillow raises many types for corrupt files
+                    error, kind = self._read_error(index, exc)
+                    if self.on_error == "raise":
+                        raise kind(error + _NAN_HINT) from exc
+                else:  # outside the try: a failing transform is a bug, not a bad file
+                    image = self.transform(rgb)
         if image is None:
             image = torch.zeros(self.input_size, dtype=torch.uint8)
         if self.targets is None:
             return image, error
         return image, error, self.targets[index]
 
-    def _image(self, index: int) -> Image.Image:
-        item = self.items[index]
-        if isinstance(self.items, list):
-            return load_item(item)
-        return array_to_image(item, channel_first=self.channel_first)
+    def _read_error(self, index: int, exc: Exception) -> tuple[str, type[BadImageError]]:
+        name, item = self.row_name(index), describe(self.items[index])
+        if isinstance(exc, FileNotFoundError):
+            return f"{name}: image file not found: {item}", ImageNotFoundError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, BadImageError):
+            reason = f"{type(exc).__name__}: {reason}"
+        return f"{name}: cannot read image {item}: {reason}", BadImageError
+
+
+
+def _path_problem(path: str) -> str:
+    """Why a path cannot be an image file (one stat), or "" if it may be one."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()!r})"
+        return f"image file not found: {path!r}{where}"
+    except (OSError, ValueError) as exc:  # permission, name too long, NUL byte
+        return f"cannot access {path!r}: {exc}"
+    if stat.S_ISDIR(status.st_mode):
+        return f"{path!r} is a directory, not an image file"
+    return ""
+
+
+def _checked_array(item: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """A single image array of a list, validated (wrong data raises) and made channel-last."""
+    pixels = _image_array(item, isinstance(item, torch.Tensor), name)
+    _check_values(pixels, name, rows=False)
+    return pixels
+
+
+def load_item(item: Any) -> Image.Image:
+    """Any accepted single item -> RGB PIL image."""
+    if isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES)):
+        return decode(item)
+    if isinstance(item, Image.Image):
+        item.load()
+        return to_rgb(ImageOps.exif_transpose(item))
+    if isinstance(item, _ARRAY_TYPES):
+        return array_to_image(item, channel_first=isinstance(item, torch.Tensor))
+    raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
 
 
 def warn_bad_rows(errors: dict[int, str]) -> None:
-    """One warning that lists the rows that became NaN and why."""
+    """One :class:`BadImageWarning` that lists the rows that became NaN, with their paths."""
     if not errors:
         return
-    listing = "; ".join(errors[index] for index in sorted(errors)[:10])
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    rows = sorted(errors)
+    listing = "\n".join(f"  {errors[index]}" for index in rows[:_SHOWN])
+    more = ""
+    if len(rows) > _SHOWN:
+        rest = _preview(np.asarray(rows[_SHOWN:]), 50)
+        more = f"\n  ... and {len(rows) - _SHOWN} more, rows {rest}"
     warnings.warn(
-        f"{len(errors)} image(s) could not be read and their rows are NaN: {listing}{more}",
+        f"{len(rows)} image(s) could not be read; their rows are NaN:\n{listing}{more}",
         BadImageWarning,
         stacklevel=3,
     )
 
 
-class BadImageWarning(UserWarning):
-    """Some rows could not be read and were returned as NaN (``on_error="nan"``)."""
-
-
-def _preview(rows: np.ndarray) -> str:
-    shown = ", ".join(str(int(r)) for r in rows[:10])
-    return f"[{shown}{', ...' if len(rows) > 10 else ''}]"
-
+def _preview(rows: np.ndarray, limit: int = _SHOWN) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return f"[{shown}{', ...' if len(rows) > limit else ''}]"

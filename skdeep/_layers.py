@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ._device import memory_format
 from ._preprocessing import Normalize
 
 PENULTIMATE = "penultimate"
@@ -225,9 +226,7 @@ class FeatureExtractor(nn.Module):
 
     def _forward_all(self, images: torch.Tensor) -> list[torch.Tensor]:
         self._captured = {}
-        x = self.normalize(images)
-        if x.device.type in ("cpu", "cuda"):
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.normalize(images).contiguous(memory_format=memory_format(images.device))
         try:
             with self._hooks():
                 output = self.model(x)

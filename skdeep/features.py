@@ -20,6 +20,7 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
+from ._device import memory_format
 from ._inputs import warn_bad_rows
 from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
@@ -206,7 +207,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             state = self.__dict__.pop("_model_state", None)
             if state is not None:
                 model.load_state_dict(state_dict_from_bytes(state))
-            self._model = freeze(model).to(self.device_)
+            self._model = freeze(model).to(self.device_, memory_format=memory_format(self.device_))
         return self._model
 
     def _get_extractor(self) -> FeatureExtractor:
