@@ -1,0 +1,163 @@
+"""Optimisation of a fine-tuned network: discriminative learning rates, optimizers, LR schedules.
+
+Parameter groups follow the network's units (see :mod:`skdeep._blocks`): the new head learns at
+``lr``; pretrained units at ``lr * backbone_lr_mult`` (the "one tenth of the original learning
+rate" rule of thumb), optionally decayed by ``layer_decay`` per unit of depth below the top, so
+that early, generic layers move least. Biases and normalisation parameters get no weight decay.
+Each group carries a ``"name"`` key, so ``optimizer.param_groups`` says which is which.
+
+:class:`LRSchedule` drives the learning rate per optimisation step (cosine, step, one-cycle,
+constant, each with optional linear warm-up) or per epoch (reduce-on-plateau).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._blocks import HEAD, Unit, parameter_owner
+
+OPTIMIZERS = ("adamw", "sgd", "adam", "rmsprop", "adagrad")
+SCHEDULERS = ("cosine", "step", "onecycle", "plateau")
+
+SGD_MOMENTUM = 0.9
+STEP_SIZE = 7  # epochs: the values of the PyTorch transfer-learning tutorial
+STEP_GAMMA = 0.1
+PLATEAU_FACTOR = 0.1
+PLATEAU_PATIENCE = 2
+
+
+def param_groups(model: nn.Module, units: Sequence[Unit], head: str, *, lr: float,
+                 backbone_lr_mult: float, layer_decay: float | None,
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters of ``model`` in groups with their own learning rate and decay.
+
+    Units are numbered from the top: the deepest unit gets ``lr * backbone_lr_mult``, the one
+    below it that times ``layer_decay``, and so on. Only parameters with ``requires_grad`` are
+    included, so frozen units never reach the optimizer.
+    """
+    depth = {unit.name: len(units) - 1 - i for i, unit in enumerate(units)}
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        owner = parameter_owner(name, units, head) or "stem"
+        decays = parameter.ndim > 1 and not name.endswith(".bias")
+        buckets.setdefault((owner, decays), []).append(parameter)
+    order = [HEAD] + [unit.name for unit in reversed(units)]
+    groups = []
+    for owner in order:
+        if owner == HEAD:
+            group_lr = lr
+        else:
+            group_lr = lr * backbone_lr_mult * (layer_decay ** depth[owner] if layer_decay else 1.0)
+        for decays in (True, False):
+            params = buckets.get((owner, decays))
+            if params:
+                groups.append({
+                    "params": params,
+                    "lr": group_lr,
+                    "weight_decay": weight_decay if decays else 0.0,
+                    "name": owner if decays else f"{owner} (no decay)",
+                })
+    return groups
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], *, nesterov: bool = False,
+                   fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``groups`` (their lr and weight_decay are used as given).
+
+    ``"sgd"`` uses momentum 0.9 (Nesterov's when ``nesterov``); ``"adamw"`` decouples weight
+    decay from the gradient, ``"adam"`` adds it to the gradient (L2).
+    """
+    default_lr = groups[0]["lr"]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=default_lr, fused=fused or None)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=default_lr, fused=fused or None)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=default_lr, momentum=SGD_MOMENTUM, nesterov=nesterov)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=default_lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=default_lr)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}.")
+
+
+class LRSchedule:
+    """Learning rate over training: call :meth:`after_step` per batch, :meth:`after_epoch` per epoch.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        Its groups' current ``lr`` are the peak rates.
+    kind : {"cosine", "step", "onecycle", "plateau"} or None
+        ``"cosine"`` anneals to 0 over the run; ``"step"`` multiplies by 0.1 every 7 epochs;
+        ``"onecycle"`` is Smith's one-cycle policy (warm-up included); ``"plateau"`` divides by 10
+        after 2 epochs without improvement of the monitored loss; None keeps the rate.
+    steps_per_epoch, epochs : int
+    warmup_epochs : float
+        Linear warm-up from 0 over that many epochs (for one-cycle: the rising phase).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str | None, *, steps_per_epoch: int,
+                 epochs: int, warmup_epochs: float = 0.0) -> None:
+        self.optimizer = optimizer
+        self.kind = kind
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total = self.steps_per_epoch * max(1, epochs)
+        self.warmup = min(self.total, int(round(warmup_epochs * self.steps_per_epoch)))
+        self.step_count = 0
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self._torch = None
+        if kind == "onecycle":
+            momentum = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+            pct_start = self.warmup / self.total if self.warmup else 0.3
+            self._torch = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.base, total_steps=self.total,
+                pct_start=min(max(pct_start, 1.0 / self.total), 0.99), cycle_momentum=momentum,
+            )
+        elif kind == "plateau":
+            self._torch = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+            )
+        if kind != "onecycle":
+            self._apply(0)
+
+    def _factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.kind == "cosine":
+            span = max(1, self.total - self.warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(step - self.warmup, span) / span))
+        if self.kind == "step":
+            return STEP_GAMMA ** (step // self.steps_per_epoch // STEP_SIZE)
+        return 1.0
+
+    def _apply(self, step: int) -> None:
+        if self.kind == "plateau" and step >= self.warmup:
+            if step == self.warmup and self.warmup:
+                for group, base in zip(self.optimizer.param_groups, self.base):
+                    group["lr"] = base
+            return  # the plateau scheduler owns the rate after warm-up
+        factor = self._factor(step)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * factor
+
+    def after_step(self) -> None:
+        """Advance one optimisation step."""
+        self.step_count += 1
+        if self.kind == "onecycle":
+            if self.step_count < self.total:
+                self._torch.step()
+        else:
+            self._apply(self.step_count)
+
+    def after_epoch(self, monitored_loss: float) -> None:
+        """Advance one epoch; ``monitored_loss`` drives "plateau" (NaN is ignored)."""
+        if self.kind == "plateau" and self.step_count >= self.warmup and math.isfinite(monitored_loss):
+            self._torch.step(monitored_loss)

@@ -1,0 +1,741 @@
+"""FineTunedCNNClassifier: a pretrained CNN fine-tuned on your images, as a scikit-learn classifier."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from torch import nn
+from torch.utils.data import Subset
+
+from . import _safe_format
+from ._base import (
+    COMMON_PARAMETER_CONSTRAINTS,
+    CNNEstimatorMixin,
+    seed_of,
+    state_dict_from_bytes,
+    state_dict_to_bytes,
+)
+from ._blocks import (
+    BN_MODES,
+    find_head,
+    network_units,
+    replace_head,
+    resolve_bn_mode,
+    set_train_modes,
+    set_trainable,
+    trained_units,
+)
+from ._inference import make_loader
+from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
+from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
+from ._training import EarlyStopping, Trainer, make_scaler, run_epochs, seeded_rngs
+from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
+
+
+class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Fine-tune a pretrained CNN on labelled images: transfer learning as a scikit-learn classifier.
+
+    The network's ImageNet classifier is replaced by a new linear layer with one output per
+    class, then the network is trained on ``(X, y)``: the whole of it (``train_layers="all"``),
+    only the new head on top of the frozen network (``"head"``, a fixed feature extractor), or
+    the last ``k`` blocks plus the head. Pretrained layers learn more slowly than the new head
+    (discriminative learning rates). Training holds out a stratified validation set, stops early
+    when the validation loss stops improving and keeps the best epoch's weights.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        Network to fine-tune: a name from :func:`skdeep.list_backbones` or a module instance whose
+        last layer is an ``nn.Linear`` (a small CNN of your own works too). The default's ImageNet
+        weights ship with skdeep and work offline.
+    weights : "DEFAULT", str, torchvision WeightsEnum, path or None, default="DEFAULT"
+        Pretrained weights, as for :class:`~skdeep.PretrainedCNNFeatures`. ``None`` trains the
+        architecture from scratch (random initialisation seeded by ``random_state``); then every
+        layer learns at ``lr`` and ``backbone_lr_mult`` is ignored.
+    image_size : int, default=None
+        Side of the square network input; ``None`` uses the weights' own size (224 for most).
+        Smaller is much faster: 64-128 suits 28-32 px images such as Fashion-MNIST or CIFAR-10.
+    train_layers : "all", "head" or int, default="all"
+        What trains. ``"all"``: the whole network. ``"head"``: only the new classifier. An int
+        ``k``: the last ``k`` units of the network plus the head (``0`` is ``"head"``). Units are
+        the stem, each stage (timm ``blocks.*``/``stages.*``, torchvision ``layer1``..``layer4``,
+        each layer of VGG/AlexNet ``features``...) and the neck between the last stage and the
+        head; ``blocks_`` lists them after fitting. Frozen parts keep their weights and run in eval
+        mode, so their BatchNorm running statistics do not change.
+    bn_mode : {"auto", "train", "frozen"}, default="auto"
+        BatchNorm in the trained units: ``"train"`` normalises with batch statistics and updates
+        the running ones; ``"frozen"`` keeps the pretrained running statistics (in inference mode,
+        as Keras recommends for fine-tuning; scale and shift still learn). ``"auto"`` is
+        ``"frozen"`` for a network whose BatchNorm statistics were learnt (pretrained weights) and
+        ``"train"`` for a randomly initialised one. On 1,600 Fashion-MNIST images, frozen
+        statistics learn several times faster than batch statistics from the same weights.
+    dropout : float, default=0.2
+        Dropout rate before the new linear head.
+    lr : float, default=1e-3
+        Peak learning rate of the new head.
+    backbone_lr_mult : float, default=0.1
+        Learning rate of pretrained layers relative to ``lr`` (the rule of thumb: a tenth).
+    layer_decay : float in (0, 1], default=None
+        Further multiplies the learning rate by this factor per unit of depth below the deepest
+        unit, so that early, generic layers move least. With ``layer_decay=0.75`` the 9 units of
+        EfficientNet-Lite0 learn at 1/10 of ``lr`` (the neck) down to about 1/100 (the stem).
+    optimizer : {"adamw", "sgd", "adam", "rmsprop", "adagrad"}, default="adamw"
+        ``"sgd"`` uses momentum 0.9.
+    nesterov : bool, default=False
+        Nesterov momentum for ``optimizer="sgd"``.
+    weight_decay : float, default=0.01
+        Weight decay of weights (never of biases and normalisation parameters); decoupled for
+        AdamW, L2 for the others.
+    scheduler : {"cosine", "step", "onecycle", "plateau"} or None, default="cosine"
+        Learning-rate schedule: cosine annealing to 0 over all epochs; x0.1 every 7 epochs (the
+        PyTorch transfer-learning tutorial's); one-cycle; x0.1 after 2 epochs without improvement
+        of the validation loss (training loss without validation); constant.
+    warmup_epochs : float, default=0
+        Linear warm-up of the learning rate over that many epochs (the rising phase for one-cycle).
+    epochs : int, default=10
+        Maximum number of passes over the training images.
+    batch_size : int, default=32
+        Images per optimisation step (and per forward pass at prediction).
+    augment : bool, default=True
+        Train-time random-resized-crop and horizontal flip, derived from the weights' data config.
+        Evaluation always uses the deterministic resize and centre crop.
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy loss.
+    grad_clip_norm : float, default=None
+        Clip the gradients' global norm to this value.
+    validation_fraction : float, default=0.1
+        Fraction of the images held out (stratified) to monitor the validation loss and accuracy;
+        0 trains on everything (and disables early stopping).
+    early_stopping : bool, default=True
+        Stop when the validation loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and restore the weights of the best epoch.
+    n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        Minimum decrease of the validation loss that counts as an improvement.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss (``{label: weight}``), or ``"balanced"`` for weights
+        inversely proportional to class frequencies in the training part.
+    device : str or torch.device, default="auto"
+        ``"auto"`` picks CUDA, then MPS, then the CPU.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        Mixed-precision training and inference (autocast); fp16 adds a gradient scaler. ``"auto"``
+        is bf16 (or fp16) on CUDA, bf16 on CPUs that compute it natively, else fp32.
+    num_workers : int, default=0
+        DataLoader worker processes that decode and augment images in parallel with training.
+    on_error : {"raise", "nan"}, default="raise"
+        Unreadable images: raise an error naming the row and path, or skip them in training (with
+        a warning) and give NaN probabilities (and ``None`` labels) at prediction.
+    progress : bool, default=False
+        Progress bars over batches.
+    verbose : int, default=0
+        Print one line per epoch (losses, validation accuracy, learning rate, seconds).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the new head, random initialisation, the validation split, shuffling, dropout and
+        augmentation. With an int, two fits on the same machine give identical predictions.
+    warm_start : bool, default=False
+        Continue training the fitted network for ``epochs`` more epochs instead of starting anew
+        (with a new optimizer and schedule, and the current ``train_layers``: train the head first,
+        then set ``train_layers="all"`` and fit again). ``y`` must have the same classes.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted; ``predict`` returns them and ``predict_proba`` columns follow them.
+    n_classes_ : int
+    backbone_ : skdeep.backbones.Backbone
+        The resolved backbone.
+    model_ : torch.nn.Module
+        The fine-tuned network (eval mode) on ``device_``; rebuilt on first use after unpickling.
+    head_ : str
+        Module path of the new head (``Sequential(dropout, fc)``) in ``model_``.
+    bn_mode_ : {"train", "frozen"}
+        The resolved ``bn_mode``.
+    blocks_ : list of tuple of str
+        The units that ``train_layers=k`` counts from the end: module paths of each unit.
+    trained_blocks_ : list of tuple of str
+        The units trained by the last ``fit`` (the head always is).
+    param_groups_ : list of dict
+        The optimizer's parameter groups: ``name``, peak ``lr``, ``weight_decay``, ``n_params``.
+    data_config_ : dict
+        Preprocessing derived from the weights.
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_accuracy``,
+        ``lr`` (head, at the epoch's start), ``seconds``. ``pd.DataFrame(clf.history_)`` shows it.
+    best_epoch_ : int
+        The epoch whose weights the model holds.
+    n_iter_ : int
+        Number of epochs run (in total, with ``warm_start``).
+    n_features_out_ : int
+        Width of the embeddings returned by :meth:`transform`.
+    device_ : torch.device
+    precision_ : str
+
+    See Also
+    --------
+    PretrainedCNNFeatures : frozen embeddings for any scikit-learn estimator (a linear probe).
+
+    Notes
+    -----
+    Threads: torch uses all cores for one fit. Under ``GridSearchCV(n_jobs=k)`` (joblib's loky
+    processes), joblib sets ``OMP_NUM_THREADS`` to ``cores // k`` in each worker and torch, started
+    fresh there, follows it, so parallel fits do not oversubscribe the CPU. With joblib's
+    threading backend, cap torch yourself (``torch.set_num_threads``).
+
+    Sample weights and class weights multiply each image's loss; they are rescaled to mean 1 over
+    the training images so that they do not change the effective learning rate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep import FineTunedCNNClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
+    >>> labels = np.array(["cat", "dog"] * 12)
+    >>> clf = FineTunedCNNClassifier(image_size=32, epochs=2, random_state=0)
+    >>> clf.fit(images, labels).predict(images[:3]).shape
+    (3,)
+    >>> clf.classes_.tolist()
+    ['cat', 'dog']
+    >>> clf.predict_proba(images[:3]).shape
+    (3, 2)
+    """
+
+    _parameter_constraints: dict = {
+        **COMMON_PARAMETER_CONSTRAINTS,
+        "train_layers": [StrOptions({"all", "head"}), Interval(Integral, 0, None, closed="left")],
+        "bn_mode": [StrOptions(set(BN_MODES))],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "backbone_lr_mult": [Interval(Real, 0, None, closed="left")],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "nesterov": ["boolean"],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "scheduler": [StrOptions(set(SCHEDULERS)), None],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "augment": ["boolean"],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "grad_clip_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = DEFAULT_BACKBONE,
+        weights: Any = "DEFAULT",
+        image_size: int | None = None,
+        train_layers: str | int = "all",
+        bn_mode: str = "auto",
+        dropout: float = 0.2,
+        lr: float = 1e-3,
+        backbone_lr_mult: float = 0.1,
+        layer_decay: float | None = None,
+        optimizer: str = "adamw",
+        nesterov: bool = False,
+        weight_decay: float = 0.01,
+        scheduler: str | None = "cosine",
+        warmup_epochs: float = 0.0,
+        epochs: int = 10,
+        batch_size: int = 32,
+        augment: bool = True,
+        label_smoothing: float = 0.0,
+        grad_clip_norm: float | None = None,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = True,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-4,
+        class_weight: dict | str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        num_workers: int = 0,
+        on_error: str = "raise",
+        progress: bool = False,
+        verbose: int = 0,
+        random_state: Any = None,
+        warm_start: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.train_layers = train_layers
+        self.bn_mode = bn_mode
+        self.dropout = dropout
+        self.lr = lr
+        self.backbone_lr_mult = backbone_lr_mult
+        self.layer_decay = layer_decay
+        self.optimizer = optimizer
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.scheduler = scheduler
+        self.warmup_epochs = warmup_epochs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.augment = augment
+        self.label_smoothing = label_smoothing
+        self.grad_clip_norm = grad_clip_norm
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.class_weight = class_weight
+        self.device = device
+        self.precision = precision
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.progress = progress
+        self.verbose = verbose
+        self.random_state = random_state
+        self.warm_start = warm_start
+
+    # --- fitting -------------------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FineTunedCNNClassifier:
+        """Fine-tune the network on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+            As for :meth:`PretrainedCNNFeatures.transform`: an ``(N, H, W[, C])`` array, an
+            ``(N, C, H, W)`` tensor, or a sequence of paths, bytes, PIL images or arrays.
+        y : array-like of shape (n_samples,)
+            Labels of any type (str, int, pandas categorical...), at least two classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each image in the loss.
+
+        Returns
+        -------
+        self : FineTunedCNNClassifier
+        """
+        labels = _check_labels(y)
+        warm = self.warm_start and hasattr(self, "classes_")
+        if warm:
+            self._check_same_classes(labels)
+        else:
+            self._initialise(labels)
+        encoded = LabelEncoder().fit(self.classes_).transform(labels)
+        n = len(labels)
+        base = self._dataset(X, train=self.augment, targets=np.arange(n))
+        if len(base) != n:
+            raise ValueError(f"X has {len(base)} images but y has {n} labels; they must match.")
+        seed = seed_of(self.random_state)
+        train_rows, valid_rows = self._split(encoded, seed)
+        weights = self._sample_weights(labels, encoded, sample_weight, train_rows)
+
+        with seeded_rngs(seed, self.device_):
+            if not warm:
+                self._model = self._new_model(len(self.classes_))
+                self.bn_mode_ = resolve_bn_mode(self.bn_mode, self._model)
+            self._train(base, encoded, weights, train_rows, valid_rows, seed)
+        return self
+
+    def _initialise(self, labels: np.ndarray) -> None:
+        encoder = LabelEncoder().fit(labels)
+        self.classes_ = encoder.classes_
+        self.n_classes_ = len(self.classes_)
+        if self.n_classes_ < 2:
+            raise ValueError(
+                f"y has a single class ({self.classes_[0]!r}); a classifier needs at least 2."
+            )
+        self.backbone_ = resolve_backbone(
+            self.backbone, self.weights, random_state=seed_of(self.random_state),
+            image_size=self.image_size,
+        )
+        self.data_config_ = self.backbone_.data_config
+        self._resolve_runtime()
+        self._drop_network()
+        self.history_ = []
+        self.n_iter_ = 0
+
+    def _check_same_classes(self, labels: np.ndarray) -> None:
+        classes = np.unique(labels)
+        if len(classes) != len(self.classes_) or not np.all(classes == self.classes_):
+            raise ValueError(
+                f"warm_start=True needs the classes of the first fit {self.classes_.tolist()}; "
+                f"y has {classes.tolist()}."
+            )
+        self._drop_network()  # rebuilt around the same model_, without stale state
+
+    def _new_model(self, n_classes: int) -> nn.Module:
+        model = self.backbone_.build(progress=self.progress)
+        self.head_ = find_head(model)
+        replace_head(model, self.head_, n_classes, self.dropout)
+        return model.to(self.device_)
+
+    def _split(self, encoded: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        rows = np.arange(len(encoded))
+        if self.validation_fraction == 0:
+            return rows, None
+        n_valid = math.ceil(self.validation_fraction * len(rows))
+        counts = np.bincount(encoded, minlength=self.n_classes_)
+        if n_valid < self.n_classes_ or counts.min() < 2 or len(rows) - n_valid < self.n_classes_:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} holds out {n_valid} of "
+                f"{len(rows)} images, too few for a stratified split over {self.n_classes_} "
+                f"classes (the smallest has {counts.min()} images). Give more images, raise "
+                "validation_fraction, or set validation_fraction=0 to train without validation."
+            )
+        train, valid = train_test_split(rows, test_size=n_valid, stratify=encoded,
+                                        random_state=seed)
+        return np.sort(train), np.sort(valid)
+
+    def _sample_weights(self, labels, encoded, sample_weight, train_rows) -> np.ndarray:
+        n = len(encoded)
+        weights = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
+                                       ensure_non_negative=True)
+        if self.class_weight is not None:
+            per_class = compute_class_weight(self.class_weight, classes=self.classes_,
+                                             y=labels[train_rows])
+            weights = weights * per_class[encoded]
+        mean = weights[train_rows].mean()
+        if not mean > 0:
+            raise ValueError("the sample weights of the training images are all zero.")
+        return weights / mean
+
+    def _train(self, base, encoded, weights, train_rows, valid_rows, seed) -> None:
+        model = self.model_
+        units = network_units(model, self.head_)
+        trained = trained_units(units, self.train_layers)
+        trained_names = [unit.name for unit in trained]
+        set_trainable(model, units, self.head_, trained_names)
+        from_scratch = self.weights is None and isinstance(self.backbone, str)
+        groups = param_groups(
+            model, units, self.head_, lr=self.lr,
+            backbone_lr_mult=1.0 if from_scratch else self.backbone_lr_mult,
+            layer_decay=self.layer_decay, weight_decay=self.weight_decay,
+        )
+        self.blocks_ = [unit.paths for unit in units]
+        self.trained_blocks_ = [unit.paths for unit in trained]
+        self.param_groups_ = [
+            {"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+             "n_params": int(sum(p.numel() for p in g["params"]))}
+            for g in groups
+        ]
+        optimizer = make_optimizer(self.optimizer, groups, nesterov=self.nesterov)
+
+        train_set = Subset(base, train_rows)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        drop_last = len(train_rows) % self.batch_size == 1 and len(train_rows) > 1
+        loader = make_loader(train_set, batch_size=self.batch_size, device=self.device_,
+                             num_workers=self.num_workers, shuffle=True, generator=generator,
+                             drop_last=drop_last)
+        validation = None
+        if valid_rows is not None:
+            evaluation = copy.copy(base)
+            evaluation.transform, evaluation.targets = self._transform(False), None
+            validation = (Subset(evaluation, valid_rows), valid_rows)
+
+        network = self._get_network()
+        trainer = Trainer(
+            network=network,
+            logits_from=self.n_features_out_,
+            set_modes=lambda: set_train_modes(model, units, self.head_, trained_names, self.bn_mode_),
+            optimizer=optimizer,
+            schedule=LRSchedule(optimizer, self.scheduler, steps_per_epoch=len(loader),
+                                epochs=self.epochs, warmup_epochs=self.warmup_epochs),
+            scaler=make_scaler(self.device_, self.precision_),
+            targets=torch.as_tensor(encoded, dtype=torch.long, device=self.device_),
+            weights=torch.as_tensor(weights, dtype=torch.float32, device=self.device_),
+            device=self.device_,
+            precision=self.precision_,
+            label_smoothing=self.label_smoothing,
+            grad_clip_norm=self.grad_clip_norm,
+        )
+        stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
+        try:
+            history, best = run_epochs(
+                trainer, loader, epochs=self.epochs, first_epoch=self.n_iter_ + 1,
+                validation=validation, early_stopping=stopper,
+                eval_batch_size=self.batch_size, num_workers=self.num_workers,
+                verbose=self.verbose, progress=self.progress,
+            )
+        finally:
+            freeze(model)
+            network.eval()
+        if trainer.bad_rows:
+            from ._inputs import warn_bad_rows
+
+            warn_bad_rows(trainer.bad_rows)
+        self.history_ = list(self.history_) + history
+        self.n_iter_ += len(history)
+        self.best_epoch_ = best
+
+    # --- the network ---------------------------------------------------------------------------
+
+    @property
+    def model_(self) -> nn.Module:
+        """The fine-tuned network on ``device_`` (rebuilt from its weights after unpickling)."""
+        if getattr(self, "_model", None) is None:
+            check_is_fitted(self, "classes_")
+            state = self.__dict__.pop("_model_state", None)
+            if state is None:
+                raise RuntimeError("this estimator has lost its network; fit it again.")
+            self._model = self._assemble(state_dict_from_bytes(state))
+        return self._model
+
+    def _assemble(self, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+        """The architecture (no pretrained weights needed) with the head and ``state_dict``."""
+        architecture = dataclasses.replace(self.backbone_, _weights=None)
+        model = architecture.build(progress=False)
+        replace_head(model, self.head_, len(self.classes_), self.dropout)
+        model.load_state_dict(state_dict, strict=True)
+        return freeze(model).to(self.device_)
+
+    def _get_network(self) -> FeatureExtractor:
+        """``uint8`` batch -> ``[embedding | logits]`` rows, in one forward pass."""
+        if getattr(self, "_network", None) is None:
+            model = self.model_
+            config = self.data_config_
+            network = FeatureExtractor(model, [PENULTIMATE, LOGITS], "avg", config["mean"],
+                                       config["std"]).to(self.device_)
+            self.n_features_out_ = int(model.get_submodule(self.head_).fc.in_features)
+            self._network = network
+        return self._network
+
+    def _drop_network(self) -> None:
+        self.__dict__.pop("_network", None)
+
+    # --- prediction ----------------------------------------------------------------------------
+
+    def _outputs(self, X: Any, desc: str) -> np.ndarray:
+        check_is_fitted(self)
+        network = self._get_network().eval()
+        return self._predict_rows(network, X, desc=desc)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits of the classes (for two classes: ``logit(classes_[1]) - logit(classes_[0])``).
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes) or (n_samples,) for two classes
+        """
+        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        if self.n_classes_ == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Rows of unreadable images (``on_error="nan"``) are NaN.
+        """
+        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        return softmax(logits, axis=1)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`, computed stably from the logits.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        return log_softmax(logits, axis=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each image, a label from ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Unreadable images (``on_error="nan"``) get ``None`` (in an object array).
+        """
+        logits = self._outputs(X, "predicting")[:, self.n_features_out_:]
+        bad = np.isnan(logits).any(axis=1)
+        labels = self.classes_[np.nan_to_num(logits, nan=0.0).argmax(axis=1)]
+        if bad.any():
+            labels = labels.astype(object)
+            labels[bad] = None
+        return labels
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embeddings from the fine-tuned network: the input of its new head (penultimate layer).
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_), float32
+        """
+        return self._outputs(X, "embedding")[:, :self.n_features_out_]
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of :meth:`transform`'s columns: ``penultimate_<i>``.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+        """
+        check_is_fitted(self)
+        return np.asarray(feature_names([PENULTIMATE], [self.n_features_out_]), dtype=object)
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_network", None)
+        model = state.pop("_model", None)
+        if model is not None:  # fine-tuned weights cannot be rebuilt: always stored
+            state["_model_state"] = state_dict_to_bytes(model)
+        return state
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the fitted classifier to the folder ``path`` in a pickle-free format.
+
+        The weights go to ``weights.safetensors`` and the parameters, classes, preprocessing and
+        history to ``skdeep.json``. :meth:`load` reads them without unpickling anything, so such
+        a folder is safe to load from an untrusted source. The backbone must be given by name (a
+        module instance is code; pickle or joblib such estimators instead).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Folder to create (or overwrite the files of).
+        """
+        check_is_fitted(self)
+        if not isinstance(self.backbone, str):
+            raise ValueError(
+                "save() needs backbone given by name; a module instance is code, not data. Use "
+                "joblib.dump for such an estimator."
+            )
+        params = {}
+        for name, value in self.get_params(deep=False).items():
+            if name == "random_state" and not (value is None or isinstance(value, Integral)):
+                value = None  # a RandomState instance only matters for refitting
+            elif name == "class_weight" and isinstance(value, dict):
+                value = {"pairs": [[_safe_format.encode_scalar(k), float(v)] for k, v in value.items()]}
+            else:
+                value = _safe_format.encode_scalar(value)
+            params[name] = value
+        config = {
+            "estimator": type(self).__name__,
+            "skdeep_version": _version(),
+            "params": params,
+            "classes": _safe_format.encode_labels(self.classes_),
+            "backbone": {"name": self.backbone_.name, "weights_id": self.backbone_.weights_id},
+            "data_config": {k: list(v) if isinstance(v, tuple) else v
+                            for k, v in self.data_config_.items()},
+            "head": self.head_,
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "n_iter": self.n_iter_,
+            "param_groups": self.param_groups_,
+            "blocks": [list(p) for p in self.blocks_],
+            "trained_blocks": [list(p) for p in self.trained_blocks_],
+            "bn_mode": self.bn_mode_,
+        }
+        _safe_format.write(path, config, self.model_.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> FineTunedCNNClassifier:
+        """Load a classifier written by :meth:`save`, without unpickling anything.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder given to :meth:`save`.
+        device : str, default=None
+            Overrides the saved ``device`` parameter (for example ``"cpu"``).
+
+        Returns
+        -------
+        FineTunedCNNClassifier
+        """
+        config, state_dict = _safe_format.read(path)
+        if config.get("estimator") != cls.__name__:
+            raise ValueError(f"{str(path)!r} holds a {config.get('estimator')}, not a {cls.__name__}.")
+        params = dict(config["params"])
+        if isinstance(params.get("class_weight"), dict):
+            params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
+        if device is not None:
+            params["device"] = device
+        estimator = cls(**params)
+        data_config = {k: tuple(v) if isinstance(v, list) else v
+                       for k, v in config["data_config"].items()}
+        architecture = resolve_backbone(params["backbone"], None, random_state=0)
+        estimator.backbone_ = dataclasses.replace(
+            architecture, weights_id=config["backbone"]["weights_id"], data_config=data_config,
+            reproducible=False,
+        )
+        estimator.data_config_ = data_config
+        estimator.classes_ = _safe_format.decode_labels(config["classes"])
+        estimator.n_classes_ = len(estimator.classes_)
+        estimator.head_ = config["head"]
+        estimator.history_ = [
+            {k: (math.nan if v is None else v) for k, v in record.items()}
+            for record in config["history"]
+        ]
+        estimator.best_epoch_ = config["best_epoch"]
+        estimator.n_iter_ = config["n_iter"]
+        estimator.param_groups_ = config["param_groups"]
+        estimator.blocks_ = [tuple(p) for p in config["blocks"]]
+        estimator.trained_blocks_ = [tuple(p) for p in config["trained_blocks"]]
+        estimator.bn_mode_ = config["bn_mode"]
+        estimator._resolve_runtime()
+        estimator._model = estimator._assemble(state_dict)
+        estimator._get_network()
+        return estimator
+
+
+def _check_labels(y: Any) -> np.ndarray:
+    if y is None:
+        raise ValueError("FineTunedCNNClassifier.fit needs labels y.")
+    labels = column_or_1d(np.asarray(y), warn=True)
+    check_classification_targets(labels)
+    return labels
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
