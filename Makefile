@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/skdeep evaluate
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -3,14 +3,17 @@
 - :class:`PretrainedCNNFeatures` embeds images with a frozen pretrained CNN (DeCAF style).
 - :class:`FineTunedCNNClassifier` fine-tunes a pretrained CNN with fit/predict.
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
+- :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used.
 """
 
-from ._inputs import BadImageError, BadImageWarning
+from . import datasets
+from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
 from ._weights import WeightsUnavailableError
 from .backbones import list_backbones, list_layers, resolve_backbone
 from .cache import CacheInfo, FeatureCache
 from .classifier import FineTunedCNNClassifier
+from .evaluation import EvaluationResult, evaluate, layer_sweep
 from .features import PretrainedCNNFeatures
 
 __version__ = "0.1.0.dev0"
@@ -19,11 +22,16 @@ __all__ = [
     "BadImageError",
     "BadImageWarning",
     "CacheInfo",
+    "EvaluationResult",
     "FeatureCache",
     "FineTunedCNNClassifier",
+    "ImageNotFoundError",
     "PretrainedCNNFeatures",
     "WeightsUnavailableError",
     "__version__",
+    "datasets",
+    "evaluate",
+    "layer_sweep",
     "list_backbones",
     "list_layers",
     "resolve_backbone",

@@ -127,6 +127,8 @@ def resolve_backbone(
     Backbone
     """
     file_weights = _weights.looks_like_path(weights)
+    if file_weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file not found: {os.fspath(weights)!r}")
     if isinstance(backbone, nn.Module):
         resolved = _resolve_module(backbone, weights if file_weights else None)
     elif not isinstance(backbone, str):

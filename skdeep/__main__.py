@@ -1,0 +1,6 @@
+"""``python -m skdeep``: the same as the ``skdeep`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""Turning an :class:`~skdeep.evaluation.EvaluationResult` into words, files and pictures.
+
+The plots use matplotlib's object-oriented API on a bare :class:`matplotlib.figure.Figure`
+(rendered by the Agg canvas), never ``pyplot``: no display is needed, no global backend is
+switched, and nothing leaks between reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationResult
+
+EMBEDDING_MAPS = ("pca", "tsne")
+_MAX_LABELLED_CLASSES = 20  # beyond this, plots drop per-class legends and cell values
+_MAX_MAP_POINTS = 5000  # the 2-D map shows a random subset of larger data sets
+
+
+# --- words -------------------------------------------------------------------------------------
+
+
+def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
+    """What to use, given the cross-validated scores: the best strategy, in words and code."""
+    from .evaluation import FINETUNE, PIXELS
+
+    by_name = scores.set_index("strategy")
+    top = by_name.loc[best]
+    pixels = by_name.loc[PIXELS]
+    layers = by_name[by_name["layer"].notna()]
+    best_layer = layers["accuracy_mean"].idxmax() if len(layers) else None
+    lines = []
+    if best == PIXELS:
+        lines.append(
+            f"Raw pixels ({_score(pixels)}) do as well as the best CNN features here"
+            + (f" ({best_layer}: {_score(layers.loc[best_layer])})." if best_layer else ".")
+            + " The images may be too unlike the photos the network was trained on, or too "
+            "small for its input: try a larger --image-size, another --backbone"
+            + (", or --finetune." if not config.get("finetune") else ".")
+        )
+    elif best == FINETUNE:
+        frozen = layers.loc[best_layer] if best_layer else None
+        ratio = None
+        if frozen is not None:  # the frozen pipeline's cost: its forward pass + its classifier
+            frozen_cost = frozen["fit_seconds"] + config.get("embedding_seconds", 0.0)
+            ratio = top["fit_seconds"] / max(frozen_cost, 1e-9)
+        lines.append(
+            f"Fine-tuning wins: {_score(top)}"
+            + (f" vs {_score(frozen)} for frozen {best_layer} features" if frozen is not None else "")
+            + f" and {_score(pixels)} for raw pixels"
+            + (f", at {ratio:,.0f}x the cost of the frozen pipeline (forward pass + logistic "
+               "regression)." if ratio else ".")
+        )
+        lines.append("  " + _finetune_code(config))
+    else:
+        gain = 100 * (top["accuracy_mean"] - pixels["accuracy_mean"])
+        lines.append(
+            f"Use the {best} features of {config['backbone']}: {_score(top)}, "
+            f"{gain:+.1f} points over raw pixels ({_score(pixels)})."
+        )
+        lines.append("  " + _pipeline_code(best, config))
+        if not config.get("finetune"):
+            lines.append("Fine-tuning (--finetune) may do better still, at a much higher cost.")
+    tied = scores[(scores["strategy"] != best)
+                  & (scores["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"])]
+    if len(tied):
+        names = ", ".join(tied["strategy"])
+        lines.append(
+            f"Within one standard deviation of the best: {names}; differences this small are "
+            f"not reliable with {config['n_images']} images."
+        )
+    return "\n".join(lines)
+
+
+def _score(row: pd.Series) -> str:
+    return f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}"
+
+
+def _pipeline_code(layer: str, config: dict) -> str:
+    args = []
+    if config["backbone"] != "efficientnet_lite0":
+        args.append(f"backbone={config['backbone']!r}")
+    args += [f"layer={layer!r}", f"image_size={config['image_size']}"]
+    lr = config["logistic_regression"]
+    lr_args = ", ".join(f"{k}={v!r}" for k, v in (("C", lr["C"]),) if v != 1.0)
+    lr_args = ", ".join(filter(None, [lr_args, f"max_iter={lr['max_iter']}"]))
+    return (f"make_pipeline(PretrainedCNNFeatures({', '.join(args)}), StandardScaler(), "
+            f"LogisticRegression({lr_args}))")
+
+
+def _finetune_code(config: dict) -> str:
+    args = [f"backbone={config['backbone']!r}", f"image_size={config['image_size']}"]
+    args += [f"{key}={value!r}" for key, value in sorted(config.get("finetune_params", {}).items())]
+    return f"FineTunedCNNClassifier({', '.join(args)})"
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """The results table with a header on the data and the method, then the recommendation."""
+    config = result.config
+    lines = [
+        f"{config['n_images']} images, {config['n_classes']} classes, {config['cv']}-fold "
+        f"stratified cross-validation (random_state={config['random_state']}).",
+        f"Backbone {config['backbone']} ({config['weights_id']}), input {config['image_size']} px, "
+        f"{config['pooling']} pooling, {config['precision']} on {config['device']}.",
+        f"CNN features of {len(config['layers'])} layers computed once for all images in "
+        f"{config['embedding_seconds']:.1f} s. The network is frozen and does not learn from the "
+        "images, so sharing the features across folds leaks nothing.",
+    ]
+    if config["unreadable_rows"]:
+        lines.append(f"{len(config['unreadable_rows'])} unreadable image(s) were left out.")
+    lines.append("")
+    header = ("strategy", "features", "accuracy (mean +- std)", "fit time / fold")
+    rows = []
+    for _, row in result.scores.iterrows():
+        marker = " *" if row["strategy"] == result.best else ""
+        rows.append((
+            _short_label(row["strategy"]) + marker,
+            "-" if pd.isna(row["n_features"]) else str(int(row["n_features"])),
+            f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}",
+            _seconds(row["fit_seconds"]) + ("" if row["converged"] else " (!)"),
+        ))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
+                           for i, (text, width) in enumerate(zip(header, widths))))
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
+                               for i, (text, width) in enumerate(zip(row, widths))))
+    lines.append("All classifiers: StandardScaler + LogisticRegression; * marks the best.")
+    if not result.scores["converged"].all():
+        lines.append("(!) LogisticRegression reached max_iter on some folds; raise --max-iter "
+                     "or lower --C for fully converged fits.")
+    lines += ["", result.recommendation]
+    return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+
+
+def to_jsonable(result: EvaluationResult) -> dict:
+    """Config, scores, folds, best and recommendation as plain JSON types."""
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return json.loads(frame.to_json(orient="records"))
+
+    return {
+        "config": json.loads(json.dumps(result.config, default=_json_default)),
+        "scores": records(result.scores),
+        "folds": records(result.folds),
+        "best": result.best,
+        "recommendation": result.recommendation,
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def write_report(result: EvaluationResult, folder: str | os.PathLike, *,
+                 embedding_map: str = "pca") -> list[Path]:
+    """Write results.csv, folds.csv, results.json, summary.txt and three PNG plots to ``folder``."""
+    if embedding_map not in EMBEDDING_MAPS:
+        raise ValueError(f"embedding_map must be one of {EMBEDDING_MAPS}; got {embedding_map!r}.")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"the report folder {str(folder)!r} is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def keep(path: Path, write) -> None:
+        _atomic_write(path, write)
+        written.append(path)
+
+    keep(folder / "results.csv", lambda p: result.scores.to_csv(p, index=False))
+    keep(folder / "folds.csv", lambda p: result.folds.to_csv(p, index=False))
+    keep(folder / "results.json",
+         lambda p: Path(p).write_text(json.dumps(to_jsonable(result), indent=2) + "\n"))
+    keep(folder / "summary.txt", lambda p: Path(p).write_text(format_summary(result) + "\n"))
+    keep(folder / "accuracy_by_layer.png", lambda p: _save(plot_accuracy_by_layer(result), p))
+    keep(folder / "confusion_matrix.png", lambda p: _save(plot_confusion_matrix(result), p))
+    keep(folder / "embedding_map.png",
+         lambda p: _save(plot_embedding_map(result, method=embedding_map), p))
+    return written
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, so a crash never leaves half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save(figure, path: str) -> None:
+    figure.savefig(path, dpi=120, format="png")
+
+
+# --- pictures ----------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("the report's plots need matplotlib: pip install matplotlib") from exc
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_accuracy_by_layer(result: EvaluationResult):
+    """Accuracy of each layer's features, shallow to deep, against raw pixels (and fine-tuning)."""
+    from .evaluation import FINETUNE, PIXELS
+
+    scores = result.scores.set_index("strategy")
+    layers = scores[scores["layer"].notna()]
+    config = result.config
+    figure = _figure(7.5, 4.5)
+    ax = figure.add_subplot()
+    x = np.arange(len(layers))
+    ax.errorbar(x, layers["accuracy_mean"], yerr=layers["accuracy_std"], marker="o",
+                capsize=4, linewidth=2, color="tab:blue",
+                label=f"{config['backbone']} features + logistic regression")
+    for i, (mean, std) in enumerate(zip(layers["accuracy_mean"], layers["accuracy_std"])):
+        ax.annotate(f"{mean:.3f}", (x[i], mean + std), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=9)
+    references = [(PIXELS, "raw pixels + logistic regression", "tab:gray", "--")]
+    references.append((FINETUNE, "fine-tuned network", "tab:green", ":"))
+    span = (-0.5, max(len(layers) - 0.5, 0.5))
+    for name, label, color, style in references:
+        if name not in scores.index:
+            continue
+        mean, std = scores.loc[name, "accuracy_mean"], scores.loc[name, "accuracy_std"]
+        ax.axhline(mean, color=color, linestyle=style, linewidth=1.5, label=f"{label} ({mean:.3f})")
+        ax.axhspan(mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    low = float((scores["accuracy_mean"] - scores["accuracy_std"]).min())
+    high = float((scores["accuracy_mean"] + scores["accuracy_std"]).max())
+    bottom, top = max(0.0, low - 0.08), min(1.02, high + 0.06)
+    chance = 1.0 / config["n_classes"]
+    if chance >= bottom:  # only when it is in view: a distant chance line squashes the data
+        ax.axhline(chance, color="black", linewidth=0.8, alpha=0.4, label=f"chance ({chance:.2f})")
+    ax.set_xlim(*span)
+    ax.set_xticks(x, list(layers.index))
+    ax.set_xlabel("layer (shallow to deep)")
+    ax.set_ylabel(f"accuracy ({config['cv']}-fold mean \u00b1 std)")
+    ax.set_ylim(bottom, top)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Which layer transfers best? {config['n_images']} images, "
+                 f"{config['n_classes']} classes, {config['image_size']} px input", fontsize=11)
+    return figure
+
+
+def plot_confusion_matrix(result: EvaluationResult):
+    """Out-of-fold confusion matrix (counts, rows = true class) of the best strategy."""
+    from sklearn.metrics import confusion_matrix
+
+    classes = result.classes
+    predicted = result.predictions[result.best]
+    matrix = confusion_matrix(result.y, predicted, labels=classes)
+    n = len(classes)
+    side = min(max(4.5, 0.45 * n + 2.5), 16)
+    figure = _figure(side + 1.0, side)
+    ax = figure.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=ax, shrink=0.8, label="images")
+    if n <= _MAX_LABELLED_CLASSES:
+        threshold = matrix.max() / 2
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if matrix[i, j] > threshold else "black")
+    names = [str(c) for c in classes]
+    ax.set_xticks(np.arange(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(n), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = float(np.mean(predicted == result.y))
+    ax.set_title(f"Best strategy: {_strategy_label(result.best)}\nout-of-fold predictions, "
+                 f"accuracy {accuracy:.3f}", fontsize=10)
+    return figure
+
+
+def plot_embedding_map(result: EvaluationResult, method: str = "pca"):
+    """The features of the best layer in 2-D (PCA, or t-SNE), coloured by class."""
+    layer = _map_layer(result)
+    features, labels = result.embeddings[layer], result.y
+    if len(labels) > _MAX_MAP_POINTS:  # a readable plot, and t-SNE in seconds
+        rows = np.random.default_rng(result.config["random_state"]).choice(
+            len(labels), _MAX_MAP_POINTS, replace=False)
+        features, labels = features[np.sort(rows)], labels[np.sort(rows)]
+    points = embed_2d(features, method, result.config["random_state"])
+    classes = result.classes
+    figure = _figure(8.0, 6.0)
+    ax = figure.add_subplot()
+    colormap = _class_colors(len(classes))
+    for index, label in enumerate(classes):
+        mask = labels == label
+        ax.scatter(points[mask, 0], points[mask, 1], s=9, alpha=0.75, color=colormap(index),
+                   label=str(label), linewidths=0)
+    if len(classes) <= _MAX_LABELLED_CLASSES:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2,
+                  frameon=False)
+    names = {"pca": ("PC 1", "PC 2", "PCA"), "tsne": ("t-SNE 1", "t-SNE 2", "t-SNE")}[method]
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    shown = f", {len(labels)} of {len(result.y)} images" if len(labels) < len(result.y) else ""
+    ax.set_title(f"{names[2]} of the {layer} features ({features.shape[1]} dimensions, "
+                 f"standardised{shown}), coloured by class", fontsize=10)
+    return figure
+
+
+def embed_2d(features: np.ndarray, method: str, random_state: int) -> np.ndarray:
+    """Standardise, then PCA to 2-D, or PCA to 50-D followed by t-SNE."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    scaled = StandardScaler().fit_transform(features)
+    if method == "pca":
+        return PCA(n_components=2, random_state=random_state).fit_transform(scaled)
+    if method != "tsne":
+        raise ValueError(f"method must be one of {EMBEDDING_MAPS}; got {method!r}.")
+    from sklearn.manifold import TSNE
+
+    reduced = PCA(n_components=min(50, *scaled.shape), random_state=random_state).fit_transform(scaled)
+    perplexity = float(min(30.0, max(2.0, (len(scaled) - 1) / 3)))
+    return TSNE(n_components=2, init="pca", perplexity=perplexity,
+                random_state=random_state).fit_transform(reduced)
+
+
+def _map_layer(result: EvaluationResult) -> str:
+    """The best strategy's layer, or the best layer when pixels or fine-tuning won."""
+    scores = result.scores
+    layers = scores[scores["layer"].notna()]
+    row = layers[layers["strategy"] == result.best]
+    if len(row):
+        return str(row["layer"].iloc[0])
+    return str(layers.loc[layers["accuracy_mean"].idxmax(), "layer"])
+
+
+def _strategy_label(strategy: str) -> str:
+    from .evaluation import FINETUNE, PIXELS
+
+    return {PIXELS: "raw pixels + logistic regression",
+            FINETUNE: "fine-tuned network"}.get(strategy, f"{strategy} features + logistic regression")
+
+
+def _short_label(strategy: str) -> str:
+    from .evaluation import FINETUNE, PIXELS
+
+    return {PIXELS: "raw pixels", FINETUNE: "fine-tuned network"}.get(strategy, f"{strategy} features")
+
+
+def _class_colors(n: int):
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return colormaps["tab10"]
+    if n <= 20:
+        return colormaps["tab20"]
+    return colormaps["turbo"].resampled(n)

@@ -1,0 +1,640 @@
+"""The ``skdeep`` command: evaluate, extract, backbones, layers.
+
+Parsing and dispatch only: the work is done by :mod:`skdeep.evaluation`,
+:class:`skdeep.PretrainedCNNFeatures` and :mod:`skdeep.datasets`, which are usable from Python
+the same way. Expected failures (a missing file, an unreadable image, unknown names, weights that
+cannot be fetched offline) print one line ``skdeep: error: ...`` on stderr and exit with 1; bad
+arguments exit with 2. ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._device import PRECISIONS
+from ._inputs import ON_ERROR
+from ._layers import POOLINGS
+from .backbones import DEFAULT_BACKBONE
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
+DEFAULT_REPORT = "skdeep-report"
+
+_DESCRIPTION = """\
+skdeep: pretrained convolutional networks for people who know scikit-learn.
+
+Start with `skdeep evaluate`: it tells you, with cross-validation on your own labelled images,
+whether features of a pretrained network beat raw pixels, which layer transfers best, and
+(with --finetune) whether fine-tuning is worth its cost. Then use `skdeep extract` (or
+skdeep.PretrainedCNNFeatures in a scikit-learn Pipeline) to embed images with what won."""
+
+_EPILOG = """\
+examples:
+  skdeep evaluate                          # bundled Fashion-MNIST sample (1,000 images)
+  skdeep evaluate photos/ -o report/       # photos/<class>/<image>.jpg, report in report/
+  skdeep extract photos/ -o features.parquet --layer penultimate
+  skdeep backbones resnet                  # backbone names containing "resnet"
+  skdeep layers efficientnet_lite0 --depth 2
+
+Run `skdeep COMMAND --help` for the options of a command. Everything runs offline with the
+default backbone (efficientnet_lite0), whose ImageNet weights ship with skdeep."""
+
+_EVALUATE_DESCRIPTION = """\
+Which way of classifying these images works best? Cross-validated comparison of
+  1. raw pixels + logistic regression (the baseline),
+  2. frozen CNN features + logistic regression, for a sweep of layers from shallow to deep
+     (the DeCAF protocol: how well does each depth of the network transfer?),
+  3. with --finetune, the network fine-tuned on the images (FineTunedCNNClassifier).
+All strategies use the same stratified folds and StandardScaler + LogisticRegression.
+
+The features of all layers come from ONE forward pass over all images before the folds are
+drawn: the network is frozen and does not learn from the data, so this leaks nothing and is
+the same as cross-validating a PretrainedCNNFeatures pipeline per layer, only much faster.
+
+Prints a table (mean +- std accuracy and fit time per strategy) and a recommendation, and
+writes a report folder: results.csv, folds.csv, results.json, summary.txt and the plots
+accuracy_by_layer.png, confusion_matrix.png (best strategy) and embedding_map.png."""
+
+_EVALUATE_EPILOG = f"""\
+INPUT:
+  (none)            the bundled sample: 1,000 Fashion-MNIST images, 28x28, 10 classes
+  a folder          one subfolder per class: INPUT/<class>/<image> (searched recursively)
+  a .csv/.parquet   a table with a path column and a label column (--path-column,
+                    --label-column); relative paths are looked up next to the table first
+
+image size: `auto` feeds small images (<= 64 px, such as the 28x28 sample) to the network at
+96 px, a good trade of accuracy and speed; larger images use the network's own size (224 for
+efficientnet_lite0). Bigger inputs are slower and, for small images, rarely better.
+
+examples:
+  skdeep evaluate                                    # ~1-2 minutes on a 2-core CPU
+  skdeep evaluate photos/ --folds 3 --max-images 2000
+  skdeep evaluate labels.csv --label-column species --backbone resnet50
+  skdeep evaluate --layers blocks.2,blocks.4,penultimate --image-size 128 --map tsne
+  skdeep evaluate photos/ --finetune --finetune-epochs 5   # slow without a GPU
+
+The report goes to ./{DEFAULT_REPORT}/ unless -o is given; its files are replaced."""
+
+_EXTRACT_DESCRIPTION = """\
+Embed images with a pretrained CNN (frozen) and save one row of features per image: the
+pooled activations of the chosen layer(s), with the image path as the row index."""
+
+_EXTRACT_EPILOG = """\
+INPUT:
+  a folder          every image under it, recursively (sorted); index = INPUT/relative/path
+  a .csv/.parquet   a table with a path column (--path-column); index = the paths as written,
+                    so the features join back onto the table
+
+OUT (the format follows the extension):
+  .parquet          a table: index "path", columns <layer>_<i> (needs pyarrow)
+  .csv              the same table as text (large: prefer parquet)
+  .npy              the float32 matrix only, rows in input order; the paths are written next
+                    to it, one per line, to OUT with the extension .paths.txt
+
+Unreadable images stop the run with an error naming the file, unless --on-error nan, which
+gives them a row of NaN and a warning. --cache DIR keeps the features of every image on disk,
+so a second run (or `skdeep evaluate` with the same cache) skips the network.
+
+examples:
+  skdeep extract photos/ -o features.parquet
+  skdeep extract photos/ -o features.npy --backbone resnet50 --layer layer3,penultimate
+  skdeep extract index.csv -o features.parquet --path-column file --on-error nan
+  skdeep extract photos/ -o f.parquet --image-size 160 --precision fp32 --workers 4"""
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``skdeep`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return _exit_code(exc.code)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except KeyboardInterrupt:
+            print("skdeep: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except _UsageError as exc:
+            if args.debug:
+                raise
+            print(f"skdeep: error: {exc} (see '{args.parser.prog} --help')", file=sys.stderr)
+            return EXIT_USAGE
+        except _expected_errors() as exc:
+            if args.debug:
+                raise
+            message = _one_line(exc)
+            if isinstance(exc, (_out_of_memory_error(), MemoryError)):
+                message = f"out of memory ({message}); lower --batch-size or --image-size"
+            print(f"skdeep: error: {message}", file=sys.stderr)
+            return EXIT_FAILURE
+    return EXIT_OK  # pragma: no cover - every command returns
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from ._inputs import BadImageError
+    from ._weights import WeightsUnavailableError
+
+    # BadImageError is a ValueError; listed for clarity. OSError covers missing files, folders
+    # given where files are expected, permissions and full disks. Anything else is a bug and
+    # keeps its traceback.
+    return (BadImageError, WeightsUnavailableError, ValueError, OSError, ImportError,
+            _out_of_memory_error())
+
+
+def _out_of_memory_error() -> type[BaseException]:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
+
+
+class _UsageError(Exception):
+    """A bad combination of arguments, found after parsing: exit code 2 like argparse's own."""
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at the right --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"skdeep: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=min(100, _terminal_width()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``skdeep`` command (exposed for documentation tools)."""
+    from . import __version__
+
+    parser = _Parser(prog="skdeep", description=_DESCRIPTION, epilog=_EPILOG,
+                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"skdeep {__version__}")
+    parser.set_defaults(command=None, debug=False)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command",
+                                     parser_class=_Parser)
+    _add_evaluate(commands)
+    _add_extract(commands)
+    _add_backbones(commands)
+    _add_layers(commands)
+    return parser
+
+
+def _command(commands, name: str, run, **kwargs) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, formatter_class=_Formatter, **kwargs)
+    sub.set_defaults(run=run, parser=sub)
+    sub.add_argument("--debug", action="store_true",
+                     help="on an error, show the full Python traceback")
+    return sub
+
+
+def _add_evaluate(commands) -> None:
+    sub = _command(commands, "evaluate", _run_evaluate,
+                   help="compare raw pixels, CNN layers (and fine-tuning) on labelled images",
+                   description=_EVALUATE_DESCRIPTION, epilog=_EVALUATE_EPILOG)
+    sub.add_argument("input", nargs="?", metavar="INPUT",
+                     help="class-per-folder directory, or CSV/parquet with path and label columns "
+                          "(default: the bundled Fashion-MNIST sample)")
+    sub.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="DIR",
+                     help=f"report folder (default: ./{DEFAULT_REPORT})")
+    data = sub.add_argument_group("data")
+    _table_columns(data, labels=True)
+    data.add_argument("--max-images", type=_int_at_least(2), metavar="N",
+                      help="evaluate a stratified random subset of N images")
+    method = sub.add_argument_group("method")
+    _backbone_options(method)
+    method.add_argument("--layers", type=_layer_list, metavar="L1,L2,...",
+                        help="layers to compare, shallow to deep (default: a sweep of 3 stage "
+                             "outputs and penultimate; see `skdeep layers NAME --sweep`)")
+    method.add_argument("--image-size", type=_image_size(auto=True), default="auto",
+                        metavar="N|auto|native",
+                        help="network input side in pixels (default: auto = 96 for images of at "
+                             "most 64 px, else native, the network's own size)")
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+                        help="how a feature map becomes a vector (default: avg)")
+    method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
+                        help="stratified cross-validation folds (default: 5)")
+    method.add_argument("--C", type=_positive_float, default=1.0, dest="C",
+                        help="inverse regularisation of the logistic regression (default: 1.0)")
+    method.add_argument("--max-iter", type=_int_at_least(1), default=1000, metavar="N",
+                        help="iterations of the logistic regression (default: 1000)")
+    method.add_argument("--finetune", action="store_true",
+                        help="also cross-validate a fine-tuned network (FineTunedCNNClassifier); "
+                             "slow without a GPU")
+    method.add_argument("--finetune-epochs", type=_int_at_least(1), metavar="N",
+                        help="epochs of fine-tuning (default: the classifier's own, 10)")
+    method.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="processes fitting the logistic regressions of different folds at "
+                             "once; -1 = one per core (default: 1)")
+    method.add_argument("--seed", type=_int_at_least(0), default=0,
+                        help="seed of the folds, the subset and the fine-tuning (default: 0)")
+    report = sub.add_argument_group("report")
+    report.add_argument("--map", choices=("pca", "tsne"), default="pca",
+                        help="2-D map of the embeddings: pca (fast) or tsne (default: pca)")
+    _runtime_options(sub.add_argument_group("runtime"))
+
+
+def _add_extract(commands) -> None:
+    sub = _command(commands, "extract", _run_extract,
+                   help="embed images with a pretrained CNN and save the features",
+                   description=_EXTRACT_DESCRIPTION, epilog=_EXTRACT_EPILOG)
+    sub.add_argument("input", metavar="INPUT",
+                     help="folder of images (searched recursively) or CSV/parquet with a path column")
+    sub.add_argument("-o", "--output", required=True, type=_output_file, metavar="OUT",
+                     help="output file: .parquet, .csv or .npy")
+    data = sub.add_argument_group("data")
+    _table_columns(data, labels=False)
+    method = sub.add_argument_group("features")
+    _backbone_options(method)
+    method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
+                        help="layer(s) to read, concatenated in order (repeatable; default: "
+                             "penultimate; see `skdeep layers NAME`)")
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+                        help="how a feature map becomes a vector (default: avg; none flattens)")
+    method.add_argument("--image-size", type=_image_size(auto=False), default=None,
+                        metavar="N|native",
+                        help="network input side in pixels (default: native, the network's own)")
+    method.add_argument("--seed", type=_int_at_least(0), default=None,
+                        help="seed of the random initialisation with --weights none")
+    _runtime_options(sub.add_argument_group("runtime"))
+
+
+def _add_backbones(commands) -> None:
+    sub = _command(commands, "backbones", _run_backbones,
+                   help="list the network names accepted as --backbone",
+                   description="List the backbone names accepted by --backbone (and by "
+                               "backbone= in Python), one per line.",
+                   epilog="examples:\n  skdeep backbones --source bundled\n"
+                          "  skdeep backbones resnet\n  skdeep backbones 'timm/convnext*' --offline")
+    sub.add_argument("pattern", nargs="?", metavar="PATTERN",
+                     help="only names containing PATTERN (case-insensitive; * and ? are wildcards)")
+    sub.add_argument("--source", choices=("all", "bundled", "torchvision", "timm"), default="all",
+                     help="which family to list (default: all)")
+    sub.add_argument("--offline", action="store_true",
+                     help="only backbones whose pretrained weights are already on this machine")
+
+
+def _add_layers(commands) -> None:
+    sub = _command(commands, "layers", _run_layers,
+                   help="list the layers of a backbone you can read features from",
+                   description="List the layer names of a backbone accepted by --layer (and by "
+                               "layer= in Python), shallow to deep: the portable names "
+                               "penultimate and logits (and pool5/fc6/fc7 for AlexNet and VGG), "
+                               "then every module path. Only the architecture is built.",
+                   epilog="examples:\n  skdeep layers efficientnet_lite0 --depth 2\n"
+                          "  skdeep layers resnet50 --sweep      # the layers `evaluate` compares")
+    sub.add_argument("name", metavar="NAME", help="a backbone name (see `skdeep backbones`)")
+    which = sub.add_mutually_exclusive_group()
+    which.add_argument("--depth", type=_int_at_least(1), metavar="N",
+                       help="only module paths with at most N parts (blocks.3 has 2)")
+    which.add_argument("--sweep", action="store_true",
+                       help="only the layers `skdeep evaluate` compares by default")
+
+
+def _table_columns(group, *, labels: bool) -> None:
+    group.add_argument("--path-column", default="path", metavar="NAME",
+                       help="column of image paths when INPUT is a table (default: path)")
+    if labels:
+        group.add_argument("--label-column", default="label", metavar="NAME",
+                           help="column of labels when INPUT is a table (default: label)")
+
+
+def _backbone_options(group) -> None:
+    group.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME",
+                       help=f"network (default: {DEFAULT_BACKBONE}, bundled, works offline); "
+                            "see `skdeep backbones`")
+    group.add_argument("--weights", type=_weights, default="DEFAULT", metavar="W",
+                       help="DEFAULT, a weights name (IMAGENET1K_V1), a .pth/.safetensors file, "
+                            "or none for random initialisation (default: DEFAULT)")
+
+
+def _runtime_options(group) -> None:
+    group.add_argument("--batch-size", type=_int_at_least(1), default=64, metavar="N",
+                       help="images per forward pass (default: 64)")
+    group.add_argument("--device", type=_device, default="auto",
+                       help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps "
+                            "(default: auto)")
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="compute precision; auto = bf16/fp16 where the hardware has it "
+                            "natively, else fp32 (default: auto)")
+    group.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
+                       help="processes decoding images in parallel (default: 0, in-process)")
+    group.add_argument("--cache", metavar="DIR",
+                       help="keep each image's features in DIR and reuse them in later runs")
+    group.add_argument("--on-error", choices=ON_ERROR, default="raise",
+                       help="an unreadable image: raise (stop, naming it) or nan (NaN row and a "
+                            "warning; evaluate leaves it out) (default: raise)")
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars on stderr (default: when stderr is a terminal)")
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _jobs(text: str) -> int:
+    value = _int_at_least(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a positive number of processes, or -1")
+    return value
+
+
+def _device(text: str) -> str:
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    return text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _image_size(*, auto: bool):
+    def parse(text: str) -> int | str | None:
+        lowered = text.lower()
+        if lowered == "native":
+            return None
+        if auto and lowered == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            words = "an integer, 'auto' or 'native'" if auto else "an integer or 'native'"
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < 8:
+            raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+        return value
+
+    parse.__name__ = "image size"
+    return parse
+
+
+def _pooling(text: str) -> str | None:
+    if text.lower() == "none":
+        return None
+    if text not in POOLINGS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {text!r} (choose from {', '.join(POOLINGS)}, none)")
+    return text
+
+
+def _weights(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def _layer_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty layer name in {text!r}")
+    return names
+
+
+def _output_file(text: str) -> str:
+    suffix = Path(text).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+    return text
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    if args.finetune_epochs is not None and not args.finetune:
+        raise _UsageError("--finetune-epochs needs --finetune")
+    finetune_params = {"epochs": args.finetune_epochs} if args.finetune_epochs else None
+    X, y, source = _labelled_input(args)
+    progress = _progress(args)
+    print(f"Evaluating {source} ...", file=sys.stderr, flush=True)
+    result = evaluate(
+        X, y, backbone=args.backbone, weights=args.weights, layers=args.layers,
+        image_size=args.image_size, pooling=args.pooling, cv=args.folds, finetune=args.finetune,
+        finetune_params=finetune_params, max_images=args.max_images, C=args.C,
+        max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
+        precision=args.precision, num_workers=args.workers, on_error=args.on_error,
+        cache=args.cache, random_state=args.seed, n_jobs=args.jobs, progress=progress,
+        verbose=1,
+    )
+    print()
+    print(result.summary(), flush=True)
+    written = result.save(args.output, embedding_map=args.map)
+    folder = Path(args.output)
+    names = ", ".join(path.name for path in written)
+    print(f"\nReport written to {folder}{os.sep} ({names})", flush=True)
+    return EXIT_OK
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .features import PretrainedCNNFeatures
+
+    paths, files = _unlabelled_input(args)
+    layers = args.layer or ["penultimate"]
+    cnn = PretrainedCNNFeatures(
+        backbone=args.backbone, weights=args.weights, layer=layers, pooling=args.pooling,
+        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
+        precision=args.precision, num_workers=args.workers, on_error=args.on_error,
+        cache=args.cache, progress=_progress(args), random_state=args.seed,
+    )
+    cnn.fit()  # resolves the backbone and the layers: bad names fail before any message
+    print(f"Embedding {len(files)} image(s) with {cnn.backbone_.name} at "
+          f"{cnn.data_config_['input_size'][-1]} px, layer(s) {', '.join(layers)} ...",
+          file=sys.stderr, flush=True)
+    features = cnn.transform(np.asarray(files, dtype=object))
+    written = _write_features(args.output, features, paths, cnn.get_feature_names_out())
+    bad = int(np.isnan(features).any(axis=1).sum())
+    note = f" ({bad} unreadable image(s) are NaN rows)" if bad else ""
+    print(f"Wrote {features.shape[0]} x {features.shape[1]} features to "
+          f"{' and '.join(map(str, written))}{note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run_backbones(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from .backbones import list_backbones
+
+    names = list_backbones(args.source, available_offline=args.offline)
+    if args.pattern:
+        pattern = args.pattern.lower()
+        if not any(char in pattern for char in "*?["):
+            pattern = f"*{pattern}*"
+        names = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
+        if not names:
+            raise ValueError(f"no {args.source if args.source != 'all' else ''} backbone "
+                             f"matches {args.pattern!r}".replace("  ", " "))
+    _print_lines(names)
+    return EXIT_OK
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from .backbones import list_layers
+    from .evaluation import layer_sweep
+
+    if args.sweep:
+        names = layer_sweep(args.name)
+    else:
+        names = list_layers(args.name)
+        if args.depth is not None:
+            portable = {"penultimate", "logits", "pool5", "fc6", "fc7"}
+            names = [name for name in names
+                     if name in portable or name.count(".") < args.depth]
+    _print_lines(names)
+    return EXIT_OK
+
+
+# --- inputs and outputs ------------------------------------------------------------------------
+
+
+def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """INPUT of evaluate -> (X, y, description)."""
+    from .datasets import _read_image_table, load_fashion_sample, load_image_folder
+
+    if args.input is None:
+        sample = load_fashion_sample()
+        import pandas as pd
+
+        names = pd.Categorical.from_codes(sample.target, categories=list(sample.target_names))
+        return sample.images, names, "the bundled Fashion-MNIST sample (1,000 images, 10 classes)"
+    if os.path.isdir(args.input):
+        frame = load_image_folder(args.input)
+        return (frame["path"].tolist(), frame["label"].to_numpy(),
+                f"{len(frame)} images in {frame['label'].nunique()} class folders of {args.input}")
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(f"INPUT not found: {args.input!r}")
+    table = _read_image_table(args.input, path_column=args.path_column,
+                              label_column=args.label_column)
+    return (table["file"].tolist(), table["label"].to_numpy(),
+            f"{len(table)} images listed in {args.input}")
+
+
+def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """INPUT of extract -> (index paths, files to open)."""
+    from .datasets import _read_image_table, find_images
+
+    if os.path.isdir(args.input):
+        paths = find_images(args.input)
+        if not paths:
+            raise ValueError(f"no image files under {args.input!r} (looked for "
+                             "png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm, pgm, pbm)")
+        return paths, paths
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(f"INPUT not found: {args.input!r}")
+    table = _read_image_table(args.input, path_column=args.path_column)
+    return table["path"].tolist(), table["file"].tolist()
+
+
+def _write_features(output: str, features, paths: list[str], columns) -> list[Path]:
+    """Save features as parquet / CSV (index = path) or .npy (+ a .paths.txt sidecar)."""
+    import numpy as np
+    import pandas as pd
+
+    from ._report import _atomic_write
+
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix.lower()
+    if suffix == ".npy":
+        sidecar = target.with_suffix(".paths.txt")
+        _atomic_write(target, lambda tmp: np.save(tmp, features, allow_pickle=False))
+        text = "".join(f"{path}\n" for path in paths)
+        _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return [target, sidecar]
+    frame = pd.DataFrame(features, index=pd.Index(paths, name="path"),
+                         columns=[str(c) for c in columns])
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise ImportError("writing .parquet needs pyarrow: pip install pyarrow "
+                              "(or write .csv / .npy)") from exc
+        _atomic_write(target, lambda tmp: frame.to_parquet(tmp))
+    else:
+        _atomic_write(target, lambda tmp: frame.to_csv(tmp))
+    return [target]
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    try:
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `skdeep backbones | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"skdeep: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException | Warning | str) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError):  # str(KeyError) is the repr of its key
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_FAILURE
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns - 2

@@ -1,0 +1,429 @@
+"""Image data to try skdeep on: a bundled Fashion-MNIST sample, and folders of image files.
+
+- :func:`load_fashion_sample` loads 1,000 Fashion-MNIST images (100 per class) that ship inside
+  the package, so that examples, tests and ``skdeep evaluate`` run offline on real data.
+- :func:`load_image_folder` lists the usual one-folder-per-class layout as a ``(path, label)``
+  DataFrame, ready for ``PretrainedCNNFeatures`` and ``cross_val_score``.
+- :func:`find_images` lists the image files under a folder, recursively, for unlabelled data.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import Bunch
+
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "load_fashion_sample", "load_image_folder"]
+
+#: File extensions :func:`find_images` and :func:`load_image_folder` treat as images (any case).
+IMAGE_EXTENSIONS = (
+    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp",
+)
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+_SAMPLE_FILE = "fashion_sample.npz"
+_LICENSE_FILE = "FASHION_MNIST_LICENSE.txt"
+
+_FASHION_DESCR = """\
+.. _fashion_sample:
+
+Fashion-MNIST sample
+--------------------
+
+**Data Set Characteristics:**
+
+:Number of Instances: 1,000 (100 per class)
+:Number of Classes: 10
+:Image size: 28x28 pixels, grayscale, uint8 (0 = background, 255 = ink)
+:Source: the first 100 images of each class of the Fashion-MNIST test set, in their original
+    order (``source_index`` holds their positions in that set).
+
+Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017) is a drop-in replacement for MNIST made of
+photographs of Zalando articles: {classes}. It is harder than the digits and small enough to
+cross-validate a CNN-feature pipeline on a laptop CPU in a minute or two.
+
+The full data set (70,000 images) is at https://github.com/zalandoresearch/fashion-mnist
+(on Debian and Ubuntu: ``apt-get install dataset-fashion-mnist``).
+
+.. rubric:: References
+
+- Han Xiao, Kashif Rasul, Roland Vollgraf. Fashion-MNIST: a Novel Image Dataset for Benchmarking
+  Machine Learning Algorithms. arXiv:1708.07747, 2017.
+
+.. rubric:: License
+
+{license}"""
+
+
+# --- the bundled Fashion-MNIST sample ----------------------------------------------------------
+
+
+def load_fashion_sample(*, as_frame: bool = False, return_X_y: bool = False) -> Any:
+    """Load 1,000 Fashion-MNIST images (28x28 grayscale, 100 of each of 10 classes).
+
+    The sample ships inside skdeep (about 0.5 MB, MIT licensed by Zalando SE; the notice is in
+    ``DESCR``), so it works offline. It is the data ``skdeep evaluate`` uses without an input.
+
+    =================   ==============
+    Classes                         10
+    Samples per class              100
+    Samples total                 1000
+    Image                 28x28, uint8
+    =================   ==============
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        Also return the data as a pandas DataFrame ``frame`` with an ``"image"`` column (one
+        ``(28, 28)`` uint8 array per row) and a ``"label"`` column (categorical class names).
+        With ``return_X_y=True``, return ``(frame["image"], frame["label"])``.
+    return_X_y : bool, default=False
+        Return ``(images, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the attributes:
+
+        images : ndarray of shape (1000, 28, 28), uint8
+            The images, ready for :class:`~skdeep.PretrainedCNNFeatures`.
+        data : ndarray of shape (1000, 784), uint8
+            The same pixels flattened, for a raw-pixel baseline.
+        target : ndarray of shape (1000,), int64
+            Class index 0-9 of each image.
+        target_names : ndarray of shape (10,), str
+            Class names, indexed by ``target``.
+        frame : DataFrame of shape (1000, 2)
+            Only with ``as_frame=True``: columns ``"image"`` and ``"label"``.
+        source_index : ndarray of shape (1000,), int32
+            Position of each image in the Fashion-MNIST test set.
+        DESCR : str
+            Description of the sample, its source and its license.
+
+    (images, target) : tuple if ``return_X_y`` is True
+        Arrays, or ``(Series of images, Series of class names)`` with ``as_frame=True``.
+
+    Examples
+    --------
+    >>> from skdeep.datasets import load_fashion_sample
+    >>> sample = load_fashion_sample()
+    >>> sample.images.shape, sample.target.shape
+    ((1000, 28, 28), (1000,))
+    >>> sample.target_names[sample.target[:3]].tolist()
+    ['Ankle boot', 'Pullover', 'Trouser']
+    >>> X, y = load_fashion_sample(as_frame=True, return_X_y=True)
+    >>> int(y.value_counts().min()), str(y.iloc[0])
+    (100, 'Ankle boot')
+    """
+    package = resources.files("skdeep") / "data"
+    with (package / _SAMPLE_FILE).open("rb") as handle, np.load(handle, allow_pickle=False) as npz:
+        images = npz["images"]
+        target = npz["labels"].astype(np.int64)
+        source_index = npz["source_index"]
+    license_text = (package / _LICENSE_FILE).read_text(encoding="utf-8")
+    target_names = np.asarray(FASHION_MNIST_CLASSES)
+    descr = _FASHION_DESCR.format(
+        classes=", ".join(FASHION_MNIST_CLASSES), license=license_text.strip()
+    )
+    frame = None
+    if as_frame:
+        column = np.empty(len(images), dtype=object)
+        column[:] = list(images)  # one (28, 28) array per row
+        labels = pd.Categorical.from_codes(target, categories=list(FASHION_MNIST_CLASSES))
+        frame = pd.DataFrame({"image": column, "label": labels})
+    if return_X_y:
+        if frame is not None:
+            return frame["image"], frame["label"]
+        return images, target
+    return Bunch(
+        images=images,
+        data=images.reshape(len(images), -1),
+        target=target,
+        target_names=target_names,
+        frame=frame,
+        source_index=source_index,
+        DESCR=descr,
+    )
+
+
+# --- folders of image files --------------------------------------------------------------------
+
+
+def find_images(path: str | os.PathLike, extensions: Iterable[str] | None = None) -> list[str]:
+    """Every image file under ``path``, recursively, in a deterministic (sorted) order.
+
+    Hidden files and folders (names starting with ``"."``) are skipped, symbolic links to folders
+    are followed. The returned paths start with ``path`` as given (relative stays relative).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder.
+    extensions : iterable of str, default=None
+        File extensions to accept, compared case-insensitively, with or without the dot.
+        ``None`` means :data:`IMAGE_EXTENSIONS`.
+
+    Returns
+    -------
+    list of str
+        Sorted by the path relative to ``path``. Empty when the folder holds no image.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    NotADirectoryError
+        If ``path`` is a file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "sub").mkdir()
+    >>> Image.new("RGB", (8, 8)).save(root / "sub" / "b.png")
+    >>> Image.new("RGB", (8, 8)).save(root / "a.JPG")
+    >>> [pathlib.Path(p).relative_to(root).as_posix() for p in find_images(root)]
+    ['a.JPG', 'sub/b.png']
+    """
+    root = _check_folder(path)
+    suffixes = _normalize_extensions(extensions)
+    return [os.path.join(root, rel) for rel in _relative_images(root, suffixes)]
+
+
+def load_image_folder(
+    path: str | os.PathLike, extensions: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """List a one-folder-per-class image collection as a DataFrame of ``path`` and ``label``.
+
+    The layout is the one of ``torchvision.datasets.ImageFolder`` and most labelled image sets::
+
+        path/
+            cat/001.jpg
+            cat/002.jpg
+            dog/sub/folders/are/fine.png
+
+    Each direct subfolder of ``path`` is a class (its name is the label); its images are found
+    recursively. Nothing is decoded here: unreadable files surface when the images are used
+    (see ``on_error`` of :class:`~skdeep.PretrainedCNNFeatures`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The root folder.
+    extensions : iterable of str, default=None
+        File extensions to accept, compared case-insensitively, with or without the dot.
+        ``None`` means :data:`IMAGE_EXTENSIONS`.
+
+    Returns
+    -------
+    DataFrame with columns ``path`` (str) and ``label`` (str)
+        One row per image, sorted by label, then by path. Paths start with ``path`` as given.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    NotADirectoryError
+        If ``path`` is a file.
+    ValueError
+        If ``path`` holds no image at all, or holds images but no class subfolders (a flat
+        folder: use :func:`find_images` for unlabelled images).
+
+    Warns
+    -----
+    UserWarning
+        When images lying directly in ``path`` (outside any class folder) are ignored, or when
+        some class folders hold no image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for label in ("dog", "cat"):
+    ...     (root / label).mkdir()
+    ...     for i in range(2):
+    ...         Image.new("RGB", (8, 8)).save(root / label / f"{i}.png")
+    >>> frame = load_image_folder(root)
+    >>> frame["label"].tolist()
+    ['cat', 'cat', 'dog', 'dog']
+    >>> pathlib.Path(frame["path"][0]).relative_to(root).as_posix()
+    'cat/0.png'
+    """
+    root = _check_folder(path)
+    suffixes = _normalize_extensions(extensions)
+    entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    classes = [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+    loose = [e.name for e in entries if not e.name.startswith(".") and e.is_file()
+             and e.name.lower().endswith(suffixes)]
+    if not classes:
+        if loose:
+            raise ValueError(
+                f"{root!r} holds {len(loose)} image(s) but no class subfolders; a labelled folder "
+                f"looks like {os.path.join(root, '<class>', '<image>')}. For unlabelled images "
+                "use skdeep.datasets.find_images (or 'skdeep extract')."
+            )
+        raise ValueError(f"{root!r} is empty: no class subfolders and no images.")
+    rows: list[tuple[str, str]] = []
+    empty: list[str] = []
+    for label in classes:
+        folder = os.path.join(root, label)
+        found = _relative_images(folder, suffixes)
+        if not found:
+            empty.append(label)
+        rows += [(os.path.join(folder, rel), label) for rel in found]
+    if not rows:
+        raise ValueError(
+            f"{root!r} has class subfolders {_preview(classes)} but none holds an image "
+            f"(extensions {', '.join(suffixes)})."
+        )
+    if loose:
+        warnings.warn(
+            f"{len(loose)} image(s) directly in {root!r} belong to no class folder and are "
+            f"ignored: {_preview(loose)}.", UserWarning, stacklevel=2,
+        )
+    if empty:
+        warnings.warn(
+            f"class folder(s) {_preview(empty)} in {root!r} hold no image and are ignored.",
+            UserWarning, stacklevel=2,
+        )
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _check_folder(path: str | os.PathLike) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a folder path; got {type(path).__name__}.")
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"folder not found: {root!r}")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{root!r} is a file, not a folder of images")
+    return root
+
+
+def _normalize_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
+    if extensions is None:
+        return IMAGE_EXTENSIONS
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    suffixes = []
+    for ext in extensions:
+        if not isinstance(ext, str) or not ext.strip(". "):
+            raise ValueError(f"extensions must be non-empty strings such as '.png'; got {ext!r}.")
+        suffixes.append("." + ext.strip().lstrip(".").lower())
+    if not suffixes:
+        raise ValueError("extensions is empty: no file could match.")
+    return tuple(sorted(set(suffixes)))
+
+
+def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Image files under ``root`` as sorted relative paths (hidden entries skipped)."""
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        rel_folder = os.path.relpath(folder, root)
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(suffixes):
+                found.append(os.path.normpath(os.path.join(rel_folder, name)))
+    # Sort on path components so that "a/b.png" and "a-b.png" order the same on every OS.
+    return sorted(found, key=lambda rel: Path(rel).parts)
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+# --- tables of image paths (CSV / parquet), used by the command-line tool ----------------------
+
+
+def _read_image_table(
+    path: str | os.PathLike, *, path_column: str = "path", label_column: str | None = None
+) -> pd.DataFrame:
+    """Read a CSV or parquet table of image paths (and labels) for ``skdeep extract``/``evaluate``.
+
+    Relative paths in the table are looked up next to the table first, then in the current
+    folder; the ``path`` column keeps the values as written (so results join back on them) and a
+    ``file`` column holds the paths to open.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv``, ``.tsv``, ``.parquet`` or ``.pq`` file.
+    path_column : str, default="path"
+        Column holding the image paths.
+    label_column : str or None, default=None
+        Column holding the labels, when needed (it must exist and have no missing value).
+
+    Returns
+    -------
+    DataFrame with columns ``path``, ``file`` and (with ``label_column``) ``label``
+    """
+    table_path = os.fspath(path)
+    if not os.path.isfile(table_path):
+        raise FileNotFoundError(f"table not found: {table_path!r}")
+    suffix = Path(table_path).suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        sep = "\t" if suffix == ".tsv" else ","
+        try:
+            table = pd.read_csv(table_path, sep=sep)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {table_path!r} as {suffix[1:].upper()}: {exc}") from exc
+    elif suffix in (".parquet", ".pq"):
+        try:
+            table = pd.read_parquet(table_path)
+        except ImportError as exc:
+            raise ImportError(f"reading {table_path!r} needs pyarrow: pip install pyarrow") from exc
+        except Exception as exc:  # pyarrow raises its own error types for corrupt files
+            raise ValueError(f"cannot read {table_path!r} as parquet: {exc}") from exc
+    else:
+        raise ValueError(
+            f"{table_path!r} is neither a folder nor a table: expected a folder of images or a "
+            ".csv, .tsv or .parquet file with a path column."
+        )
+    needed = [path_column] + ([label_column] if label_column is not None else [])
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{table_path!r} has no column {missing[0]!r}; its columns are "
+            f"{list(map(str, table.columns))[:10]}. Name the right one with "
+            f"--{'path' if missing[0] == path_column else 'label'}-column."
+        )
+    if len(table) == 0:
+        raise ValueError(f"{table_path!r} has no rows.")
+    for column in needed:
+        blank = table[column].isna().to_numpy()
+        if blank.any():
+            rows = np.flatnonzero(blank)
+            raise ValueError(
+                f"{table_path!r}: column {column!r} is empty in rows {rows[:10].tolist()}"
+                + (" ..." if len(rows) > 10 else "")
+            )
+    written = table[path_column].astype(str).tolist()
+    base = os.path.dirname(os.path.abspath(table_path))
+    files = [_locate(value, base) for value in written]
+    result = pd.DataFrame({"path": written, "file": files})
+    if label_column is not None:
+        result["label"] = table[label_column].to_numpy()
+    return result
+
+
+def _locate(value: str, base: str) -> str:
+    if os.path.isabs(value):
+        return value
+    beside = os.path.join(base, value)
+    if os.path.exists(beside) or not os.path.exists(value):
+        return beside
+    return value

@@ -1,0 +1,657 @@
+"""Which way of classifying *these* images works best? Cross-validated, side by side.
+
+:func:`evaluate` answers the first question a data scientist asks of a new image collection, with
+stratified k-fold cross-validation on the same folds for every strategy:
+
+- **raw pixels** + logistic regression: the baseline any learned representation must beat;
+- **frozen CNN features** + logistic regression, for a sweep of layers from shallow to deep (the
+  DeCAF protocol of Donahue et al., 2014): how transferable is each depth of the network?
+- optionally, **fine-tuning** the whole network (:class:`~skdeep.FineTunedCNNClassifier`).
+
+The features of every layer come from ONE forward pass over all images, before the folds are
+drawn, and each fold then only fits a scaler and a linear model on its training rows. This is
+not a leak: the network is frozen and :meth:`PretrainedCNNFeatures.fit` does not look at the
+data, so embedding an image does not depend on which fold it is in; the result is the same as
+cross-validating ``make_pipeline(PretrainedCNNFeatures(layer=...), StandardScaler(),
+LogisticRegression())`` once per layer, at a fraction of the cost. The fine-tuned network does
+learn from its training rows, so it is fitted from scratch on each fold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from ._blocks import network_units
+from ._inference import predict_rows
+from ._inputs import ImageDataset, as_items
+from ._layers import PENULTIMATE, classifier_name, decaf_aliases, normalize_layers
+from .backbones import DEFAULT_BACKBONE, resolve_backbone
+from .features import PretrainedCNNFeatures
+
+__all__ = ["EvaluationResult", "evaluate", "layer_sweep"]
+
+PIXELS = "pixels"
+FINETUNE = "finetune"
+
+#: ``image_size="auto"``: images at most this many pixels on their longest side count as small...
+SMALL_IMAGE_SIDE = 64
+#: ...and are fed to the network at this size (upscaled), a good trade of accuracy and speed.
+SMALL_IMAGE_INPUT = 96
+
+_DECAF_SWEEP = ["pool5", "fc6", "fc7"]
+_SIZE_PROBE = 16  # images looked at by image_size="auto"
+
+
+# --- which layers to compare -------------------------------------------------------------------
+
+
+def layer_sweep(backbone: str | nn.Module = DEFAULT_BACKBONE, *, n_stages: int = 3) -> list[str]:
+    """A handful of layers of ``backbone``, shallow to deep, for a transferability sweep.
+
+    For AlexNet and VGG, the DeCAF layers ``pool5``, ``fc6`` and ``fc7``. For other networks,
+    ``n_stages`` outputs of the network's stages (the children of its block container, such as
+    ``blocks`` of timm's EfficientNets or ``layer1``..``layer4`` of a ResNet), evenly spaced and
+    anchored at the deep end, then ``"penultimate"``. The last stage is left out because the
+    penultimate vector is (close to) its pooled output.
+
+    Only the architecture is built (no weights are loaded).
+
+    Parameters
+    ----------
+    backbone : str or nn.Module, default="efficientnet_lite0"
+        A name from :func:`skdeep.list_backbones` or a module.
+    n_stages : int, default=3
+        How many stage outputs to include before the penultimate layer.
+
+    Returns
+    -------
+    list of str
+        Layer names for ``PretrainedCNNFeatures(layer=...)``, shallow to deep.
+
+    Examples
+    --------
+    >>> from skdeep.evaluation import layer_sweep
+    >>> layer_sweep("efficientnet_lite0")
+    ['blocks.1', 'blocks.3', 'blocks.5', 'penultimate']
+    >>> layer_sweep("resnet18")
+    ['layer1', 'layer2', 'layer3', 'penultimate']
+    >>> layer_sweep("vgg11")
+    ['pool5', 'fc6', 'fc7']
+    """
+    if n_stages < 0:
+        raise ValueError(f"n_stages must be >= 0; got {n_stages}.")
+    model = backbone if isinstance(backbone, nn.Module) else (
+        resolve_backbone(backbone, None, random_state=0).build()
+    )
+    if decaf_aliases(model):
+        return list(_DECAF_SWEEP)
+    head = classifier_name(model)
+    units = network_units(model, head or "")
+    # Auxiliary classifiers (GoogLeNet's aux1, Inception's AuxLogits) do not run in eval mode.
+    stages = _expand_trunk(model, [unit.paths[0] for unit in units
+                                   if unit.name not in ("stem", "neck")
+                                   and not unit.paths[0].rsplit(".", 1)[-1].lower().startswith("aux")])
+    # Without a classifier there is no penultimate vector: the last stage ends the sweep.
+    candidates, final = stages[:-1], ([PENULTIMATE] if head is not None else stages[-1:])
+    step = max(1, (len(candidates) - 1) // max(n_stages - 1, 1))  # spread, deepest included
+    picks = [candidates[len(candidates) - 1 - step * i] for i in range(n_stages)
+             if len(candidates) - 1 - step * i >= 0]
+    return picks[::-1] + final
+
+
+def _expand_trunk(model: nn.Module, stages: list[str], levels: int = 3) -> list[str]:
+    """Look inside a stage that holds the whole trunk (RegNet's ``trunk_output``, torchvision
+    ViT's ``encoder``): its children with parameters become the stages, or, when one child
+    carries most of the weights (ViT's ``encoder.layers``), that child is looked into."""
+    def size(path: str) -> int:
+        return sum(p.numel() for p in model.get_submodule(path).parameters())
+
+    for _ in range(levels):
+        if len(stages) >= 3 or not stages:
+            break
+        biggest = max(stages, key=size)
+        children = [f"{biggest}.{name}" for name, child in
+                    model.get_submodule(biggest).named_children()
+                    if any(True for _ in child.parameters())]
+        dominant = [path for path in children if size(path) > 0.5 * size(biggest)]
+        if len(children) >= 3:
+            replacement = children
+        elif dominant:
+            replacement = dominant
+        else:
+            break
+        index = stages.index(biggest)
+        stages = stages[:index] + replacement + stages[index + 1:]
+    return stages
+
+
+# --- the result --------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` found. ``str(result)`` is the summary table.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per strategy, in the order evaluated (raw pixels, layers shallow to deep,
+        fine-tuning): ``strategy``, ``model``, ``layer``, ``n_features``, ``accuracy_mean``,
+        ``accuracy_std`` (over folds), ``fit_seconds`` and ``predict_seconds`` (means per fold;
+        for CNN features, the classifier only: the shared forward pass is in
+        ``config["embedding_seconds"]``).
+    folds : DataFrame
+        One row per strategy and fold: ``accuracy``, ``fit_seconds``, ``predict_seconds``,
+        ``n_train``, ``n_test``, ``converged``.
+    y : ndarray
+        The labels of the images evaluated (unreadable images dropped).
+    predictions : dict of str to ndarray
+        Out-of-fold predictions of each strategy, aligned with ``y``.
+    classes : ndarray
+        The class labels, in display order.
+    embeddings : dict of str to ndarray
+        The CNN features of each layer, aligned with ``y``.
+    best : str
+        The strategy with the highest mean accuracy.
+    recommendation : str
+        What to use, in words and code.
+    config : dict
+        The settings and facts of the run (backbone, weights id, image size, folds, timings...).
+    """
+
+    scores: pd.DataFrame
+    folds: pd.DataFrame
+    y: np.ndarray
+    predictions: dict[str, np.ndarray]
+    classes: np.ndarray
+    embeddings: dict[str, np.ndarray] = field(repr=False)
+    best: str
+    recommendation: str
+    config: dict
+
+    def summary(self) -> str:
+        """The table of results and the recommendation, as printed by ``skdeep evaluate``."""
+        from ._report import format_summary
+
+        return format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict: config, scores, per-fold results, best and recommendation."""
+        from ._report import to_jsonable
+
+        return to_jsonable(self)
+
+    def save(self, folder: str | Path, *, embedding_map: str = "pca") -> list[Path]:
+        """Write the report: results as CSV and JSON, a summary, and PNG plots.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Created if needed; files of an earlier report there are replaced.
+        embedding_map : {"pca", "tsne"}, default="pca"
+            How the 2-D map of the embeddings is computed.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        from ._report import write_report
+
+        return write_report(self, folder, embedding_map=embedding_map)
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def evaluate(
+    X: Any,
+    y: Any,
+    *,
+    backbone: str | nn.Module = DEFAULT_BACKBONE,
+    weights: Any = "DEFAULT",
+    layers: str | Sequence[str] | None = None,
+    image_size: int | str | None = "auto",
+    pooling: str | None = "avg",
+    cv: int = 5,
+    finetune: bool = False,
+    finetune_params: dict | None = None,
+    max_images: int | None = None,
+    pixel_size: int = 32,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int = 0,
+    on_error: str = "raise",
+    cache: Any = None,
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    progress: bool = False,
+    verbose: int = 0,
+) -> EvaluationResult:
+    """Cross-validate raw pixels, CNN features layer by layer, and optionally fine-tuning.
+
+    Every strategy is scored by accuracy on the same stratified folds. CNN features are computed
+    once for all layers and all images (see the module docstring for why that is sound), then
+    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer.
+
+    Parameters
+    ----------
+    X : array-like of images or of image paths
+        Anything :class:`~skdeep.PretrainedCNNFeatures` accepts.
+    y : array-like of shape (n_samples,)
+        Class labels. With a pandas categorical, its categories give the display order.
+    backbone, weights, pooling, batch_size, device, precision, num_workers, on_error, cache
+        As for :class:`~skdeep.PretrainedCNNFeatures`.
+    layers : str or list of str, default=None
+        Layers to compare; ``None`` uses :func:`layer_sweep` of the backbone.
+    image_size : int, "auto" or None, default="auto"
+        Network input side. ``"auto"``: 96 when the images are small (at most 64 pixels on
+        their longest side, such as 28x28 Fashion-MNIST), else the weights' own size (``None``).
+    cv : int, default=5
+        Number of stratified folds (every class needs at least ``cv`` images).
+    finetune : bool, default=False
+        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier` (slow on a CPU).
+    finetune_params : dict, default=None
+        Extra parameters of the fine-tuned classifier, e.g. ``{"epochs": 5}``.
+    max_images : int, default=None
+        Evaluate a stratified random subset of this many images.
+    pixel_size : int, default=32
+        The raw-pixel baseline uses the pixels as they are when all images share one size of at
+        most ``pixel_size``; otherwise each image is resized to ``pixel_size`` x ``pixel_size``
+        RGB.
+    C, max_iter : float, int
+        Of the logistic regression.
+    random_state : int, default=0
+        Seed of the folds, the subset and any random initialisation.
+    n_jobs : int, default=None
+        Processes fitting the linear models of different folds at once (joblib; ``-1``: one
+        per core). Each fit is single-threaded. Fine-tuning always runs in this process.
+    progress : bool, default=False
+        Progress bars (tqdm, on stderr).
+    verbose : int, default=0
+        With ``verbose > 0``, one line per step on stderr.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.evaluation import evaluate
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(24, 16, 16), dtype=np.uint8)
+    >>> labels = np.repeat(["bright", "dark"], 12)
+    >>> images[labels == "bright"] |= 128
+    >>> result = evaluate(images, labels, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
+    >>> result.scores["strategy"].tolist()
+    ['pixels', 'blocks.1', 'penultimate']
+    >>> bool(result.scores["accuracy_mean"].min() > 0.9)
+    True
+    """
+    _check_options(cv=cv, pixel_size=pixel_size, max_images=max_images)
+    log = _logger(verbose)
+    items = as_items(X)
+    labels, classes = _check_labels(y, len(items))
+    if max_images is not None and max_images < len(labels):
+        keep = _stratified_subset(labels, max_images, random_state)
+        items, labels = _take(items, keep), labels[keep]
+        log(f"using a stratified subset of {len(keep)} images (max_images={max_images})")
+    _check_folds(labels, cv)
+    layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
+    if isinstance(image_size, str) and image_size != "auto":
+        raise ValueError(f"image_size must be an int, 'auto' or None; got {image_size!r}.")
+    size = _auto_image_size(items) if image_size == "auto" else image_size
+
+    extractor = PretrainedCNNFeatures(
+        backbone=backbone, weights=weights, layer=layer_names, pooling=pooling, image_size=size,
+        batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
+        on_error=on_error, cache=cache, progress=progress, random_state=random_state,
+    )
+    log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at "
+        f"{size or 'native'} px, layers {', '.join(layer_names)} (one forward pass)")
+    start = time.perf_counter()
+    features = extractor.fit().transform(items)
+    embedding_seconds = time.perf_counter() - start
+    pixels = _pixel_matrix(items, pixel_size, on_error=on_error, batch_size=batch_size,
+                           num_workers=num_workers, progress=progress)
+
+    readable = ~(np.isnan(features).any(axis=1) | np.isnan(pixels).any(axis=1))
+    unreadable = np.flatnonzero(~readable)
+    if len(unreadable):
+        log(f"{len(unreadable)} unreadable image(s) left out of every strategy")
+        items, labels = _take(items, np.flatnonzero(readable)), labels[readable]
+        features, pixels = features[readable], pixels[readable]
+        classes = np.asarray([c for c in classes if np.any(labels == c)], dtype=classes.dtype)
+        _check_labels(labels, len(labels))
+        _check_folds(labels, cv)
+
+    columns = np.cumsum([0, *extractor.feature_widths_])
+    embeddings = {name: features[:, columns[i]:columns[i + 1]]
+                  for i, name in enumerate(extractor.layers_)}
+    linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    strategies = [(PIXELS, "raw pixels + logistic regression", None, linear, pixels)]
+    strategies += [(name, f"{name} features + logistic regression", name, linear, matrix)
+                   for name, matrix in embeddings.items()]
+    if finetune:
+        model = _finetuned_classifier(
+            finetune_params, backbone=backbone, weights=weights, image_size=size, device=device,
+            precision=precision, num_workers=num_workers, progress=progress,
+            random_state=random_state,
+        )
+        strategies.append((FINETUNE, f"fine-tuned {_backbone_name(backbone)}", None, model, items))
+
+    splits = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
+                  .split(np.zeros(len(labels)), labels))
+    fold_rows, predictions = _cross_validate(strategies, labels, splits, n_jobs=n_jobs,
+                                             progress=progress, log=log)
+    folds = pd.DataFrame(fold_rows)
+    scores = _score_table(strategies, folds)
+    best = str(scores.loc[scores["accuracy_mean"].idxmax(), "strategy"])
+    config = {
+        "n_images": int(len(labels)),
+        "n_classes": int(len(classes)),
+        "classes": [_plain(c) for c in classes],
+        "cv": int(cv),
+        "random_state": random_state,
+        "backbone": extractor.backbone_.name,
+        "weights_id": extractor.backbone_.weights_id,
+        "image_size": int(extractor.data_config_["input_size"][-1]),
+        "pooling": pooling,
+        "layers": list(extractor.layers_),
+        "device": str(extractor.device_),
+        "precision": extractor.precision_,
+        "embedding_seconds": round(embedding_seconds, 3),
+        "pixel_features": int(pixels.shape[1]),
+        "logistic_regression": {"C": C, "max_iter": max_iter},
+        "unreadable_rows": [int(i) for i in unreadable],
+        "finetune": bool(finetune),
+        "finetune_params": dict(finetune_params or {}),
+    }
+    from ._report import recommend
+
+    recommendation = recommend(scores, best, config)
+    return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
+                            classes=classes, embeddings=embeddings, best=best,
+                            recommendation=recommendation, config=config)
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
+    """Fit and score every strategy on every fold; returns (fold rows, out-of-fold predictions).
+
+    The linear models are small, so each fits single-threaded (a BLAS thread pool only adds
+    overhead there, and spins badly on a busy machine) and ``n_jobs`` processes share the
+    folds. Fine-tuning runs in this process with all of torch's threads.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    tasks = [(index, fold) for index in range(len(strategies)) for fold in range(len(splits))]
+    linear = [task for task in tasks if strategies[task[0]][0] != FINETUNE]
+    heavy = [task for task in tasks if strategies[task[0]][0] == FINETUNE]
+
+    def call(task, single_thread):
+        _, _, _, estimator, data = strategies[task[0]]
+        train, test = splits[task[1]]
+        return delayed(_fit_fold)(estimator, data, labels, train, test, single_thread=single_thread)
+
+    outcomes = {}
+    with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
+              leave=False) as bar:
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        for task, outcome in zip(linear, parallel(call(task, True) for task in linear)):
+            outcomes[task] = outcome
+            bar.update()
+        for task in heavy:
+            function, args, kwargs = call(task, False)
+            outcomes[task] = function(*args, **kwargs)
+            bar.update()
+
+    rows, predictions = [], {}
+    for index, (name, *_rest) in enumerate(strategies):
+        predicted = np.empty(len(labels), dtype=labels.dtype)
+        for fold, (train, test) in enumerate(splits):
+            test_predictions, fit_seconds, predict_seconds, converged = outcomes[(index, fold)]
+            predicted[test] = test_predictions
+            rows.append({
+                "strategy": name, "fold": fold,
+                "accuracy": float(np.mean(test_predictions == labels[test])),
+                "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+                "n_train": len(train), "n_test": len(test), "converged": converged,
+            })
+        predictions[name] = predicted
+        accuracy = [row["accuracy"] for row in rows if row["strategy"] == name]
+        log(f"  {name}: accuracy {np.mean(accuracy):.3f} +- {np.std(accuracy):.3f}")
+    return rows, predictions
+
+
+def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
+    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged)."""
+    from threadpoolctl import threadpool_limits
+
+    model = clone(estimator)
+    limits = threadpool_limits(1) if single_thread else contextlib.nullcontext()
+    with limits, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        start = time.perf_counter()
+        model.fit(_take(data, train), labels[train])
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        predicted = np.asarray(model.predict(_take(data, test)))
+        predict_seconds = time.perf_counter() - start
+    converged = True
+    for caught_warning in caught:  # count convergence notices, pass everything else on
+        if issubclass(caught_warning.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno)
+    return predicted, fit_seconds, predict_seconds, converged
+
+
+def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
+    records = []
+    for name, model, layer, _, data in strategies:
+        part = folds[folds["strategy"] == name]
+        tabular = name != FINETUNE and isinstance(data, np.ndarray) and data.ndim == 2
+        n_features = data.shape[1] if tabular else None
+        records.append({
+            "strategy": name,
+            "model": model,
+            "layer": layer,
+            "n_features": n_features,
+            "accuracy_mean": float(part["accuracy"].mean()),
+            "accuracy_std": float(part["accuracy"].std(ddof=0)),
+            "fit_seconds": float(part["fit_seconds"].mean()),
+            "predict_seconds": float(part["predict_seconds"].mean()),
+            "converged": bool(part["converged"].all()),
+        })
+    table = pd.DataFrame(records)
+    table["n_features"] = table["n_features"].astype("Int64")
+    return table
+
+
+def _pixel_matrix(items, pixel_size: int, *, on_error: str, batch_size: int, num_workers: int,
+                  progress: bool) -> np.ndarray:
+    """Raw pixels as float32 rows: as they are when small enough, else resized RGB grids."""
+    if isinstance(items, (np.ndarray, torch.Tensor)):
+        side = max(items.shape[1:3]) if isinstance(items, np.ndarray) else max(items.shape[2:4])
+        if side <= pixel_size:
+            flat = items.reshape(len(items), -1)
+            flat = flat.numpy(force=True) if isinstance(flat, torch.Tensor) else flat
+            return flat.astype(np.float32)
+    dataset = ImageDataset(items, transform=_PixelGrid(pixel_size),
+                           input_size=(3, pixel_size, pixel_size), on_error=on_error)
+    rows, _ = predict_rows(
+        lambda batch: batch.flatten(1), dataset, device=torch.device("cpu"), precision="fp32",
+        batch_size=batch_size, num_workers=num_workers, progress=progress, desc="pixels",
+    )
+    return rows
+
+
+class _PixelGrid:
+    """RGB PIL image -> ``(3, size, size)`` uint8 tensor (aspect ratio not kept): raw pixels."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        grid = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.array(grid, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _finetuned_classifier(params: dict | None, **defaults: Any):
+    try:
+        from .classifier import FineTunedCNNClassifier
+    except ImportError as exc:  # pragma: no cover - the module ships with skdeep
+        raise ImportError(f"fine-tuning is not available in this skdeep build: {exc}") from exc
+    settings = {**defaults, **(params or {})}
+    known = FineTunedCNNClassifier().get_params()
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown fine-tuning parameter(s) {unknown}; FineTunedCNNClassifier takes "
+            f"{sorted(known)}."
+        )
+    return FineTunedCNNClassifier(**settings)
+
+
+def _auto_image_size(items) -> int | None:
+    """96 for small images (longest side <= 64 px), else None (the weights' own input size)."""
+    if isinstance(items, np.ndarray):
+        side = max(items.shape[1:3])
+    elif isinstance(items, torch.Tensor):
+        side = max(items.shape[2:4])
+    else:
+        sides = [_longest_side(item) for item in items[:_SIZE_PROBE]]
+        sides = [s for s in sides if s is not None]
+        if not sides:
+            return None
+        side = max(sides)
+    return SMALL_IMAGE_INPUT if side <= SMALL_IMAGE_SIDE else None
+
+
+def _longest_side(item) -> int | None:
+    """The longest side of one item, reading only the header of a file (None if unreadable)."""
+    try:
+        if isinstance(item, (np.ndarray, torch.Tensor)):
+            shape = tuple(item.shape)
+            return max(shape[:2]) if isinstance(item, np.ndarray) or len(shape) == 2 else max(shape[1:3])
+        if isinstance(item, Image.Image):
+            return max(item.size)
+        import io
+
+        source = io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item
+        with Image.open(source) as image:
+            return max(image.size)
+    except Exception:  # an unreadable image is reported (or skipped) by the embedding step
+        return None
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _check_options(*, cv: Any, pixel_size: Any, max_images: Any) -> None:
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise ValueError(f"cv must be an int >= 2 (the number of folds); got {cv!r}.")
+    if isinstance(pixel_size, bool) or not isinstance(pixel_size, (int, np.integer)) or pixel_size < 1:
+        raise ValueError(f"pixel_size must be a positive int; got {pixel_size!r}.")
+    if max_images is not None and (isinstance(max_images, bool) or
+                                   not isinstance(max_images, (int, np.integer)) or max_images < 2):
+        raise ValueError(f"max_images must be an int >= 2 or None; got {max_images!r}.")
+
+
+def _check_labels(y: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """y -> (labels ndarray, classes in display order), with clear errors."""
+    if y is None:
+        raise ValueError("y is required: evaluate compares classifiers, so it needs labels.")
+    categories = None
+    if isinstance(getattr(y, "dtype", None), pd.CategoricalDtype):
+        categories = list(y.cat.categories if hasattr(y, "cat") else y.categories)
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be one label per image (1-D); got shape {labels.shape}.")
+    if len(labels) != n_items:
+        raise ValueError(f"X has {n_items} images but y has {len(labels)} labels; they must match.")
+    missing = pd.isna(labels)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise ValueError(f"y has missing labels in rows {rows[:10].tolist()}.")
+    present = pd.unique(labels)
+    if categories is not None:
+        classes = np.asarray([c for c in categories if c in set(present)], dtype=object)
+    else:
+        classes = np.sort(present)
+    if len(classes) < 2:
+        raise ValueError(f"y has a single class ({_plain(classes[0])!r}); evaluate needs at least 2.")
+    return labels, classes
+
+
+def _check_folds(labels: np.ndarray, cv: int) -> None:
+    values, counts = np.unique(labels, return_counts=True)
+    small = counts < cv
+    if small.any():
+        worst = int(np.argmin(counts))
+        raise ValueError(
+            f"class {_plain(values[worst])!r} has only {counts[worst]} image(s), but {cv}-fold "
+            f"cross-validation needs at least {cv} per class; use fewer folds (cv / --folds) "
+            "or add images."
+        )
+
+
+def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    rows = np.arange(len(labels))
+    try:
+        keep, _ = train_test_split(rows, train_size=size, stratify=labels, random_state=seed)
+    except ValueError:  # a class too small to stratify: a plain random subset
+        keep = np.random.default_rng(seed).choice(rows, size=size, replace=False)
+    return np.sort(keep)
+
+
+def _take(data, rows: np.ndarray):
+    if isinstance(data, list):
+        return [data[i] for i in rows]
+    return data[rows]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _backbone_name(backbone: Any) -> str:
+    return backbone if isinstance(backbone, str) else type(backbone).__name__
+
+
+def _logger(verbose: int):
+    if not verbose:
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr, flush=True)
+

@@ -1,0 +1,548 @@
+"""The skdeep command (skdeep.cli) and the evaluation behind `skdeep evaluate` (skdeep.evaluation).
+
+Fast: 16x16 images, image_size=32, two folds, the bundled backbone.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from skdeep import BadImageWarning, PretrainedCNNFeatures
+from skdeep._report import recommend
+from skdeep.cli import main
+from skdeep.datasets import find_images
+from skdeep.evaluation import _auto_image_size, evaluate, layer_sweep
+
+FAST = ["--image-size", "32", "--no-progress"]
+REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
+                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"}
+
+
+def _image(value_or_array, size=16, seed=0):
+    if isinstance(value_or_array, np.ndarray):
+        return Image.fromarray(value_or_array)
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(value_or_array + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+@pytest.fixture
+def labelled_folder(tmp_path):
+    """photos/<class>/<i>.png: 10 bright and 10 dark 16x16 images."""
+    root = tmp_path / "photos"
+    for label, value in (("bright", 210), ("dark", 40)):
+        (root / label).mkdir(parents=True)
+        for i in range(10):
+            _image(value, seed=i).save(root / label / f"{i:02d}.png")
+    return root
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err):
+    """The one error line, last on stderr (after at most a status line saying what was tried)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert errors[0].startswith("skdeep: error: "), err
+    assert "Traceback" not in err and len(lines) <= 2, err
+    return errors[0]
+
+
+# --- help and usage ----------------------------------------------------------------------------
+
+
+def test_help_teaches_with_examples(capsys):
+    code, out, _ = _run(["--help"], capsys)
+    assert code == 0
+    for text in ("evaluate", "extract", "backbones", "layers", "examples:", "skdeep evaluate photos/"):
+        assert text in out
+    for command in ("evaluate", "extract", "backbones", "layers"):
+        code, out, _ = _run([command, "--help"], capsys)
+        assert code == 0 and "examples:" in out and f"skdeep {command}" in out
+
+
+def test_evaluate_help_explains_the_shared_forward_pass(capsys):
+    _, out, _ = _run(["evaluate", "--help"], capsys)
+    assert "ONE forward pass" in out and "leaks nothing" in out
+    assert "--finetune" in out and "--image-size" in out and "96" in out
+
+
+def test_version(capsys):
+    code, out, _ = _run(["--version"], capsys)
+    assert code == 0 and out.startswith("skdeep ")
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    code, out, err = _run([], capsys)
+    assert code == 2 and "usage: skdeep" in err and out == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["extract", "{folder}", "-o", "out.txt"], "unknown extension"),
+    (["extract", "{folder}"], "required: -o/--output"),
+    (["extract", "{folder}", "-o", "x.npy", "--pooling", "median"], "invalid choice 'median'"),
+    (["extract", "{folder}", "-o", "x.npy", "--image-size", "auto"], "expected an integer or 'native'"),
+    (["evaluate", "--folds", "1"], "must be at least 2"),
+    (["evaluate", "--image-size", "big"], "expected an integer, 'auto' or 'native'"),
+    (["evaluate", "--jobs", "0"], "positive number of processes"),
+    (["evaluate", "--device", "gpu0"], "'gpu0' is not a device"),
+    (["evaluate", "--finetune-epochs", "2"], "--finetune-epochs needs --finetune"),
+    (["layers"], "required: NAME"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, labelled_folder, capsys):
+    argv = [a.format(folder=labelled_folder) for a in argv]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert message in line and "--help" in line
+
+
+def test_bad_inputs_give_one_line_and_exit_1(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "f.npy"
+    cases = [
+        (["extract", tmp_path / "missing", "-o", out], "INPUT not found"),
+        (["extract", labelled_folder, "-o", out, "--backbone", "resnet1800"], "Unknown backbone"),
+        (["extract", labelled_folder, "-o", out, "--layer", "blocks.99"], "Unknown layer 'blocks.99'"),
+        (["extract", labelled_folder, "-o", out, "--weights", tmp_path / "w.pth"], "w.pth"),
+        (["evaluate", labelled_folder / "bright", *FAST], "no class subfolders"),
+        (["evaluate", labelled_folder, "--folds", "11", *FAST],
+         "only 10 image(s), but 11-fold cross-validation needs at least 11"),
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases.append((["extract", empty, "-o", out], "no image files under"))
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"path": find_images(labelled_folder)}).to_csv(table, index=False)
+    cases.append((["evaluate", table, *FAST], "no column 'label'"))
+    for argv, message in cases:
+        code, _, err = _run(argv, capsys)
+        assert code == 1, (argv, err)
+        assert message in _one_error_line(err), (argv, err)
+    assert not out.exists()
+
+
+def test_unreadable_image_is_named(labelled_folder, tmp_path, capsys):
+    broken = labelled_folder / "dark" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, _, err = _run(["extract", labelled_folder, "-o", tmp_path / "f.parquet", *FAST], capsys)
+    assert code == 1
+    line = _one_error_line(err)
+    assert "cannot read image" in line and "broken.png" in line and "row" in line
+
+
+def test_debug_shows_the_real_exception(labelled_folder, tmp_path):
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        main(["extract", str(labelled_folder), "-o", str(tmp_path / "f.npy"),
+              "--backbone", "nope", "--debug"])
+
+
+def test_python_dash_m(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "skdeep", "extract", str(tmp_path), "-o", "x.bad"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("skdeep: error: ") and "unknown extension" in result.stderr
+
+
+# --- extract -----------------------------------------------------------------------------------
+
+
+def test_extract_parquet_matches_the_transformer(labelled_folder, tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out" / "features.parquet"  # the parent folder is created
+    code, _, err = _run(["extract", labelled_folder, "-o", out, "--layer", "blocks.1,blocks.2",
+                         "--precision", "fp32", *FAST], capsys)
+    assert code == 0, err
+    assert "Wrote 20 x 64 features" in err
+    frame = pd.read_parquet(out)
+    paths = find_images(labelled_folder)
+    assert frame.index.name == "path" and frame.index.tolist() == paths
+    assert frame.columns[0] == "blocks.1_0" and frame.columns[-1] == "blocks.2_39"
+    expected = PretrainedCNNFeatures(layer=["blocks.1", "blocks.2"], image_size=32,
+                                     precision="fp32").fit().transform(paths)
+    np.testing.assert_allclose(frame.to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_csv_and_repeated_layer_option(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "features.csv"
+    code, _, err = _run(["extract", labelled_folder, "-o", out, "--layer", "blocks.1",
+                         "--layer", "penultimate", *FAST], capsys)
+    assert code == 0, err
+    frame = pd.read_csv(out, index_col="path")
+    assert frame.shape == (20, 24 + 1280)
+    assert frame.index.tolist() == find_images(labelled_folder)
+
+
+def test_extract_npy_writes_a_paths_sidecar(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "emb.npy"
+    code, _, err = _run(["extract", labelled_folder, "-o", out, "--layer", "blocks.1", *FAST], capsys)
+    assert code == 0, err
+    matrix = np.load(out, allow_pickle=False)
+    assert matrix.shape == (20, 24) and matrix.dtype == np.float32
+    sidecar = tmp_path / "emb.paths.txt"
+    assert sidecar.read_text(encoding="utf-8").splitlines() == find_images(labelled_folder)
+    assert "emb.paths.txt" in err
+
+
+def test_extract_from_a_table_keeps_paths_as_written(labelled_folder, tmp_path, capsys,
+                                                     monkeypatch):
+    table = labelled_folder / "index.csv"
+    written = ["dark/03.png", "bright/00.png", "dark/00.png"]
+    pd.DataFrame({"file": written}).to_csv(table, index=False)
+    monkeypatch.chdir(tmp_path)  # paths are relative to the table, not to here
+    out = tmp_path / "f.csv"
+    code, _, err = _run(["extract", table, "-o", out, "--path-column", "file",
+                         "--layer", "blocks.1", *FAST], capsys)
+    assert code == 0, err
+    frame = pd.read_csv(out, index_col="path")
+    assert frame.index.tolist() == written
+    # rows follow the table: a dark and a bright image differ, two dark ones are close
+    assert not np.allclose(frame.iloc[0], frame.iloc[1], atol=1e-2)
+
+
+def test_extract_on_error_nan(labelled_folder, tmp_path, capsys):
+    (labelled_folder / "dark" / "zz_broken.png").write_bytes(b"garbage")
+    out = tmp_path / "f.csv"
+    code, _, err = _run(["extract", labelled_folder, "-o", out, "--on-error", "nan",
+                         "--layer", "blocks.1", *FAST], capsys)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("skdeep: warning:")]
+    assert len(warning) == 1 and "zz_broken.png" in warning[0]
+    assert "1 unreadable image(s) are NaN rows" in err
+    frame = pd.read_csv(out, index_col="path")
+    broken = str(labelled_folder / "dark" / "zz_broken.png")
+    assert frame.loc[broken].isna().all()
+    assert frame.drop(index=broken).notna().all().all()
+
+
+def test_extract_with_cache_reuses_features(labelled_folder, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    for out in (first, second):
+        code, _, err = _run(["extract", labelled_folder, "-o", out, "--layer", "blocks.1",
+                             "--cache", cache, *FAST], capsys)
+        assert code == 0, err
+    assert any(cache.iterdir())
+    np.testing.assert_array_equal(np.load(first), np.load(second))
+
+
+# --- backbones and layers ----------------------------------------------------------------------
+
+
+def test_backbones(capsys):
+    code, out, _ = _run(["backbones", "--source", "bundled"], capsys)
+    assert code == 0 and "efficientnet_lite0" in out.split()
+    code, out, _ = _run(["backbones", "RESNET1", "--source", "torchvision"], capsys)
+    names = out.split()
+    assert code == 0 and "resnet18" in names and all("resnet1" in n for n in names)
+    code, out, _ = _run(["backbones", "vgg1?", "--source", "torchvision"], capsys)
+    assert out.split() == ["vgg11", "vgg13", "vgg16", "vgg19"]
+    code, _, err = _run(["backbones", "no-such-net", "--source", "torchvision"], capsys)
+    assert code == 1 and "no torchvision backbone matches 'no-such-net'" in _one_error_line(err)
+
+
+def test_layers(capsys):
+    code, out, _ = _run(["layers", "efficientnet_lite0"], capsys)
+    names = out.split()
+    assert code == 0 and names[:2] == ["penultimate", "logits"] and "blocks.3.0.conv_dw" in names
+    code, out, _ = _run(["layers", "efficientnet_lite0", "--depth", "1"], capsys)
+    shallow = out.split()
+    assert "blocks" in shallow and "penultimate" in shallow and "blocks.0" not in shallow
+    code, out, _ = _run(["layers", "efficientnet_lite0", "--sweep"], capsys)
+    assert out.split() == ["blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    code, _, err = _run(["layers", "no-such-net"], capsys)
+    assert code == 1 and "Unknown backbone" in _one_error_line(err)
+
+
+# --- evaluate (command) ------------------------------------------------------------------------
+
+
+def test_evaluate_folder_writes_the_report(labelled_folder, tmp_path, capsys):
+    report = tmp_path / "report"
+    code, out, err = _run(["evaluate", labelled_folder, "-o", report, "--folds", "2", *FAST],
+                          capsys)
+    assert code == 0, err
+    for text in ("20 images, 2 classes, 2-fold", "raw pixels", "blocks.1 features",
+                 "penultimate features", "computed once", "Report written to"):
+        assert text in out
+    assert "Evaluating 20 images in 2 class folders" in err
+    assert {p.name for p in report.iterdir()} == REPORT_FILES
+    results = json.loads((report / "results.json").read_text())
+    strategies = [row["strategy"] for row in results["scores"]]
+    assert strategies == ["pixels", "blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    assert results["config"]["image_size"] == 32 and results["config"]["n_images"] == 20
+    assert results["best"] in strategies and results["recommendation"]
+    folds = pd.read_csv(report / "folds.csv")
+    assert len(folds) == 2 * len(strategies) and set(folds["fold"]) == {0, 1}
+    scores = pd.read_csv(report / "results.csv")
+    assert scores["accuracy_mean"].between(0, 1).all()
+    # bright vs dark is easy: the best strategy separates it
+    assert scores["accuracy_mean"].max() == 1.0
+    for name in ("accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"):
+        with Image.open(report / name) as image:
+            assert image.format == "PNG" and min(image.size) > 300
+    assert (report / "summary.txt").read_text().strip() in out
+
+
+def test_evaluate_table_with_label_column(labelled_folder, tmp_path, capsys):
+    frame = pd.DataFrame({"img": find_images(labelled_folder)})
+    frame["kind"] = [os.path.basename(os.path.dirname(p)) for p in frame["img"]]
+    table = tmp_path / "labels.csv"
+    frame.to_csv(table, index=False)
+    code, out, err = _run(["evaluate", table, "--path-column", "img", "--label-column", "kind",
+                           "--folds", "2", "--layers", "blocks.1,penultimate", "-o",
+                           tmp_path / "r", "--map", "tsne", *FAST], capsys)
+    assert code == 0, err
+    assert "20 images listed in" in err and "blocks.1 features" in out
+    config = json.loads((tmp_path / "r" / "results.json").read_text())["config"]
+    assert config["classes"] == ["bright", "dark"] and config["layers"] == ["blocks.1", "penultimate"]
+
+
+def test_evaluate_bundled_sample_subset(tmp_path, capsys):
+    code, out, err = _run(["evaluate", "--max-images", "40", "--folds", "2", "--layers",
+                           "blocks.1,penultimate", "-o", tmp_path / "r", *FAST], capsys)
+    assert code == 0, err
+    assert "bundled Fashion-MNIST sample" in err and "40 images, 10 classes" in out
+    config = json.loads((tmp_path / "r" / "results.json").read_text())["config"]
+    assert config["classes"][0] == "T-shirt/top"  # the official class order, not alphabetical
+    assert config["pixel_features"] == 784  # 28x28 gray pixels taken as they are
+
+
+class _FakeFineTuned(ClassifierMixin, BaseEstimator):
+    """Stands in for FineTunedCNNClassifier: majority class, records what it was fitted on."""
+
+    fitted_on = []
+
+    def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
+                 epochs=10, device="auto", precision="auto", num_workers=0, progress=False,
+                 random_state=None):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.epochs = epochs
+        self.device = device
+        self.precision = precision
+        self.num_workers = num_workers
+        self.progress = progress
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        type(self).fitted_on.append((len(X), self.get_params()))
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_, self.majority_ = values, values[np.argmax(counts)]
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.majority_)
+
+
+def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
+    import skdeep.classifier
+
+    monkeypatch.setattr(skdeep.classifier, "FineTunedCNNClassifier", _FakeFineTuned)
+    _FakeFineTuned.fitted_on = []
+    code, out, err = _run(["evaluate", labelled_folder, "--folds", "2", "--finetune",
+                           "--finetune-epochs", "3", "--layers", "penultimate", "-o",
+                           tmp_path / "r", *FAST], capsys)
+    assert code == 0, err
+    assert "fine-tuned network" in out and "0.500 +- 0.000" in out
+    assert len(_FakeFineTuned.fitted_on) == 2  # a fresh fit per fold, on the images
+    n_train, params = _FakeFineTuned.fitted_on[0]
+    assert n_train == 10 and params["epochs"] == 3 and params["image_size"] == 32
+    assert params["random_state"] == 0
+    scores = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert scores["strategy"].tolist() == ["pixels", "penultimate", "finetune"]
+
+
+@pytest.mark.slow
+def test_evaluate_real_finetune(labelled_images):
+    images, labels = labelled_images
+    result = evaluate(images, labels, image_size=32, cv=2, layers=["penultimate"], finetune=True,
+                      finetune_params={"epochs": 1, "batch_size": 8})
+    row = result.scores.set_index("strategy").loc["finetune"]
+    assert 0 <= row["accuracy_mean"] <= 1 and row["fit_seconds"] > 0
+    assert len(result.predictions["finetune"]) == len(labels)
+
+
+# --- evaluate (Python) -------------------------------------------------------------------------
+
+
+def test_shared_forward_pass_equals_per_layer_pipelines(labelled_images):
+    """The claim the method rests on: features computed once == features computed per fold."""
+    images, labels = labelled_images
+    images = images.copy()
+    images[::3] = 255 - images[::3]  # make it harder than a perfect score
+    result = evaluate(images, labels, image_size=32, cv=3, layers=["blocks.1", "blocks.2"],
+                      precision="fp32")
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    for layer in ("blocks.1", "blocks.2"):
+        pipeline = make_pipeline(PretrainedCNNFeatures(layer=layer, image_size=32, precision="fp32"),
+                                 StandardScaler(), LogisticRegression(max_iter=1000))
+        expected = cross_val_score(pipeline, images, labels, cv=folds)
+        got = result.folds[result.folds["strategy"] == layer]["accuracy"].to_numpy()
+        np.testing.assert_allclose(got, expected)
+
+
+def test_evaluate_result_object(labelled_images, tmp_path):
+    images, labels = labelled_images
+    names = np.where(labels == 1, "bright", "striped")
+    result = evaluate(images, names, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
+    assert result.scores.columns.tolist()[:6] == [
+        "strategy", "model", "layer", "n_features", "accuracy_mean", "accuracy_std"]
+    assert result.scores["n_features"].tolist() == [24 * 24 * 3, 24, 1280]
+    assert result.best in set(result.scores["strategy"])
+    assert result.embeddings["penultimate"].shape == (40, 1280)
+    assert set(result.predictions) == {"pixels", "blocks.1", "penultimate"}
+    assert (result.predictions[result.best] == result.y).mean() == pytest.approx(
+        result.scores.set_index("strategy").loc[result.best, "accuracy_mean"])
+    label = "raw pixels" if result.best == "pixels" else f"{result.best} features"
+    marked = [line for line in str(result).splitlines() if line.split("  ")[0].endswith(" *")]
+    assert len(marked) == 1 and marked[0].startswith(f"{label} *")
+    json.dumps(result.to_dict())  # serialisable
+    written = result.save(tmp_path / "r")
+    assert {p.name for p in written} == REPORT_FILES
+
+
+def test_evaluate_drops_unreadable_images(labelled_folder):
+    (labelled_folder / "dark" / "zz.png").write_bytes(b"not an image")
+    from skdeep.datasets import load_image_folder
+
+    frame = load_image_folder(labelled_folder)
+    with pytest.warns(BadImageWarning, match="zz.png"):
+        result = evaluate(frame["path"].tolist(), frame["label"], image_size=32, cv=2,
+                          layers=["blocks.1"], on_error="nan")
+    assert result.config["n_images"] == 20 and len(result.y) == 20
+    assert result.config["unreadable_rows"] == [20]
+    assert result.config["pixel_features"] == 32 * 32 * 3  # paths: resized RGB grids
+    assert "1 unreadable image(s) were left out" in result.summary()
+
+
+def test_evaluate_validates_labels(labelled_images):
+    images, labels = labelled_images
+    with pytest.raises(ValueError, match="40 images but y has 39 labels"):
+        evaluate(images, labels[:39], image_size=32)
+    with pytest.raises(ValueError, match="single class"):
+        evaluate(images, np.zeros(40), image_size=32)
+    with pytest.raises(ValueError, match=r"missing labels in rows \[3\]"):
+        evaluate(images, np.where(np.arange(40) == 3, None, "a"), image_size=32)
+    with pytest.raises(ValueError, match="cv must be an int >= 2"):
+        evaluate(images, labels, cv=1)
+    with pytest.raises(ValueError, match="image_size must be an int, 'auto' or None"):
+        evaluate(images, labels, image_size="large")
+
+
+def test_evaluate_keeps_categorical_order_and_subsets(labelled_images):
+    images, labels = labelled_images
+    y = pd.Categorical.from_codes(labels, categories=["zebra", "apple"])
+    result = evaluate(images, y, image_size=32, cv=2, layers=["blocks.1"], max_images=20)
+    assert result.classes.tolist() == ["zebra", "apple"]
+    assert result.config["n_images"] == 20
+    assert sorted(np.unique(result.y, return_counts=True)[1].tolist()) == [10, 10]
+
+
+@pytest.mark.slow  # starts joblib worker processes, which import torch
+def test_evaluate_parallel_folds_give_the_same_scores(labelled_images):
+    images, labels = labelled_images
+    kwargs = dict(image_size=32, cv=2, layers=["blocks.1"])
+    serial = evaluate(images, labels, **kwargs)
+    parallel = evaluate(images, labels, n_jobs=2, **kwargs)
+    pd.testing.assert_series_equal(serial.folds["accuracy"], parallel.folds["accuracy"])
+
+
+def test_layer_sweep_shapes():
+    assert layer_sweep("efficientnet_lite0") == ["blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    assert layer_sweep("efficientnet_lite0", n_stages=1) == ["blocks.5", "penultimate"]
+    assert layer_sweep("efficientnet_lite0", n_stages=0) == ["penultimate"]
+
+    class Tiny(nn.Module):
+        def __init__(self, head=True):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+            self.blocks = nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(6)])
+            self.fc = nn.Linear(4, 2) if head else nn.Identity()
+
+    assert layer_sweep(Tiny()) == ["blocks.0", "blocks.2", "blocks.4", "penultimate"]
+    assert layer_sweep(Tiny(), n_stages=2) == ["blocks.0", "blocks.4", "penultimate"]
+    # no classifier: no penultimate vector, the last stage ends the sweep
+    assert layer_sweep(Tiny(head=False)) == ["blocks.0", "blocks.2", "blocks.4", "blocks.5"]
+
+
+def test_layer_sweep_decaf_for_alexnet():
+    from torchvision.models import alexnet
+
+    assert layer_sweep(alexnet(weights=None)) == ["pool5", "fc6", "fc7"]
+
+
+def test_auto_image_size(tmp_path):
+    assert _auto_image_size(np.zeros((3, 28, 28), np.uint8)) == 96
+    assert _auto_image_size(np.zeros((3, 200, 100, 3), np.uint8)) is None
+    small, large = tmp_path / "s.png", tmp_path / "l.png"
+    _image(np.zeros((20, 30, 3), np.uint8)).save(small)
+    _image(np.zeros((120, 90, 3), np.uint8)).save(large)
+    assert _auto_image_size([str(small)]) == 96
+    assert _auto_image_size([str(small), str(large)]) is None
+    assert _auto_image_size([str(tmp_path / "missing.png")]) is None
+
+
+def _scores(rows):
+    frame = pd.DataFrame(rows, columns=["strategy", "layer", "accuracy_mean", "accuracy_std",
+                                        "fit_seconds"])
+    return frame
+
+
+def test_recommendation_texts():
+    config = {"backbone": "efficientnet_lite0", "image_size": 96, "n_images": 500,
+              "finetune": False, "logistic_regression": {"C": 1.0, "max_iter": 1000}}
+    pixels_win = _scores([("pixels", None, 0.9, 0.01, 1.0), ("blocks.1", "blocks.1", 0.7, 0.01, 1.0)])
+    text = recommend(pixels_win, "pixels", config)
+    assert text.startswith("Raw pixels (0.900 +- 0.010) do as well") and "--finetune" in text
+    layer_wins = _scores([("pixels", None, 0.7, 0.01, 1.0), ("blocks.5", "blocks.5", 0.85, 0.02, 1.0),
+                          ("penultimate", "penultimate", 0.84, 0.02, 1.0)])
+    text = recommend(layer_wins, "blocks.5", config)
+    assert "+15.0 points over raw pixels" in text
+    assert "PretrainedCNNFeatures(layer='blocks.5', image_size=96)" in text
+    assert "Within one standard deviation of the best: penultimate" in text
+    finetune_wins = _scores([("pixels", None, 0.7, 0.01, 1.0), ("blocks.5", "blocks.5", 0.8, 0.01, 0.5),
+                             ("finetune", None, 0.95, 0.01, 50.0)])
+    text = recommend(finetune_wins, "finetune", {**config, "finetune": True, "embedding_seconds": 4.5,
+                                                 "finetune_params": {"epochs": 3}})
+    assert text.startswith("Fine-tuning wins: 0.950") and "10x the cost of the frozen" in text
+    assert "FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3)" in text
+
+
+def test_no_stray_warnings_on_a_clean_run(labelled_images):
+    images, labels = labelled_images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(images, labels, image_size=32, cv=2, layers=["blocks.1"])
+
+
+def test_embedding_map_subsamples_large_sets(labelled_images, monkeypatch):
+    import skdeep._report as report
+
+    images, labels = labelled_images
+    result = evaluate(images, labels, image_size=32, cv=2, layers=["blocks.1"])
+    monkeypatch.setattr(report, "_MAX_MAP_POINTS", 10)
+    for method in ("pca", "tsne"):
+        figure = report.plot_embedding_map(result, method=method)
+        axes = figure.axes[0]
+        assert "10 of 40 images" in axes.get_title()
+        assert sum(len(c.get_offsets()) for c in axes.collections) == 10
