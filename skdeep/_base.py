@@ -108,6 +108,11 @@ class CNNEstimatorMixin:
             tags.transformer_tags.preserves_dtype = []
         return tags
 
+    def __getstate__(self) -> dict:
+        # Since Python 3.11 object.__getstate__ returns the live __dict__: copy it, so that
+        # pickling (joblib, loky, Dask) never strips the network off the estimator being pickled.
+        return dict(super().__getstate__())
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "device_" in self.__dict__:

@@ -87,6 +87,11 @@ class BadImageError(ValueError):
         super().__init__(*args)
 
 
+    def __reduce__(self):
+        # Rebuild from the message alone, so the error crosses process boundaries (Dask, loky).
+        return type(self), self.args
+
+
 class ImageNotFoundError(BadImageError, FileNotFoundError):
     """An image path does not exist (both a :class:`BadImageError` and a ``FileNotFoundError``)."""
 
@@ -158,7 +163,7 @@ def _collect(X: Any) -> tuple[np.ndarray | list, np.ndarray | None]:
     if hasattr(X, "iloc") and hasattr(X, "index"):  # pandas Series
         index = X.index
         if not index.equals(_range_index(len(index))):
-            labels = index.to_numpy()
+            labels = index.tolist()  # Python scalars: messages read 9, not np.int64(9)
         X = X.to_numpy()
     if isinstance(X, torch.Tensor):
         return _validate_batch(_tensor_to_numpy(X), channel_first=True), labels

@@ -161,7 +161,8 @@ class FeatureExtractor(nn.Module):
         self.layers = list(layers)
         self._targets = resolve_layers(model, self.layers)
         self._captured: dict[str, torch.Tensor] = {}
-        self._stop_early = False
+        self.stop_early = False  # set by probe(): skip the rest of the network once all is read
+        self.widths: list[int] | None = None  # set by probe(): columns contributed by each layer
 
     @contextlib.contextmanager
     def _hooks(self) -> Iterator[None]:
@@ -184,7 +185,7 @@ class FeatureExtractor(nn.Module):
     def _store(self, name: str, value) -> None:
         tensor = value[0] if isinstance(value, (tuple, list)) else value
         self._captured[name] = pool(tensor, self.pooling)
-        if self._stop_early and len(self._captured) == len(self.layers):
+        if self.stop_early and len(self._captured) == len(self.layers):
             raise _StopForward
 
     def _pre_hook(self, name: str):
@@ -207,7 +208,7 @@ class FeatureExtractor(nn.Module):
             for _, path in self._targets
             if path
         ]
-        self._stop_early = False
+        self.stop_early = False
         blank = torch.zeros((1, *input_size), dtype=torch.uint8, device=device)
         try:
             with torch.inference_mode():
@@ -221,8 +222,9 @@ class FeatureExtractor(nn.Module):
             for handle in counters:
                 handle.remove()
         hooked = [path for _, path in self._targets]
-        self._stop_early = "" not in hooked and all(calls.get(path) == 1 for path in hooked)
-        return [block.shape[1] for block in features]
+        self.stop_early = "" not in hooked and all(calls.get(path) == 1 for path in hooked)
+        self.widths = [block.shape[1] for block in features]
+        return self.widths
 
     def _forward_all(self, images: torch.Tensor) -> list[torch.Tensor]:
         self._captured = {}

@@ -622,7 +622,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
     # --- persistence ---------------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = super().__getstate__()  # a copy (see CNNEstimatorMixin.__getstate__)
         state.pop("_network", None)
         model = state.pop("_model", None)
         if model is not None:  # fine-tuned weights cannot be rebuilt: always stored

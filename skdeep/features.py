@@ -190,7 +190,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._compute_layers = self.layers_ + [name for name in extra if name not in self.layers_]
         widths = cache.widths(self._layer_keys()) if cache is not None else None
         if widths is None:  # a cold (or no) cache: build the network and measure its outputs
-            widths = self._get_extractor().probe(self.data_config_["input_size"], self.device_)
+            widths = self._get_extractor().widths
             if cache is not None:
                 cache.record_widths(self._layer_keys(), widths, self._layer_specs())
         self._compute_widths = list(widths)
@@ -214,9 +214,12 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         """The network wrapped to return the compute layers (requested + cache_layers)."""
         if getattr(self, "_extractor", None) is None:
             config = self.data_config_
-            self._extractor = FeatureExtractor(
+            extractor = FeatureExtractor(
                 self.model_, self._compute_layers, self.pooling, config["mean"], config["std"]
             ).to(self.device_)
+            # One blank image: checks the input size, measures widths, enables early stopping.
+            extractor.probe(config["input_size"], self.device_)
+            self._extractor = extractor
         return self._extractor
 
     def _feature_cache(self) -> FeatureCache | None:
@@ -318,7 +321,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         return np.asarray(feature_names(self.layers_, self.feature_widths_), dtype=object)
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        state = super().__getstate__()  # a copy (see CNNEstimatorMixin.__getstate__)
         state.pop("_extractor", None)
         model = state.pop("_model", None)
         backbone = state.get("backbone_")
