@@ -30,7 +30,13 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/bench_extract.py
+	cd benchmarks && ../$(BIN)/python bench_extract.py && ../$(BIN)/python bench_files.py \
+		&& ../$(BIN)/python bench_cache.py && ../$(BIN)/python bench_finetune.py \
+		&& ../$(BIN)/python bench_dask.py
+
+docs: setup
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

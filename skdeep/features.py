@@ -257,7 +257,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_samples, n_features_out_), float32
+        features : ndarray of shape (n_samples, n_features_out), float32
             One row per input row, in order (NaN rows for unreadable images under
             ``on_error="nan"``).
         """
