@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
-from ._device import PRECISIONS, resolve_device, resolve_precision
+from ._device import PRECISIONS, auto_batch_size, resolve_device, resolve_precision
 from ._inference import predict_rows
 from ._inputs import ON_ERROR, ImageDataset, warn_bad_rows
 from ._preprocessing import geometric_transform
@@ -78,6 +78,12 @@ class CNNEstimatorMixin:
     def _transform(self, train: bool):
         return geometric_transform(self.data_config_, train=train)
 
+    def _inference_batch_size(self) -> int:
+        """``batch_size``, or for ``None`` the size that runs fastest on ``device_``."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return auto_batch_size(self.device_, self.data_config_["input_size"])
+
     def _run_dataset(self, forward, dataset, desc: str) -> tuple[np.ndarray, dict[int, str]]:
         """``predict_rows`` with this estimator's runtime settings: (rows, {row: error})."""
         return predict_rows(
@@ -85,7 +91,7 @@ class CNNEstimatorMixin:
             dataset,
             device=self.device_,
             precision=self.precision_,
-            batch_size=self.batch_size,
+            batch_size=self._inference_batch_size(),
             num_workers=self.num_workers,
             progress=self.progress,
             desc=desc,

@@ -71,6 +71,27 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
+# Images per forward pass on a CPU: a budget of input pixels, so that the activations of one
+# batch stay in the caches. Measured on EfficientNet-Lite0 with bf16 on a 2-core AVX512-BF16 CPU,
+# the best batch was about 8 at 224 px, 48 at 96 px and 96 at 64 px, i.e. ~400k pixels; batches
+# of 64 at 224 px ran at 0.7x that speed.
+_CPU_PIXELS_PER_BATCH = 400_000
+_ACCELERATOR_BATCH = 64
+_MAX_BATCH = 256
+
+
+def auto_batch_size(device: torch.device, input_size: tuple[int, int, int]) -> int:
+    """Images per forward pass for ``batch_size=None``.
+
+    On a CPU, a batch holds about 400,000 input pixels (8 images at 224 px, 43 at 96 px): larger
+    batches spill the caches and run slower, not faster. On a GPU, 64 images.
+    """
+    if device.type != "cpu":
+        return _ACCELERATOR_BATCH
+    pixels = int(input_size[1]) * int(input_size[2])
+    return max(1, min(_MAX_BATCH, round(_CPU_PIXELS_PER_BATCH / pixels)))
+
+
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last is faster for convolutions with oneDNN and cuDNN alike."""
     return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format

@@ -527,6 +527,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         network = self._get_network().eval()
         return self._predict_rows(network, X, desc=desc)
 
+    def _logits(self, X: Any) -> np.ndarray:
+        return self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits of the classes (for two classes: ``logit(classes_[1]) - logit(classes_[0])``).
 
@@ -538,7 +541,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,) for two classes
         """
-        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        logits = self._logits(X)
         if self.n_classes_ == 2:
             return logits[:, 1] - logits[:, 0]
         return logits
@@ -555,7 +558,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Rows of unreadable images (``on_error="nan"``) are NaN.
         """
-        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        logits = self._logits(X)
         return softmax(logits, axis=1)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
@@ -569,7 +572,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        logits = self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+        logits = self._logits(X)
         return log_softmax(logits, axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
@@ -584,7 +587,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             Unreadable images (``on_error="nan"``) get ``None`` (in an object array).
         """
-        logits = self._outputs(X, "predicting")[:, self.n_features_out_:]
+        logits = self._logits(X)
         bad = np.isnan(logits).any(axis=1)
         labels = self.classes_[np.nan_to_num(logits, nan=0.0).argmax(axis=1)]
         if bad.any():

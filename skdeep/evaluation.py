@@ -242,7 +242,7 @@ def evaluate(
     pixel_size: int = 32,
     C: float = 1.0,
     max_iter: int = 1000,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     num_workers: int = 0,
@@ -499,7 +499,7 @@ def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _pixel_matrix(items, pixel_size: int, *, on_error: str, batch_size: int, num_workers: int,
+def _pixel_matrix(items, pixel_size: int, *, on_error: str, batch_size: int | None, num_workers: int,
                   progress: bool) -> np.ndarray:
     """Raw pixels as float32 rows: as they are when small enough, else resized RGB grids."""
     if isinstance(items, (np.ndarray, torch.Tensor)):
@@ -512,7 +512,7 @@ def _pixel_matrix(items, pixel_size: int, *, on_error: str, batch_size: int, num
                            input_size=(3, pixel_size, pixel_size), on_error=on_error)
     rows, _ = predict_rows(
         lambda batch: batch.flatten(1), dataset, device=torch.device("cpu"), precision="fp32",
-        batch_size=batch_size, num_workers=num_workers, progress=progress, desc="pixels",
+        batch_size=batch_size or 256, num_workers=num_workers, progress=progress, desc="pixels",
     )
     return rows
 

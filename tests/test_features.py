@@ -330,6 +330,20 @@ def test_device_auto_and_missing_cuda(monkeypatch):
     assert _device.resolve_device("auto").type == "cuda"
 
 
+def test_batch_size_none_follows_the_device(rgb_images):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _device.auto_batch_size(cpu, (3, 224, 224)) == 8
+    assert _device.auto_batch_size(cpu, (3, 96, 96)) == 43
+    assert _device.auto_batch_size(cpu, (3, 16, 16)) == 256
+    assert _device.auto_batch_size(cpu, (3, 4096, 4096)) == 1
+    assert _device.auto_batch_size(cuda, (3, 224, 224)) == 64
+    auto = lite(precision="fp32").fit()  # 32 px inputs: the cap of 256 images
+    assert auto.batch_size is None and auto._inference_batch_size() == 256
+    np.testing.assert_allclose(auto.transform(rgb_images),
+                               lite(precision="fp32", batch_size=2).fit().transform(rgb_images),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_no_warnings_on_the_happy_path(rgb_images):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
