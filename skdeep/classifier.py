@@ -338,9 +338,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             self._initialise(labels)
         encoded = LabelEncoder().fit(self.classes_).transform(labels)
         n = len(labels)
-        base = self._dataset(X, train=self.augment, targets=np.arange(n))
-        if len(base) != n:
-            raise ValueError(f"X has {len(base)} images but y has {n} labels; they must match.")
+        base = self._dataset(X, train=self.augment, targets=np.arange(n))  # checks len(X) == n
         seed = seed_of(self.random_state)
         train_rows, valid_rows = self._split(encoded, seed)
         weights = self._sample_weights(labels, encoded, sample_weight, train_rows)

@@ -326,15 +326,20 @@ def _worker_threads() -> int | None:
     return max(1, min(nthreads, cores or 1))
 
 
-def _current_worker() -> Any:
+def _from_distributed(getter: str) -> Any:
+    """``distributed.get_worker()`` or ``get_client()``, or None outside a worker/client."""
     try:
-        from distributed import get_worker
+        import distributed
     except ImportError:  # pragma: no cover - dask without distributed
         return None
     try:
-        return get_worker()
+        return getattr(distributed, getter)()
     except ValueError:
         return None
+
+
+def _current_worker() -> Any:
+    return _from_distributed("get_worker")
 
 
 def _build_count() -> int:
@@ -409,16 +414,7 @@ def _reemit(caught: list[warnings.WarningMessage], names: _RowNames) -> None:
 
 
 def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    try:
-        from distributed import get_client
-    except ImportError:  # pragma: no cover - dask without distributed
-        return None
-    try:
-        return get_client()
-    except ValueError:
-        return None
+    return client if client is not None else _from_distributed("get_client")
 
 
 def _fitted(estimator: Any) -> Any:
