@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import threading
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -161,6 +162,10 @@ class FeatureExtractor(nn.Module):
         self.layers = list(layers)
         self._targets = resolve_layers(model, self.layers)
         self._captured: dict[str, torch.Tensor] = {}
+        # Hooks are registered on the shared model and write into one dict, so two threads in
+        # forward() at once would read each other's activations: one forward at a time. The
+        # network already uses every core through torch's intra-op threads.
+        self._lock = threading.Lock()
         self.stop_early = False  # set by probe(): skip the rest of the network once all is read
         self.widths: list[int] | None = None  # set by probe(): columns contributed by each layer
 
@@ -227,17 +232,28 @@ class FeatureExtractor(nn.Module):
         return self.widths
 
     def _forward_all(self, images: torch.Tensor) -> list[torch.Tensor]:
-        self._captured = {}
         x = self.normalize(images).contiguous(memory_format=memory_format(images.device))
-        try:
-            with self._hooks():
-                output = self.model(x)
-            if LOGITS in self.layers:
-                self._captured[LOGITS] = pool(output, self.pooling)
-        except _StopForward:
-            pass
-        captured, self._captured = self._captured, {}
+        with self._lock:
+            self._captured = {}
+            try:
+                with self._hooks():
+                    output = self.model(x)
+                if LOGITS in self.layers:
+                    self._captured[LOGITS] = pool(output, self.pooling)
+            except _StopForward:
+                pass
+            captured, self._captured = self._captured, {}
         return [captured[name] for name in self.layers]
+
+    # A lock cannot be pickled or deep-copied: copies get a lock of their own.
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat(self._forward_all(images), dim=1)
