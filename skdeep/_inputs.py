@@ -15,17 +15,24 @@ Pixel values of arrays and tensors
 must be non-negative and is scaled by 32767 -> 255 (the scikit-image convention); other integer
 dtypes must lie in [0, 255]. Floats must be finite and lie in [0, 1] (``x * 255``, rounded), so a
 uint8 image and the same image divided by 255 give the same features. Alpha is composited on white.
+Non-native byte order (big-endian ``>u2``, as FITS and some TIFF readers return) is read by value:
+``>u2`` follows the uint16 rule, ``>i2`` the int16 rule.
 
 Decoding
 --------
-Pillow, with the file opened in a context manager and ``load()`` forced inside it, so truncation
-is seen (unless the process set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which is respected).
-EXIF orientation is applied. Modes map to RGB as follows: L, 1, P, CMYK, YCbCr, LAB, HSV by
-Pillow's conversion; RGBA, LA, PA, RGBa and any image with a ``transparency`` key (P, L or RGB
-with tRNS) composited on white; 16-bit ``I;16*`` rescaled (``v / 257``) instead of Pillow's
-clamping; ``I`` (32-bit integer, how Pillow opens 16-bit PGM and some 16-bit TIFF) read as 16-bit
-data, values outside [0, 65535] refused; ``F`` (32-bit float) must lie in [0, 1], like float
-arrays. Images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs.
+Pillow, raster formats only: EPS (which Pillow hands to Ghostscript, an external program) and WMF
+(rendered by Windows) are never opened, whatever the file is named, and a PIL image of those
+formats is refused. The file is opened in a context manager and ``load()`` forced inside it, so
+truncation is seen (unless the process set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which is
+respected). EXIF orientation is applied. Modes map to RGB as follows: L, 1, P, CMYK, YCbCr, LAB,
+HSV by Pillow's conversion; RGBA, LA, PA, RGBa and any image with a ``transparency`` key (P, L
+or RGB with tRNS) composited on white; 16-bit ``I;16*`` rescaled (``v / 257``) instead of
+Pillow's clamping; ``I`` (32-bit integer, how Pillow opens 16-bit PGM and some 16-bit TIFF) read
+as 16-bit data, values outside [0, 65535] refused; ``F`` (32-bit float) must lie in [0, 1], like
+float arrays. Images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs, and so
+is any item (file, bytes, PIL image or array) that the network's preprocessing would *resize* to
+more than that many pixels before its centre crop: the shorter side is scaled to
+``input_size / crop_pct``, so a 100-byte PNG of 1 x 20,000 px would become 256 x 5,120,000 px.
 
 Bad input
 ---------
@@ -37,8 +44,9 @@ Two kinds, kept apart on purpose:
   row (and its pandas index label), whatever ``on_error`` says, raised while building the dataset,
   before any model work.
 - *Messy data* -- what the caller collected: a missing path, a directory in place of a file, a
-  file that is not an image, a truncated file, a decompression bomb, an unsupported or
-  out-of-range image mode, a missing value (None/NaN/pd.NA) in a column of paths. These follow
+  file that is not an image (or is EPS/WMF), a truncated file, a decompression bomb (decoded or
+  once resized), an unsupported or out-of-range image mode, a closed PIL image, a missing value
+  (None/NaN/pd.NA) in a column of paths. These follow
   ``on_error``: ``"raise"`` raises :class:`BadImageError` (:class:`ImageNotFoundError`, also a
   ``FileNotFoundError``, for missing files) naming the row and the path; ``"nan"`` makes that
   row's output NaN and :func:`warn_bad_rows` lists the rows with their paths. Missing paths,
@@ -60,7 +68,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 
 ON_ERROR = ("raise", "nan")
@@ -72,6 +80,9 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
 _CHANNELS = (1, 3, 4)
 _SHOWN = 10  # bad rows spelled out in one message
 _NAN_HINT = " (on_error='nan' gives such rows NaN instead)"
+# Formats Pillow does not decode itself: EPS runs Ghostscript (an external program, on untrusted
+# bytes), WMF needs the Windows GDI. Both are vector formats; the other plugins decode rasters.
+_NOT_RASTER = frozenset({"EPS", "WMF"})
 
 
 class BadImageError(ValueError):
@@ -213,8 +224,14 @@ def _tensor_to_numpy(X: torch.Tensor) -> np.ndarray:
     return X.numpy(force=True)
 
 
+def _native(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` in native byte order, same values (``>u2`` must follow the uint16 rule)."""
+    return pixels if pixels.dtype.isnative else pixels.astype(pixels.dtype.newbyteorder("="))
+
+
 def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
-    """Whole-array checks of a numeric batch (cheap); returns it channel-last."""
+    """Whole-array checks of a numeric batch (cheap); returns it channel-last, in native order."""
+    X = _native(X)
     shape = X.shape
     layout = "(N, C, H, W) tensor" if channel_first else "(N, H, W, C) array"
     if len(shape) == 0 or shape[0] == 0:
@@ -345,14 +362,16 @@ def _check_length(n_images: int, n_targets: int) -> None:
 def decode(data: str | os.PathLike | bytes) -> Image.Image:
     """Open an encoded image (a path or bytes) fully, apply EXIF orientation, return it as RGB.
 
-    The file is opened in a context manager with ``load()`` forced inside it, so a truncated
-    file raises here, and images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused.
+    Only raster formats are tried (never EPS, which Pillow renders by running Ghostscript, nor
+    WMF), so an EPS file, whatever its name, raises ``PIL.UnidentifiedImageError``. The file is opened in
+    a context manager with ``load()`` forced inside it, so a truncated file raises here, and
+    images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused.
     """
     source = io.BytesIO(bytes(data)) if isinstance(data, _BYTES_TYPES) else data
     with warnings.catch_warnings():
         # Refused below with a clearer message; Pillow itself raises above twice the limit.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        opened = Image.open(source)
+        opened = Image.open(source, formats=_raster_formats())
     with opened as image:
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and image.width * image.height > limit:
@@ -364,6 +383,39 @@ def decode(data: str | os.PathLike | bytes) -> Image.Image:
         image.load()
         rgb = to_rgb(ImageOps.exif_transpose(image))
         return rgb.copy() if rgb is image else rgb  # closing `image` must not invalidate it
+
+
+def _raster_formats() -> list[str]:
+    """Every format Pillow can open, except those it does not decode itself (``_NOT_RASTER``).
+
+    Listed at each call, after ``Image.init()``, so plugins registered later (pillow-heif...)
+    are included.
+    """
+    Image.init()
+    return [name for name in Image.ID if name not in _NOT_RASTER]
+
+
+def _loaded(image: Image.Image) -> Image.Image:
+    """A caller's PIL image with its pixels read; a closed or non-raster image is refused."""
+    if image.format in _NOT_RASTER:
+        raise BadImageError(
+            f"it is a {image.format} image, which Pillow renders by running an external program; "
+            "skdeep reads raster images only. Rasterize it first if you trust it "
+            "(image.convert('RGB'))"
+        )
+    # A file image closed before its pixels were read has lost its file (Pillow would fail an
+    # assertion); one closed after has lost its pixels (Pillow raises "Operation on closed image").
+    closed = isinstance(image, ImageFile.ImageFile) and bool(image.tile) and image.fp is None
+    if not closed:
+        try:
+            image.load()
+        except ValueError as exc:
+            if "closed" not in str(exc):
+                raise
+            closed = True
+    if closed:
+        raise BadImageError("it is closed; pass an open image or its path")
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -412,9 +464,8 @@ def array_to_image(array: np.ndarray | torch.Tensor, channel_first: bool = False
 
 
 def _image_array(array: np.ndarray | torch.Tensor, channel_first: bool, where: str) -> np.ndarray:
-    """Shape checks of one image; returns it channel-last, as NumPy."""
-    if isinstance(array, torch.Tensor):
-        array = _tensor_to_numpy(array)
+    """Shape checks of one image; returns it channel-last, as NumPy in native byte order."""
+    array = _tensor_to_numpy(array) if isinstance(array, torch.Tensor) else _native(array)
     shape = array.shape
     layout = "(H, W) or (C, H, W)" if channel_first else "(H, W) or (H, W, C)"
     if array.ndim not in (2, 3):
@@ -506,7 +557,10 @@ class ImageDataset(Dataset):
     ----------
     X : any accepted form (see the module docstring)
     transform : callable
-        RGB PIL image -> uint8 CHW tensor of ``input_size``.
+        RGB PIL image -> uint8 CHW tensor of ``input_size``. If it has a
+        ``resized_size((width, height)) -> (width, height)`` method (as
+        :func:`~skdeep._preprocessing.geometric_transform` has), an image it would resize to
+        more than ``PIL.Image.MAX_IMAGE_PIXELS`` is a bad row, found before transforming it.
     input_size : tuple of int
         ``(C, H, W)`` of the transform's output, for blank rows.
     on_error : {"raise", "nan"}
@@ -575,25 +629,35 @@ class ImageDataset(Dataset):
         error = self.bad.get(index, "")
         image = None
         if not error:
-            item = self.items[index]
-            if isinstance(item, np.ndarray):  # validated in __init__: wrong data already raised
-                image = self.transform(_pixels_to_rgb(item))
-            else:
-                try:
-                    rgb = load_item(item)
-                except MemoryError:
-                    raise
-                except Exception as exc:  # Pillow raises many types for corrupt files
-                    error, kind = self._read_error(index, exc)
-                    if self.on_error == "raise":
-                        raise kind(error + _NAN_HINT) from exc
-                else:  # outside the try: a failing transform is a bug, not a bad file
-                    image = self.transform(rgb)
+            try:
+                rgb = self._read(index)
+            except MemoryError:
+                raise
+            except Exception as exc:  # Pillow raises many types for corrupt files
+                error, kind = self._read_error(index, exc)
+                if self.on_error == "raise":
+                    raise kind(error + _NAN_HINT) from exc
+            else:  # outside the try: a failing transform is a bug, not a bad file
+                image = self.transform(rgb)
         if image is None:
             image = torch.zeros(self.input_size, dtype=torch.uint8)
         if self.targets is None:
             return image, error
         return image, error, self.targets[index]
+
+    def _read(self, index: int) -> Image.Image:
+        """Row ``index`` as an RGB PIL image, refused if the transform would resize it to a bomb.
+
+        Checked here, not in ``__init__``: the transform may be swapped after building (the
+        classifier evaluates its validation rows with the eval transform).
+        """
+        item = self.items[index]
+        # Arrays were validated in __init__ (wrong data already raised): conversion cannot fail.
+        rgb = _pixels_to_rgb(item) if isinstance(item, np.ndarray) else load_item(item)
+        resized_size = getattr(self.transform, "resized_size", None)
+        if resized_size is not None:
+            _check_resized(rgb.size, resized_size(rgb.size))
+        return rgb
 
     def _read_error(self, index: int, exc: Exception) -> tuple[str, type[BadImageError]]:
         name, item = self.row_name(index), describe(self.items[index])
@@ -604,6 +668,26 @@ class ImageDataset(Dataset):
             reason = f"{type(exc).__name__}: {reason}"
         return f"{name}: cannot read image {item}: {reason}", BadImageError
 
+
+
+def _check_resized(size: tuple[int, int], resized: tuple[int, int]) -> None:
+    """Refuse an image the network's preprocessing would resize above ``MAX_IMAGE_PIXELS``.
+
+    The decoded-size check cannot see it: 1 x 20,000 px is tiny, but scaling its shorter side to
+    256 makes it 256 x 5,120,000 px (GBs and seconds, or a MemoryError) before the crop.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = resized[0] * resized[1]
+    if limit is None or pixels <= limit:
+        return
+    (width, height), (new_width, new_height) = size, resized
+    aspect = f"{width / height:g}:1" if width >= height else f"1:{height / width:g}"
+    raise BadImageError(
+        f"a {width}x{height} image (aspect ratio {aspect}) would be resized to "
+        f"{new_width}x{new_height} = {pixels:,} pixels before its centre crop, above "
+        f"PIL.Image.MAX_IMAGE_PIXELS ({limit:,}): refused as a decompression bomb. Crop it to "
+        "a less elongated region first, or raise that limit if you trust it"
+    )
 
 
 def _path_problem(path: str) -> str:
@@ -632,8 +716,7 @@ def load_item(item: Any) -> Image.Image:
     if isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES)):
         return decode(item)
     if isinstance(item, Image.Image):
-        item.load()
-        return to_rgb(ImageOps.exif_transpose(item))
+        return to_rgb(ImageOps.exif_transpose(_loaded(item)))
     if isinstance(item, _ARRAY_TYPES):
         return array_to_image(item, channel_first=isinstance(item, torch.Tensor))
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")

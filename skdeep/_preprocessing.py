@@ -11,10 +11,11 @@ host copies a quarter of the bytes and the CPU never materialises float images t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
-from timm.data import create_transform, resolve_data_config
+from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 from torch import nn
 
 
@@ -47,23 +48,67 @@ def with_image_size(data_config: dict[str, Any], image_size: int | None) -> dict
     return config
 
 
-def geometric_transform(data_config: dict[str, Any], *, train: bool = False):
+def geometric_transform(data_config: dict[str, Any], *, train: bool = False) -> GeometricTransform:
     """PIL image -> ``uint8`` CHW tensor of the network's input size.
 
     At eval time: resize then centre crop, as the weights were evaluated. At train time: timm's
     random-resized-crop and horizontal flip, with the same interpolation and size.
     """
-    kwargs = {
-        "input_size": data_config["input_size"],
-        "interpolation": data_config["interpolation"],
-        "crop_pct": data_config.get("crop_pct"),
-        "crop_mode": data_config.get("crop_mode", "center"),
-        "use_prefetcher": True,
-        "is_training": train,
-    }
-    if train:
-        kwargs.update(color_jitter=None, auto_augment=None, re_prob=0.0)
-    return create_transform(**kwargs)
+    return GeometricTransform(data_config, train=train)
+
+
+class GeometricTransform:
+    """The timm transform of a data config, which also says how large it resizes an image.
+
+    :class:`~skdeep._inputs.ImageDataset` asks :meth:`resized_size` before transforming, so that
+    an image of extreme aspect ratio (1 x 20,000 px: a 100-byte PNG) is refused instead of being
+    resized to billions of pixels before the centre crop.
+
+    Parameters
+    ----------
+    data_config : dict
+        timm data config: ``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``.
+    train : bool, default=False
+        Random-resized-crop and flip (training) instead of resize and centre crop.
+    """
+
+    def __init__(self, data_config: dict[str, Any], *, train: bool = False) -> None:
+        self.data_config = dict(data_config)
+        self.train = train
+        kwargs = {
+            "input_size": data_config["input_size"],
+            "interpolation": data_config["interpolation"],
+            "crop_pct": data_config.get("crop_pct"),
+            "crop_mode": data_config.get("crop_mode", "center"),
+            "use_prefetcher": True,
+            "is_training": train,
+        }
+        if train:
+            kwargs.update(color_jitter=None, auto_augment=None, re_prob=0.0)
+        self.transform = create_transform(**kwargs)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.transform(image)
+
+    def resized_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` an image of ``size`` = ``(width, height)`` is resized to.
+
+        Mirrors timm's ``transforms_imagenet_eval``: the scale size is ``input / crop_pct``
+        (floored); ``"center"`` scales the shorter side to it (keeping the aspect ratio, so an
+        elongated image grows along its long side), ``"border"`` the longer side, ``"squash"``
+        both sides. Training resizes a random crop to the input size.
+        """
+        _, height, width = self.data_config["input_size"]
+        if self.train:
+            return width, height
+        crop_pct = self.data_config.get("crop_pct") or DEFAULT_CROP_PCT
+        scale_w, scale_h = math.floor(width / crop_pct), math.floor(height / crop_pct)
+        mode = self.data_config.get("crop_mode") or "center"
+        if mode == "squash":
+            return scale_w, scale_h
+        ratios = (scale_w / size[0], scale_h / size[1])
+        ratio = min(ratios) if mode == "border" else max(ratios)
+        return round(size[0] * ratio), round(size[1] * ratio)
 
 
 class Normalize(nn.Module):

@@ -163,8 +163,11 @@ def load_fashion_sample(*, as_frame: bool = False, return_X_y: bool = False) -> 
 def find_images(path: str | os.PathLike, extensions: Iterable[str] | None = None) -> list[str]:
     """Every image file under ``path``, recursively, in a deterministic (sorted) order.
 
-    Hidden files and folders (names starting with ``"."``) are skipped, symbolic links to folders
-    are followed. The returned paths start with ``path`` as given (relative stays relative).
+    Hidden files and folders (names starting with ``"."``) are skipped. Symbolic links to folders
+    are followed, but each real folder is listed once and a link back to ``path`` or one of its
+    parents (``up -> ..``) is skipped, so link loops end. Each real file is listed once: when
+    links make one file reachable by several paths, the first path in sorted order is kept. The
+    returned paths start with ``path`` as given (relative stays relative).
 
     Parameters
     ----------
@@ -199,7 +202,7 @@ def find_images(path: str | os.PathLike, extensions: Iterable[str] | None = None
     """
     root = _check_folder(path)
     suffixes = _normalize_extensions(extensions)
-    return [os.path.join(root, rel) for rel in _relative_images(root, suffixes)]
+    return [os.path.join(root, rel) for rel, _ in _relative_images(root, suffixes)]
 
 
 def load_image_folder(
@@ -215,8 +218,9 @@ def load_image_folder(
             dog/sub/folders/are/fine.png
 
     Each direct subfolder of ``path`` is a class (its name is the label); its images are found
-    recursively. Nothing is decoded here: unreadable files surface when the images are used
-    (see ``on_error`` of :class:`~skdeep.PretrainedCNNFeatures`).
+    recursively, following symbolic links as :func:`find_images` does (loops end, each real
+    file once per class). Nothing is decoded here: unreadable files surface when the images are
+    used (see ``on_error`` of :class:`~skdeep.PretrainedCNNFeatures`).
 
     Parameters
     ----------
@@ -239,7 +243,8 @@ def load_image_folder(
         If ``path`` is a file.
     ValueError
         If ``path`` holds no image at all, or holds images but no class subfolders (a flat
-        folder: use :func:`find_images` for unlabelled images).
+        folder: use :func:`find_images` for unlabelled images), or if one real image file is
+        reached from two class folders (through a symbolic link), which would label it twice.
 
     Warns
     -----
@@ -278,12 +283,22 @@ def load_image_folder(
         raise ValueError(f"{root!r} is empty: no class subfolders and no images.")
     rows: list[tuple[str, str]] = []
     empty: list[str] = []
+    listed_as: dict[str, str] = {}  # real file -> its path in the frame
     for label in classes:
         folder = os.path.join(root, label)
         found = _relative_images(folder, suffixes)
         if not found:
             empty.append(label)
-        rows += [(os.path.join(folder, rel), label) for rel in found]
+        for rel, real in found:
+            image = os.path.join(folder, rel)
+            if real in listed_as:
+                raise ValueError(
+                    f"the image file {real!r} is in two class folders, as {listed_as[real]!r} and "
+                    f"{image!r} (through a symbolic link): it would be labelled twice. Remove the "
+                    "link, or copy the file if it really belongs to both classes."
+                )
+            listed_as[real] = image
+            rows.append((image, label))
     if not rows:
         raise ValueError(
             f"{root!r} has class subfolders {_preview(classes)} but none holds an image "
@@ -328,17 +343,44 @@ def _normalize_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(sorted(set(suffixes)))
 
 
-def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Image files under ``root`` as sorted relative paths (hidden entries skipped)."""
+def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Image files under ``root`` as sorted ``(relative path, real path)`` pairs.
+
+    Hidden entries are skipped. Linked folders are followed, but a real folder is listed once
+    and a link to ``root`` or to one of its parents is skipped: ``up -> ..`` would otherwise list
+    every image again at each level (until the OS refuses the path), and two such links make the
+    walk exponential. A real file reached by several paths is listed once, under the path that
+    sorts first: the walk visits folders in sorted order, so the first visit of a folder is its
+    first path.
+    """
+    real_root = os.path.realpath(root)
+    walked: set[str] = set()
     found = []
     for folder, subfolders, files in os.walk(root, followlinks=True):
+        real_folder = os.path.realpath(folder)
+        if real_folder in walked or _encloses(real_folder, real_root):
+            subfolders[:] = []  # listed already under an earlier path, or a loop upwards
+            continue
+        walked.add(real_folder)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         rel_folder = os.path.relpath(folder, root)
         for name in files:
             if not name.startswith(".") and name.lower().endswith(suffixes):
-                found.append(os.path.normpath(os.path.join(rel_folder, name)))
+                file = os.path.join(folder, name)
+                real = os.path.realpath(file) if os.path.islink(file) else (
+                    os.path.join(real_folder, name))
+                found.append((os.path.normpath(os.path.join(rel_folder, name)), real))
     # Sort on path components so that "a/b.png" and "a-b.png" order the same on every OS.
-    return sorted(found, key=lambda rel: Path(rel).parts)
+    found.sort(key=lambda pair: Path(pair[0]).parts)
+    first: dict[str, str] = {}  # real path -> its first relative path (dicts keep that order)
+    for rel, real in found:
+        first.setdefault(real, rel)
+    return [(rel, real) for real, rel in first.items()]
+
+
+def _encloses(folder: str, path: str) -> bool:
+    """Whether real path ``folder`` is a parent (at any depth, not itself) of real path ``path``."""
+    return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _preview(names: list[str], limit: int = 5) -> str:
