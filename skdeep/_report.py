@@ -7,9 +7,12 @@ switched, and nothing leaks between reports.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +183,7 @@ def write_report(result: EvaluationResult, folder: str | os.PathLike, *,
     written = []
 
     def keep(path: Path, write) -> None:
-        _atomic_write(path, write)
+        atomic_write({path: write})
         written.append(path)
 
     keep(folder / "results.csv", lambda p: result.scores.to_csv(p, index=False))
@@ -195,16 +198,54 @@ def write_report(result: EvaluationResult, folder: str | os.PathLike, *,
     return written
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
+def atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
+    """Write files through temporaries, and put them in place only once every one is written.
+
+    Each file is written to a hidden temporary in its own folder, then moved over the file with
+    :func:`os.replace` (atomic). A failure while writing leaves every file as it was and removes
+    the temporaries, so that files written together (a ``.npy`` and its ``.paths.txt``) never
+    mix runs. Errors about the files' temporaries are raised about the files themselves.
+
+    Parameters
+    ----------
+    writers : mapping of Path to callable
+        ``{path: write}``: ``write(temporary)`` writes the content of ``path`` to the file
+        ``temporary`` (in the same folder, with the same suffix).
+
+    Raises
+    ------
+    OSError
+        Naming the file of ``writers`` being written (never its temporary), e.g. when its folder
+        is missing or read-only, the disk is full or the path is a folder.
+    """
+    temporaries: list[str] = []
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        for path, write in writers.items():
+            with _reported_as(path):
+                if path.is_dir():  # found now, before any file is replaced
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+                handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                                     suffix=path.suffix)
+                os.close(handle)
+                temporaries.append(temporary)
+                write(temporary)
+        for path, temporary in zip(writers, temporaries):
+            with _reported_as(path):
+                os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:  # those not moved into place
+            Path(temporary).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _reported_as(path: Path):
+    """Re-raise an OSError as one about ``path``: the user knows that name, not the temporary's."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or exc.strerror is None:
+            raise OSError(f"cannot write {path}: {exc}") from exc
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _save(figure, path: str) -> None:

@@ -3,15 +3,21 @@
 Parsing and dispatch only: the work is done by :mod:`skdeep.evaluation`,
 :class:`skdeep.PretrainedCNNFeatures` and :mod:`skdeep.datasets`, which are usable from Python
 the same way. Expected failures (a missing file, an unreadable image, unknown names, weights that
-cannot be fetched offline) print one line ``skdeep: error: ...`` on stderr and exit with 1; bad
-arguments exit with 2. ``--debug`` shows the full traceback instead.
+cannot be fetched offline, an output that cannot be written, a broken feature cache) print one
+line ``skdeep: error: ...`` on stderr and exit with 1; bad arguments exit with 2. ``--debug`` shows
+the full traceback instead. Outputs are checked before the work starts, and written so that a
+failure leaves the earlier files as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import sqlite3
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,9 +99,15 @@ INPUT:
 
 OUT (the format follows the extension):
   .parquet          a table: index "path", columns <layer>_<i> (needs pyarrow)
-  .csv              the same table as text (large: prefer parquet)
+  .csv              the same table as text, paths quoted (large: prefer parquet)
   .npy              the float32 matrix only, rows in input order; the paths are written next
-                    to it, one per line, to OUT with the extension .paths.txt
+                    to it, line i for row i, to OUT with the extension .paths.txt. A path that
+                    is not one plain line of UTF-8 (a line break in it, a file name in another
+                    encoding, a leading ") is written as a JSON string: read the file back with
+                    skdeep.cli.read_paths(FILE). Only .npy keeps file names that are not UTF-8.
+
+OUT is checked before any image is read (its folder writable, the paths storable), and is
+replaced only once completely written: a failed run leaves the earlier files as they were.
 
 Unreadable images stop the run with an error naming the file, unless --on-error nan, which
 gives them a row of NaN and a warning. --cache DIR keeps the features of every image on disk,
@@ -139,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = _one_line(exc)
             if isinstance(exc, (_out_of_memory_error(), MemoryError)):
                 message = f"out of memory ({message}); lower --batch-size or --image-size"
+            elif isinstance(exc, sqlite3.DatabaseError):
+                message = (f"cannot use the feature cache {getattr(args, 'cache', None)} "
+                           f"({message}): give --cache a folder you can write to, or delete this "
+                           "one if it is damaged (it only holds features skdeep can recompute)")
             print(f"skdeep: error: {message}", file=sys.stderr)
             return EXIT_FAILURE
     return EXIT_OK  # pragma: no cover - every command returns
@@ -149,10 +165,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ._weights import WeightsUnavailableError
 
     # BadImageError is a ValueError; listed for clarity. OSError covers missing files, folders
-    # given where files are expected, permissions and full disks. Anything else is a bug and
-    # keeps its traceback.
+    # given where files are expected, permissions and full disks; sqlite3.DatabaseError a feature
+    # cache that cannot be opened or written. Anything else is a bug and keeps its traceback.
     return (BadImageError, WeightsUnavailableError, ValueError, OSError, ImportError,
-            _out_of_memory_error())
+            sqlite3.DatabaseError, _out_of_memory_error())
 
 
 def _out_of_memory_error() -> type[BaseException]:
@@ -450,6 +466,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.finetune_epochs is not None and not args.finetune:
         raise _UsageError("--finetune-epochs needs --finetune")
     finetune_params = {"epochs": args.finetune_epochs} if args.finetune_epochs else None
+    _check_folder(Path(args.output), Path(args.output))
     X, y, source = _labelled_input(args)
     progress = _progress(args)
     print(f"Evaluating {source} ...", file=sys.stderr, flush=True)
@@ -477,6 +494,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     from .features import PretrainedCNNFeatures
 
     paths, files = _unlabelled_input(args)
+    _check_output(Path(args.output), paths)
     layers = args.layer or ["penultimate"]
     cnn = PretrainedCNNFeatures(
         backbone=args.backbone, weights=args.weights, layer=layers, pooling=args.pooling,
@@ -489,7 +507,7 @@ def _run_extract(args: argparse.Namespace) -> int:
           f"{cnn.data_config_['input_size'][-1]} px, layer(s) {', '.join(layers)} ...",
           file=sys.stderr, flush=True)
     features = cnn.transform(np.asarray(files, dtype=object))
-    written = _write_features(args.output, features, paths, cnn.get_feature_names_out())
+    written = _write_features(Path(args.output), features, paths, cnn.get_feature_names_out())
     bad = int(np.isnan(features).any(axis=1).sum())
     note = f" ({bad} unreadable image(s) are NaN rows)" if bad else ""
     print(f"Wrote {features.shape[0]} x {features.shape[1]} features to "
@@ -572,34 +590,119 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return table["path"].tolist(), table["file"].tolist()
 
 
-def _write_features(output: str, features, paths: list[str], columns) -> list[Path]:
-    """Save features as parquet / CSV (index = path) or .npy (+ a .paths.txt sidecar)."""
-    import numpy as np
-    import pandas as pd
-
-    from ._report import _atomic_write
-
-    target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _check_output(target: Path, paths: list[str]) -> None:
+    """Fail now, not after the work, if ``target`` cannot be written or cannot hold ``paths``."""
+    for path in _output_files(target):
+        if path.is_dir():
+            raise IsADirectoryError(f"cannot write {path}: it is a folder; choose another OUT")
+    _check_folder(target.parent, target)
     suffix = target.suffix.lower()
-    if suffix == ".npy":
-        sidecar = target.with_suffix(".paths.txt")
-        _atomic_write(target, lambda tmp: np.save(tmp, features, allow_pickle=False))
-        text = "".join(f"{path}\n" for path in paths)
-        _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        return [target, sidecar]
-    frame = pd.DataFrame(features, index=pd.Index(paths, name="path"),
-                         columns=[str(c) for c in columns])
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ImportError("writing .parquet needs pyarrow: pip install pyarrow "
                               "(or write .csv / .npy)") from exc
-        _atomic_write(target, lambda tmp: frame.to_parquet(tmp))
-    else:
-        _atomic_write(target, lambda tmp: frame.to_csv(tmp))
+    if suffix != ".npy":  # tables hold text as UTF-8; the .npy sidecar escapes any path
+        for row, path in enumerate(paths):
+            if not _is_utf8(path):
+                raise ValueError(
+                    f"cannot write {target}: the path of row {row}, {path!r}, is not valid UTF-8 "
+                    f"(a file name in another encoding), which a {suffix} file cannot hold; "
+                    "rename the file, or write .npy, whose .paths.txt keeps any path")
+
+
+def _check_folder(folder: Path, output: Path) -> None:
+    """Fail now, not after the work, if files cannot be created in ``folder`` (made if missing)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:  # where they would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write {output}: {existing} is a file, not a folder; "
+                                 "choose another output")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise type(exc)(f"cannot write {output}: no file can be created in {existing} "
+                        f"({exc.strerror or exc}); choose another output folder") from exc
+
+
+def _output_files(target: Path) -> list[Path]:
+    """The files ``extract -o target`` writes: a .npy also writes its paths, one per row."""
+    if target.suffix.lower() == ".npy":
+        return [target, target.with_suffix(".paths.txt")]
     return [target]
+
+
+def _write_features(target: Path, features, paths: list[str], columns) -> list[Path]:
+    """Save features as parquet / CSV (index = path) or .npy (+ a .paths.txt sidecar)."""
+    import numpy as np
+    import pandas as pd
+
+    from ._report import atomic_write
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix.lower()
+    if suffix == ".npy":
+        sidecar = _output_files(target)[1]
+        text = "".join(f"{_paths_line(path)}\n" for path in paths)
+        # Both replaced only once both are written: a failure leaves the earlier pair.
+        atomic_write({target: lambda tmp: np.save(tmp, features, allow_pickle=False),
+                      sidecar: lambda tmp: Path(tmp).write_text(text, encoding="utf-8")})
+        return [target, sidecar]
+    frame = pd.DataFrame(features, index=pd.Index(paths, name="path"),
+                         columns=[str(c) for c in columns])
+    if suffix == ".parquet":
+        atomic_write({target: lambda tmp: frame.to_parquet(tmp)})
+    else:  # quoted paths: pandas reads an unquoted carriage return as the end of a row
+        atomic_write({target: lambda tmp: frame.to_csv(tmp, quoting=csv.QUOTE_NONNUMERIC)})
+    return [target]
+
+
+def _paths_line(path: str) -> str:
+    # Line i is row i, always: a path that is not one plain line of UTF-8 text is written as a
+    # JSON string (ASCII, line breaks and undecodable bytes escaped), and so is one starting
+    # with a quote, which would otherwise read as JSON.
+    if path.splitlines() == [path] and not path.startswith('"') and _is_utf8(path):
+        return path
+    return json.dumps(path)
+
+
+def read_paths(path: str | os.PathLike) -> list[str]:
+    """The image paths written by ``skdeep extract -o OUT.npy`` to ``OUT.paths.txt``, row by row.
+
+    Line ``i`` holds the path of row ``i``: as written when it is one plain line of UTF-8, else as
+    a JSON string (a path with a line break, starting with ``"``, or not valid UTF-8).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.paths.txt`` file.
+
+    Returns
+    -------
+    list of str
+        One path per row of the matrix. A file name that is not valid UTF-8 comes back as
+        :func:`os.fsdecode` gives it (undecodable bytes as surrogates, e.g. ``"\\udcff"``):
+        ``open`` accepts it, and :func:`os.fsencode` returns its bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.cli import read_paths
+    >>> features = np.load("features.npy")  # doctest: +SKIP
+    >>> paths = read_paths("features.paths.txt")  # doctest: +SKIP
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) if line.startswith('"') else line for line in lines]
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name in another encoding, as os.fsdecode gives it
+        return False
+    return True
 
 
 # --- small helpers -----------------------------------------------------------------------------

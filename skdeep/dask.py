@@ -28,9 +28,10 @@ How the work is laid out on the cluster:
 Failure behaviour follows from Dask's: a task whose worker dies is recomputed elsewhere (up to
 ``distributed.scheduler.allowed-failures`` times), and since a partition is a pure function of its
 rows, the result has every row exactly once. Unreadable images follow ``on_error`` as they do in
-memory: ``"raise"`` fails the computation with the in-memory error type and a message naming the
-row (its global position for arrays; its position in its partition, the partition and its index
-label for DataFrames) and path; ``"nan"`` gives NaN
+memory: ``"raise"`` fails the computation with the error raised in memory (same type, message,
+attributes and traceback), naming the row as the collection knows it (its global position for
+arrays; its position in its partition, the partition and its index label for DataFrames) and its
+path; ``"nan"`` gives NaN
 rows and a :class:`~skdeep.BadImageWarning` on the worker, also logged as a Dask event under
 :data:`BAD_IMAGES_TOPIC` (``client.get_events(BAD_IMAGES_TOPIC)``) and to the ``skdeep.dask``
 logger (``client.forward_logging("skdeep.dask")`` shows it on the client).
@@ -387,15 +388,27 @@ class _RowNames:
         return self._ROW.sub(self._one, self._ROWS.sub(self._many, text))
 
     def exception(self, exc: Exception) -> Exception:
-        """The same error type with global row names, or ``exc`` itself if nothing changes."""
-        text = str(exc)
-        new_text = self.message(text)
-        if new_text == text or len(exc.args) != 1:
+        """``exc`` with global row names, and everything else kept.
+
+        Kept: the type, the other arguments and the attributes (``errno``, ``filename``,
+        ``__notes__``...) and the traceback down to the line that raised it. ``exc`` itself if
+        no row name changes or it cannot be rebuilt.
+        """
+        try:  # rebuilt as pickle rebuilds it, the way it reaches the client anyway
+            rebuild, args, *_ = exc.__reduce__()
+        except (TypeError, ValueError):  # an unusual __reduce__: keep the original
+            return exc
+        new_args = tuple(self.message(arg) if isinstance(arg, str) else arg for arg in args)
+        if new_args == tuple(args):
             return exc
         try:
-            return type(exc)(new_text)
-        except Exception:  # an exception type with another constructor: keep the original
+            relabelled = rebuild(*new_args)
+        except Exception:  # a constructor that does not take its own arguments back
             return exc
+        if type(relabelled) is not type(exc):
+            return exc
+        relabelled.__dict__.update(exc.__dict__)
+        return relabelled.with_traceback(exc.__traceback__)
 
 
 def _reemit(caught: list[warnings.WarningMessage], names: _RowNames) -> None:
