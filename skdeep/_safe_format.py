@@ -5,6 +5,11 @@
 config and the training history. Loading reads both with no unpickling at all, so a model file
 from an untrusted source cannot run code. Labels keep their type (str, int, float, bool) through
 an explicit encoding of the ``classes_`` array.
+
+A folder from an untrusted source must not be able to exhaust the machine either, so
+:class:`SavedFolder` checks every field (type, range) before anything is built from it, and its
+errors name the file and the field. Writing is all-or-nothing: :func:`write` fills a temporary
+sibling folder and swaps it in by renaming, so a failed save leaves the previous model intact.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import secrets
+import shutil
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,42 +32,319 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "skdeep.json"
 
+MAX_IMAGE_SIZE = 4096  # side of the network input, in pixels: 4096^2 RGB is 50 MB per image
+MAX_CONFIG_BYTES = 64 * 2**20  # a real skdeep.json is kilobytes; even 10^5 classes fit easily
+CROP_PCT_RANGE = (0.5, 2.0)  # timm's configs use 0.875-1.15; resizing is to size / crop_pct
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "border")
+
+# Label dtypes encode_labels writes, besides str ("<U7") and "object": spelled out, never parsed
+# from the file (np.dtype("(1000000000,)f8") is a valid 8 GB dtype).
+_NUMERIC_DTYPES = frozenset(
+    np.dtype(code).newbyteorder(order).str for code in "?bhilqBHILQefdg" for order in "<>"
+)
+_STR_DTYPE = re.compile(r"[<>|=]?U[0-9]{1,12}")
+_SCALAR_TYPES = (str, bool, int, float)
+_DAMAGED = ("The folder is damaged or was not written by skdeep's save(); save the model again "
+            "from its source.")
+
 
 def write(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write ``config`` (JSON-able) and ``state_dict`` into the folder ``path`` (created)."""
+    """Write ``config`` (JSON-able) and ``state_dict`` into the folder ``path``, all or nothing.
+
+    Both files are written into a temporary sibling folder which then replaces ``path`` by
+    renaming; if anything fails, the temporary folder is removed and ``path`` is left as it was.
+    An existing ``path`` is replaced only if it holds nothing but a previous save (or nothing).
+    """
     from safetensors.torch import save_file
 
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} exists and is not a folder; save() writes a folder.")
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    document = {"format": FORMAT, "format_version": FORMAT_VERSION, **config}
-    text = json.dumps(_strict_json(document), indent=2, allow_nan=False)
-    (folder / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+    folder = Path(os.path.abspath(path))  # "." has no name to build a sibling from
+    _check_replaceable(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(folder, "saving")
+    staging.mkdir()
+    try:
+        tensors = {key: value.detach().cpu().contiguous().clone()
+                   for key, value in state_dict.items()}
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, **config}
+        text = json.dumps(_strict_json(document), indent=2, allow_nan=False)
+        (staging / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+        _swap_in(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read what :func:`write` wrote: the JSON config and a CPU state_dict."""
-    from safetensors.torch import load_file
-
-    folder = Path(path)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for required in (config_path, weights_path):
-        if not required.is_file():
-            raise FileNotFoundError(f"{str(required)!r} not found: {str(folder)!r} is not a folder "
-                                    "written by save().")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{str(config_path)!r} is not an skdeep model file.")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+def _check_replaceable(folder: Path) -> None:
+    if not folder.exists():
+        return
+    cwd = Path.cwd().resolve()
+    if folder.resolve() in (cwd, *cwd.parents):
+        raise ValueError(f"{str(folder)!r} holds the working directory; save() replaces the whole "
+                         "folder: give a new sub-folder such as 'model/'.")
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} exists and is not a folder; save() writes a folder.")
+    others = sorted(entry.name for entry in folder.iterdir()
+                    if entry.name not in (WEIGHTS_FILE, CONFIG_FILE))
+    if others:
+        listing = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         raise ValueError(
-            f"{str(folder)!r} was written by a newer skdeep (format {config['format_version']}); "
-            "upgrade skdeep to load it."
+            f"{str(folder)!r} holds other files ({listing}); save() replaces the whole folder, so "
+            "it only overwrites a folder written by save(). Choose a new or empty folder."
         )
-    return config, load_file(str(weights_path), device="cpu")
+
+
+def _sibling(folder: Path, purpose: str) -> Path:
+    """A hidden, unused name next to ``folder`` (rename is atomic within one file system)."""
+    return folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.{purpose}")
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Rename ``staging`` to ``folder``; an existing ``folder`` is set aside first, then removed."""
+    if not (folder.exists() or folder.is_symlink()):
+        os.rename(staging, folder)
+        return
+    aside = _sibling(folder, "old")
+    os.rename(folder, aside)
+    try:
+        os.rename(staging, folder)
+    except BaseException:
+        os.rename(aside, folder)  # put the previous model back
+        raise
+    if aside.is_symlink():  # the link goes; the folder it pointed to is not ours to delete
+        aside.unlink()
+    else:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+class SavedFolder:
+    """A folder written by :func:`write`, read with every field checked before it is used.
+
+    Nothing in it is trusted: each accessor checks the type and range of a field and raises a
+    ``ValueError`` that names the file and the field (``params.num_workers``) otherwise. Tensors
+    are only read by :meth:`state_dict`, after :meth:`check_weights` has compared their names and
+    shapes (from the safetensors header) with the network they are meant for.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder given to ``save()``.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.folder = Path(path)
+        self.config_path = self.folder / CONFIG_FILE
+        self.weights_path = self.folder / WEIGHTS_FILE
+        for required in (self.config_path, self.weights_path):
+            if not required.is_file():
+                raise FileNotFoundError(f"{str(required)!r} not found: {str(self.folder)!r} is not "
+                                        "a folder written by save().")
+        size = self.config_path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{str(self.config_path)!r} is {size:,} bytes, more than an skdeep "
+                             f"model file ever needs ({MAX_CONFIG_BYTES:,}); refusing to read it.")
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{str(self.config_path)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ValueError(f"{str(self.config_path)!r} is not an skdeep model file.")
+        self.config = config
+        version = self.field("format_version", int)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{str(self.folder)!r} was written by a newer skdeep (format {version}); "
+                "upgrade skdeep to load it."
+            )
+
+    # --- fields ----------------------------------------------------------------------------------
+
+    def where(self, field: str) -> str:
+        """``'<folder>/skdeep.json', field 'params.lr'``: how messages name a field."""
+        return f"{str(self.config_path)!r}, field {field!r}"
+
+    def error(self, field: str, problem: str) -> ValueError:
+        """A ValueError naming the file and ``field``, with ``problem`` and what to do."""
+        return ValueError(f"{self.where(field)} {problem.rstrip('.')}. {_DAMAGED}")
+
+    def field(self, name: str, kind: type | tuple[type, ...]) -> Any:
+        """The value of the dotted field ``name``, checked to be of type(s) ``kind``.
+
+        ``bool`` does not count as ``int`` or ``float``, ``type(None)`` allows ``null``.
+        """
+        value: Any = self.config
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise self.error(name, "is missing")
+            value = value[part]
+        return self.check_type(name, value, kind)
+
+    def check_type(self, name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+        """``value`` (from field ``name``) if it is of type(s) ``kind``, else the field's error."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not is_of(value, kinds):
+            expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise self.error(name, f"is {_shown(value)}, not a {expected}")
+        return value
+
+    def list_of(self, name: str, kind: type | tuple[type, ...]) -> list:
+        """A list field whose items are of type(s) ``kind``."""
+        values = self.field(name, list)
+        for i, value in enumerate(values):
+            self.check_type(f"{name}[{i}]", value, kind)
+        return values
+
+    def string_lists(self, name: str) -> list[tuple[str, ...]]:
+        """A list of lists of str (module paths of network units) -> list of tuples."""
+        lists = self.list_of(name, list)
+        for i, paths in enumerate(lists):
+            for j, path in enumerate(paths):
+                self.check_type(f"{name}[{i}][{j}]", path, str)
+        return [tuple(paths) for paths in lists]
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        """A list of flat dicts (training history, parameter groups); ``null`` -> NaN."""
+        records = self.list_of(name, dict)
+        for i, record in enumerate(records):
+            for key, value in record.items():
+                self.check_type(f"{name}[{i}].{key}", value, (int, float, str, type(None)))
+        return [{key: math.nan if value is None else value for key, value in record.items()}
+                for record in records]
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        """A str field that must be one of ``options``."""
+        value = self.field(name, str)
+        if value not in options:
+            raise self.error(name, f"is {value!r}, not one of {list(options)}")
+        return value
+
+    # --- labels and preprocessing ----------------------------------------------------------------
+
+    def labels(self, name: str) -> np.ndarray:
+        """The label array :func:`encode_labels` wrote at field ``name``.
+
+        A str dtype is rebuilt from the values (its size is the longest label's), never taken
+        from the file: ``"<U400000000"`` would allocate gigabytes for two short labels.
+        """
+        dtype = self.field(f"{name}.dtype", str)
+        values = self.list_of(f"{name}.values", _SCALAR_TYPES)
+        if dtype == "object":
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+            return array
+        if _STR_DTYPE.fullmatch(dtype):
+            return np.array(self.list_of(f"{name}.values", str), dtype=str).reshape(len(values))
+        if dtype in _NUMERIC_DTYPES:
+            self.list_of(f"{name}.values", (bool, int, float))
+            try:
+                array = np.array(values, dtype=np.dtype(dtype))
+            except (OverflowError, ValueError) as exc:
+                raise self.error(f"{name}.values", f"does not fit dtype {dtype}: {exc}") from exc
+            if array.tolist() != values:  # 1.5 as an int label would silently become 1
+                raise self.error(f"{name}.values", f"does not fit dtype {dtype} exactly")
+            return array
+        raise self.error(f"{name}.dtype", f"is {dtype!r}, not a label dtype that save() writes "
+                                          "(str, bool, int, uint, float or object)")
+
+    def data_config(self, name: str) -> dict[str, Any]:
+        """The preprocessing config at field ``name``, every key checked; lists become tuples.
+
+        Sizes are bounded (a 20,000 px input would need gigabytes per batch), and so is
+        ``crop_pct``, since images are first resized to ``input_size / crop_pct``.
+        """
+        raw = self.field(name, dict)
+        known = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise self.error(name, f"has unknown keys {unknown}; expected {list(known)}")
+        sizes = self.list_of(f"{name}.input_size", int)
+        if len(sizes) != 3 or sizes[0] != 3 or not all(8 <= s <= MAX_IMAGE_SIZE for s in sizes[1:]):
+            raise self.error(f"{name}.input_size", f"is {sizes}, not [3, height, width] with "
+                                                   f"sides in [8, {MAX_IMAGE_SIZE}]")
+        config: dict[str, Any] = {"input_size": tuple(sizes)}
+        config["interpolation"] = self.choice(f"{name}.interpolation", INTERPOLATIONS)
+        for key, low in (("mean", -1e6), ("std", 1e-6)):
+            values = self.list_of(f"{name}.{key}", (int, float))
+            if len(values) != 3 or not all(math.isfinite(v) and low <= v <= 1e6 for v in values):
+                raise self.error(f"{name}.{key}", f"is {values}, not 3 finite numbers in "
+                                                  f"[{low:g}, 1e6]")
+            config[key] = tuple(float(v) for v in values)
+        if "crop_pct" in raw:
+            crop_pct = self.field(f"{name}.crop_pct", (int, float, type(None)))
+            low, high = CROP_PCT_RANGE
+            if crop_pct is not None and not low <= crop_pct <= high:
+                raise self.error(f"{name}.crop_pct", f"is {crop_pct}, outside [{low}, {high}] "
+                                 "(images are resized to input_size / crop_pct)")
+            config["crop_pct"] = crop_pct
+        if "crop_mode" in raw:
+            config["crop_mode"] = self.choice(f"{name}.crop_mode", CROP_MODES)
+        return config
+
+    # --- weights ---------------------------------------------------------------------------------
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensor name -> shape, from the safetensors header alone (no tensor is read)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.weights_path), framework="pt") as handle:
+                return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        except Exception as exc:  # safetensors raises its own error types for damaged headers
+            raise ValueError(f"{str(self.weights_path)!r} is not a readable safetensors file: "
+                             f"{exc}") from exc
+
+    def check_weights(self, expected: dict[str, tuple[int, ...]], network: str) -> None:
+        """Refuse a weights file whose tensor names or shapes differ from ``expected``.
+
+        ``expected`` are the shapes of the network that the config describes, and ``network``
+        says so in words, naming its fields. Comparing before that network is really built means
+        a tampered backbone name cannot make load allocate a network far larger than the file.
+        """
+        found = self.weight_shapes()
+        missing = sorted(set(expected) - set(found))
+        unexpected = sorted(set(found) - set(expected))
+        reshaped = sorted(key for key in set(found) & set(expected) if found[key] != expected[key])
+        if not (missing or unexpected or reshaped):
+            return
+        problems = [f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                    for what, keys in (("tensors missing", missing), ("unexpected", unexpected),
+                                       ("of another shape", reshaped)) if keys]
+        raise self.misfit(network, f"{'; '.join(problems)}. The network has "
+                                   f"{_numel(expected):,} numbers, the file {_numel(found):,}")
+
+    def misfit(self, network: str, problem: str) -> ValueError:
+        """The weights file does not fit the network described by ``network`` (its fields)."""
+        return ValueError(f"{str(self.weights_path)!r} does not fit the network that "
+                          f"{str(self.config_path)!r} describes ({network}): "
+                          f"{problem.rstrip('.')}. {_DAMAGED}")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors, on the CPU."""
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(self.weights_path), device="cpu")
+        except Exception as exc:  # safetensors' own error types for a damaged file
+            raise ValueError(f"{str(self.weights_path)!r} is not a readable safetensors file: "
+                             f"{exc}") from exc
+
+
+def is_of(value: Any, kinds: tuple[type, ...]) -> bool:
+    """``isinstance`` where a bool is not an int (JSON ``true`` is not the number 1)."""
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if is_of(value, (*_SCALAR_TYPES, type(None))) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numel(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def encode_labels(labels: np.ndarray) -> dict[str, Any]:
@@ -69,16 +354,6 @@ def encode_labels(labels: np.ndarray) -> dict[str, Any]:
         raise TypeError(f"labels of dtype {labels.dtype} cannot be saved; use str or int labels.")
     values = [encode_scalar(value) for value in labels.tolist()]
     return {"dtype": labels.dtype.str if labels.dtype.kind != "O" else "object", "values": values}
-
-
-def decode_labels(encoded: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`encode_labels`."""
-    dtype = encoded["dtype"]
-    if dtype == "object":
-        array = np.empty(len(encoded["values"]), dtype=object)
-        array[:] = encoded["values"]
-        return array
-    return np.asarray(encoded["values"], dtype=np.dtype(dtype))
 
 
 def encode_scalar(value: Any) -> Any:

@@ -176,9 +176,14 @@ def run_epochs(
     num_workers: int,
     verbose: int = 0,
     progress: bool = False,
+    check_bad_rows: Callable[[dict[int, str]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Train for up to ``epochs`` epochs. Returns the history records and the epoch whose weights
     the network ends with (the best one when ``early_stopping`` is given and validation exists).
+
+    ``check_bad_rows`` is called with the unreadable training rows (``{row: message}``) after the
+    first epoch's pass: files that exist but do not decode are only known once loaded, and it may
+    raise rather than let training go on with nothing (or no image of a class) to learn from.
     """
     history: list[dict[str, Any]] = []
     head_group = trainer.optimizer.param_groups[0]
@@ -187,6 +192,8 @@ def run_epochs(
         start = time.perf_counter()
         lr = float(head_group["lr"])
         train_loss = trainer.train_epoch(train_loader, progress, desc=f"epoch {epoch}")
+        if epoch == first_epoch and check_bad_rows is not None:
+            check_bad_rows(trainer.bad_rows)  # before validation adds its own rows
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training diverged: the loss is {train_loss} at epoch {epoch}. Lower lr, set "

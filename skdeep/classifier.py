@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import math
 import os
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -15,11 +16,17 @@ from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.data import Subset
 
 from . import _safe_format
@@ -41,6 +48,7 @@ from ._blocks import (
     trained_units,
 )
 from ._inference import make_loader
+from ._inputs import warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
 from ._training import EarlyStopping, Trainer, make_scaler, run_epochs, seeded_rngs
@@ -333,6 +341,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         labels = _check_labels(y)
         warm = self.warm_start and hasattr(self, "classes_")
         if warm:
+            self._check_same_network()
             self._check_same_classes(labels)
         else:
             self._initialise(labels)
@@ -341,6 +350,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         base = self._dataset(X, train=self.augment, targets=np.arange(n))  # checks len(X) == n
         seed = seed_of(self.random_state)
         train_rows, valid_rows = self._split(encoded, seed)
+        self._check_readable(base.bad, encoded, train_rows)  # missing files, before any model work
         weights = self._sample_weights(labels, encoded, sample_weight, train_rows)
 
         with seeded_rngs(seed, self.device_):
@@ -367,6 +377,57 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         self._drop_network()
         self.history_ = []
         self.n_iter_ = 0
+
+    def _check_same_network(self) -> None:
+        """warm_start continues the fitted network: refuse params that now describe another one."""
+        fitted = self.backbone_
+        # random_state=None: a new seed does not make another network of random init (below)
+        current = resolve_backbone(self.backbone, self.weights, random_state=None,
+                                   image_size=self.image_size)
+        changed = []
+        if current.name != fitted.name or (
+                current.source == "module" and current.weights_id != fitted.weights_id):
+            changed.append(f"backbone ({fitted.name!r}, now {current.name!r})")
+        elif current.weights_id != fitted.weights_id and not (
+                current.weights_id is None and _random_init(fitted.weights_id)):
+            changed.append(f"weights ({fitted.weights_id!r}, now {current.weights_id!r})")
+        size, fitted_size = current.data_config["input_size"], self.data_config_["input_size"]
+        if tuple(size) != tuple(fitted_size):
+            changed.append(f"image_size ({fitted_size[-1]}, now {size[-1]})")
+        if changed:
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but {' and '.join(changed)} "
+                "changed since it was fitted. Set warm_start=False to start afresh with the new "
+                "settings, or set them back to continue."
+            )
+
+    def _check_readable(self, bad: dict[int, str], encoded: np.ndarray,
+                        train_rows: np.ndarray) -> None:
+        """Refuse to train when no training image, or none of a class, could be read.
+
+        Under ``on_error="nan"`` unreadable images are skipped; with all of them (or all of a
+        class) unreadable, training would "succeed" with a loss of 0 and a meaningless network.
+        """
+        unreadable = np.isin(train_rows, np.fromiter(bad, dtype=np.int64, count=len(bad)))
+        if not unreadable.any():
+            return
+        if unreadable.all():
+            raise ValueError(
+                f"no readable training image is left: all {len(train_rows)} training images "
+                f"could not be read (on_error='nan' skips them): {_examples(bad, train_rows)}. "
+                "Fix the paths or files."
+            )
+        readable = np.bincount(encoded[train_rows[~unreadable]], minlength=self.n_classes_)
+        empty = np.flatnonzero(readable == 0)
+        if empty.size:
+            k = empty[0]
+            rows = train_rows[unreadable & (encoded[train_rows] == k)]
+            others = f" (and {empty.size - 1} more classes)" if empty.size > 1 else ""
+            raise ValueError(
+                f"class {self.classes_[k:k + 1].tolist()[0]!r}{others} has no readable training "
+                f"image: its {len(rows)} training images could not be read (on_error='nan' skips "
+                f"them): {_examples(bad, rows)}. Fix the paths or files, or drop the class from y."
+            )
 
     def _check_same_classes(self, labels: np.ndarray) -> None:
         classes = np.unique(labels)
@@ -471,14 +532,12 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
                 validation=validation, early_stopping=stopper,
                 eval_batch_size=self.batch_size, num_workers=self.num_workers,
                 verbose=self.verbose, progress=self.progress,
+                check_bad_rows=lambda bad: self._check_readable(bad, encoded, train_rows),
             )
         finally:
             freeze(model)
             network.eval()
-        if trainer.bad_rows:
-            from ._inputs import warn_bad_rows
-
-            warn_bad_rows(trainer.bad_rows)
+        warn_bad_rows(trainer.bad_rows)
         self.history_ = list(self.history_) + history
         self.n_iter_ += len(history)
         self.best_epoch_ = best
@@ -498,11 +557,14 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _assemble(self, state_dict: dict[str, torch.Tensor]) -> nn.Module:
         """The architecture (no pretrained weights needed) with the head and ``state_dict``."""
-        architecture = dataclasses.replace(self.backbone_, _weights=None)
-        model = architecture.build(progress=False)
-        replace_head(model, self.head_, len(self.classes_), self.dropout)
+        model = self._architecture()
         model.load_state_dict(state_dict, strict=True)
         return freeze(model).to(self.device_)
+
+    def _architecture(self) -> nn.Module:
+        """The fitted network's architecture with its new head, randomly initialised."""
+        model = dataclasses.replace(self.backbone_, _weights=None).build(progress=False)
+        return replace_head(model, self.head_, len(self.classes_), self.dropout)
 
     def _get_network(self) -> FeatureExtractor:
         """``uint8`` batch -> ``[embedding | logits]`` rows, in one forward pass."""
@@ -638,16 +700,20 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         a folder is safe to load from an untrusted source. The backbone must be given by name (a
         module instance is code; pickle or joblib such estimators instead).
 
+        The folder is written whole or not at all: both files go to a temporary folder next to
+        it, which then replaces ``path``; if saving fails, a previous save at ``path`` is intact.
+
         Parameters
         ----------
         path : str or path-like
-            Folder to create (or overwrite the files of).
+            Folder to create, or to replace if it holds a previous save (or nothing); a folder
+            with other files in it is refused.
         """
         check_is_fitted(self)
-        if not isinstance(self.backbone, str):
+        if self.backbone_.source == "module" or not isinstance(self.backbone, str):
             raise ValueError(
-                "save() needs backbone given by name; a module instance is code, not data. Use "
-                "joblib.dump for such an estimator."
+                "save() needs backbone given by name (when fitted and now); a module instance is "
+                "code, not data. Use joblib.dump for such an estimator."
             )
         params = {}
         for name, value in self.get_params(deep=False).items():
@@ -661,7 +727,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         config = {
             "estimator": type(self).__name__,
             "skdeep_version": _version(),
-            "params": params,
+            "params": params,  # for refitting; the network is described by the fitted state below
             "classes": _safe_format.encode_labels(self.classes_),
             "backbone": {"name": self.backbone_.name, "weights_id": self.backbone_.weights_id},
             "data_config": {k: list(v) if isinstance(v, tuple) else v
@@ -681,6 +747,12 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
     def load(cls, path: str | os.PathLike, *, device: str | None = None) -> FineTunedCNNClassifier:
         """Load a classifier written by :meth:`save`, without unpickling anything.
 
+        The network is the fitted one the folder describes (backbone, input size, head), whatever
+        the saved parameters say: they are restored for refitting. Every field is checked before
+        anything is built, so a tampered folder raises a ``ValueError`` naming the file and the
+        field instead of running code or exhausting memory; ``num_workers`` is capped at this
+        machine's CPU count (with a warning).
+
         Parameters
         ----------
         path : str or path-like
@@ -692,48 +764,183 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         -------
         FineTunedCNNClassifier
         """
-        config, state_dict = _safe_format.read(path)
-        if config.get("estimator") != cls.__name__:
-            raise ValueError(f"{str(path)!r} holds a {config.get('estimator')}, not a {cls.__name__}.")
-        params = dict(config["params"])
-        if isinstance(params.get("class_weight"), dict):
-            params["class_weight"] = {k: v for k, v in params["class_weight"]["pairs"]}
+        saved = _safe_format.SavedFolder(path)
+        if saved.config.get("estimator") != cls.__name__:
+            raise ValueError(f"{str(path)!r} holds a {saved.config.get('estimator')}, not a "
+                             f"{cls.__name__}.")
+        params = _saved_params(saved, cls)
         if device is not None:
             params["device"] = device
         estimator = cls(**params)
-        data_config = {k: tuple(v) if isinstance(v, list) else v
-                       for k, v in config["data_config"].items()}
-        architecture = resolve_backbone(params["backbone"], None, random_state=0)
+        data_config = saved.data_config("data_config")
+        name = saved.field("backbone.name", str)
+        try:
+            architecture = resolve_backbone(name, None, random_state=0)
+        except ValueError as exc:
+            raise saved.error("backbone.name", f"names no known backbone: {exc}") from exc
         estimator.backbone_ = dataclasses.replace(
-            architecture, weights_id=config["backbone"]["weights_id"], data_config=data_config,
-            reproducible=False,
+            architecture, weights_id=saved.field("backbone.weights_id", (str, type(None))),
+            data_config=data_config, reproducible=False,
         )
         estimator.data_config_ = data_config
-        estimator.classes_ = _safe_format.decode_labels(config["classes"])
+        estimator.classes_ = saved.labels("classes")
         estimator.n_classes_ = len(estimator.classes_)
-        estimator.head_ = config["head"]
-        estimator.history_ = [
-            {k: (math.nan if v is None else v) for k, v in record.items()}
-            for record in config["history"]
-        ]
-        estimator.best_epoch_ = config["best_epoch"]
-        estimator.n_iter_ = config["n_iter"]
-        estimator.param_groups_ = config["param_groups"]
-        estimator.blocks_ = [tuple(p) for p in config["blocks"]]
-        estimator.trained_blocks_ = [tuple(p) for p in config["trained_blocks"]]
-        estimator.bn_mode_ = config["bn_mode"]
-        estimator._resolve_runtime()
-        estimator._model = estimator._assemble(state_dict)
+        estimator.head_ = saved.field("head", str)
+        estimator.history_ = saved.records("history")
+        estimator.best_epoch_ = saved.field("best_epoch", int)
+        estimator.n_iter_ = saved.field("n_iter", int)
+        estimator.param_groups_ = saved.records("param_groups")
+        estimator.blocks_ = saved.string_lists("blocks")
+        estimator.trained_blocks_ = saved.string_lists("trained_blocks")
+        estimator.bn_mode_ = saved.choice("bn_mode", ("train", "frozen"))
+        # Compare the weights file with the network's shapes before building it for real: a
+        # tampered backbone name must not allocate a network far larger than the file.
+        network = (f"field 'backbone.name' {name!r}, field 'head' {estimator.head_!r}, "
+                   f"{estimator.n_classes_} classes in field 'classes'")
+        try:
+            shapes = _unallocated_shapes(estimator._architecture)
+        except (ValueError, AttributeError, KeyError) as exc:  # e.g. a head that is not there
+            raise saved.misfit(network, str(exc)) from exc
+        if shapes is not None:
+            saved.check_weights(shapes, network)
+        try:
+            estimator._resolve_runtime()
+        except (RuntimeError, ValueError) as exc:  # torch.device("nonsense")
+            raise saved.error("params.device", f"is not a device: {exc}") from exc
+        state_dict = saved.state_dict()
+        try:
+            estimator._model = estimator._assemble(state_dict)
+        except (RuntimeError, ValueError, AttributeError, KeyError) as exc:
+            raise saved.misfit(network, str(exc)) from exc
         estimator._get_network()
         return estimator
+
+
+def _saved_params(saved: _safe_format.SavedFolder, cls: type) -> dict[str, Any]:
+    """The ``params`` field of a save, each checked against the estimator's constraints."""
+    params = dict(saved.field("params", dict))
+    unknown = sorted(set(params) - set(cls().get_params(deep=False)))
+    if unknown:
+        raise saved.error("params", f"has unknown parameters {unknown}")
+    if isinstance(params.get("class_weight"), dict):
+        pairs = saved.field("params.class_weight.pairs", list)
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and _safe_format.is_of(pair[0], (str, bool, int, float))
+                    and _safe_format.is_of(pair[1], (int, float))):
+                raise saved.error(f"params.class_weight.pairs[{i}]",
+                                  "is not a [label, weight] pair")
+        params["class_weight"] = {label: weight for label, weight in pairs}
+    for name, value in params.items():
+        try:
+            validate_parameter_constraints(cls._parameter_constraints, {name: value},
+                                           caller_name=cls.__name__)
+        except InvalidParameterError as exc:
+            raise saved.error(f"params.{name}", f"is invalid: {exc}") from exc
+    size = params.get("image_size")
+    if size is not None and size > _safe_format.MAX_IMAGE_SIZE:
+        raise saved.error("params.image_size",
+                          f"is {size}, more than {_safe_format.MAX_IMAGE_SIZE} pixels")
+    cpus = os.cpu_count() or 1
+    if params.get("num_workers", 0) > cpus:
+        warnings.warn(f"{saved.where('params.num_workers')} is {params['num_workers']}, more than "
+                      f"the {cpus} CPUs of this machine: capped at {cpus}.", UserWarning,
+                      stacklevel=3)
+        params["num_workers"] = cpus
+    return params
+
+
+class _EmptyOnMeta(TorchFunctionMode):
+    """``torch.empty`` without a device -> the meta device: module parameters get shapes but no
+    memory, while the little arithmetic some constructors do (RegNet's widths) stays real."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _unallocated_shapes(build) -> dict[str, tuple[int, ...]] | None:
+    """Shapes of the state_dict of the module ``build()`` returns, built without its memory.
+
+    Everything on the meta device first; constructors that compute with tensors fail there, so
+    then only ``torch.empty`` (how layers allocate parameters). None if neither builds.
+    """
+    for mode in (torch.device("meta"), _EmptyOnMeta()):
+        try:
+            with mode:
+                model = build()
+        except (NotImplementedError, RuntimeError, TypeError):  # needs real tensors: the next
+            continue
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return None
+
+
+def _random_init(weights_id: str | None) -> bool:
+    """Whether a fitted backbone's weights were randomly initialised (see resolve_backbone)."""
+    return weights_id is None or weights_id.startswith("random:")
+
+
+def _examples(bad: dict[int, str], rows: np.ndarray, shown: int = 3) -> str:
+    """The messages of the first few ``rows`` (all in ``bad``), for an error."""
+    listed = [bad[int(row)] for row in rows if int(row) in bad][:shown]
+    more = f"; and {len(rows) - shown} more" if len(rows) > shown else ""
+    return "; ".join(listed) + more
 
 
 def _check_labels(y: Any) -> np.ndarray:
     if y is None:
         raise ValueError("FineTunedCNNClassifier.fit needs labels y.")
     labels = column_or_1d(np.asarray(y), warn=True)
+    if labels.dtype == object:
+        _check_label_types(labels)
+    elif labels.dtype.kind == "U" and isinstance(y, (list, tuple)):
+        # np.asarray turns ["a", 1] into ["a", "1"] silently: look at the items themselves
+        _check_label_types(column_or_1d(np.asarray(y, dtype=object)))
     check_classification_targets(labels)
     return labels
+
+
+def _check_label_types(items: np.ndarray) -> None:
+    """Refuse missing labels and labels that cannot be sorted together (str with numbers)."""
+    kinds = [_label_kind(item) for item in items]
+    missing = [row for row, kind in enumerate(kinds) if kind == "None"]
+    if missing:
+        raise ValueError(f"y has missing labels (None or NaN) at rows {_rows(missing)}: drop "
+                         "those rows or give them a label.")
+    rows: dict[str, list[int]] = {}
+    for row, kind in enumerate(kinds):
+        rows.setdefault(kind, []).append(row)
+    if len({_SORTED_AS.get(kind, kind) for kind in rows}) > 1:
+        names = sorted(rows, key=lambda kind: -len(rows[kind]))  # most common, then first seen
+        others = "; ".join(f"{name} at rows {_rows(rows[name])}" for name in names[1:])
+        kinds = ", ".join(names[:-1]) + f" and {names[-1]}"
+        raise ValueError(f"y mixes {kinds} labels ({others}): use one type "
+                         "(all str, or all numbers).")
+
+
+_SORTED_AS = {"bool": "number", "int": "number", "float": "number"}  # these compare with each other
+
+
+def _label_kind(item: Any) -> str:
+    """``"str"``, ``"bool"``, ``"int"``, ``"float"``, ``"None"`` (also NaN) or the type's name."""
+    if item is None or (isinstance(item, (float, np.floating)) and math.isnan(item)):
+        return "None"
+    if isinstance(item, (str, np.str_)):
+        return "str"
+    if isinstance(item, (bool, np.bool_)):
+        return "bool"
+    if isinstance(item, (Integral, np.integer)):
+        return "int"
+    if isinstance(item, (Real, np.floating)):
+        return "float"
+    return type(item).__name__
+
+
+def _rows(rows: list[int], shown: int = 5) -> str:
+    listed = ", ".join(str(int(row)) for row in rows[:shown])
+    return listed + (", ..." if len(rows) > shown else "")
 
 
 def _version() -> str:
