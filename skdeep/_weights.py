@@ -32,12 +32,20 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def looks_like_path(weights: Any) -> bool:
-    """Whether a ``weights=`` value names a local file rather than a weights tag like "DEFAULT"."""
+    """Whether a ``weights=`` value names a local file rather than a weights tag like "DEFAULT".
+
+    A value is a path by its form alone: an ``os.PathLike``, or a string that ends with a weights
+    suffix (``.pth``, ``.pt``, ``.bin``, ``.safetensors``, ``.ckpt``) or contains a directory
+    separator. Whether a file of that name exists is not asked, so that a file called
+    ``DEFAULT`` or ``IMAGENET1K_V1`` in the working directory never replaces the weights that tag
+    names; write ``"./DEFAULT"`` to mean such a file.
+    """
     if isinstance(weights, os.PathLike):
         return True
     if not isinstance(weights, str):
         return False
-    return weights.lower().endswith(WEIGHT_SUFFIXES) or os.sep in weights or os.path.isfile(weights)
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    return weights.lower().endswith(WEIGHT_SUFFIXES) or any(sep in weights for sep in separators)
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -71,7 +79,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+def _file_sha256(path: str, device: int, inode: int, size: int, mtime_ns: int,
+                 ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -80,9 +89,17 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (weights or images), memoised on (path, size, mtime) in-process."""
+    """SHA-256 of a file's bytes (weights or images), memoised in-process.
+
+    The memo is keyed on the path, device, inode, size, modification time and status-change time
+    (ctime). Size and mtime alone are not enough: ``cp -p``, ``rsync -t`` or ``os.utime`` give a
+    rewritten file its old mtime, and coarse timestamps hide quick edits. The ctime cannot be set
+    by any of these (every write or ``utime`` moves it to the current time), and a file replaced
+    by a rename has another inode.
+    """
     stat = os.stat(path)
-    return _file_sha256(os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_sha256(os.fspath(Path(path).resolve()), stat.st_dev, stat.st_ino, stat.st_size,
+                        stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:

