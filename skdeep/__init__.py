@@ -5,9 +5,11 @@
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used.
+- :func:`compile_cache_dir` is where compiled networks (``compile=``) are cached on disk.
 """
 
 from . import datasets
+from ._compiled import compile_cache_dir
 from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
 from ._weights import WeightsUnavailableError
 from .backbones import list_backbones, list_layers, resolve_backbone
@@ -29,6 +31,7 @@ __all__ = [
     "PretrainedCNNFeatures",
     "WeightsUnavailableError",
     "__version__",
+    "compile_cache_dir",
     "datasets",
     "evaluate",
     "layer_sweep",

@@ -19,9 +19,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
+from ._compiled import CompiledForward, compile_pays
 from ._device import PRECISIONS, auto_batch_size, resolve_device, resolve_precision
 from ._inference import predict_rows
 from ._inputs import ON_ERROR, ImageDataset, warn_bad_rows
+from ._layers import FeatureExtractor
 from ._preprocessing import geometric_transform
 
 COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
@@ -35,6 +37,7 @@ COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
     "on_error": [StrOptions(set(ON_ERROR))],
     "progress": ["boolean"],
     "random_state": ["random_state"],
+    "compile": [StrOptions({"auto"}), "boolean"],
 }
 
 
@@ -84,8 +87,30 @@ class CNNEstimatorMixin:
             return self.batch_size
         return auto_batch_size(self.device_, self.data_config_["input_size"])
 
-    def _run_dataset(self, forward, dataset, desc: str) -> tuple[np.ndarray, dict[int, str]]:
-        """``predict_rows`` with this estimator's runtime settings: (rows, {row: error})."""
+    def _inference_forward(self, eager: FeatureExtractor, n_images: int):
+        """``eager``, or its compiled graph when ``compile`` says it pays for ``n_images``.
+
+        Once compiled (for this fitted network), the graph serves every later call, whatever its
+        size: the cost is paid. ``compile=False`` set afterwards goes back to eager.
+        """
+        if self.compile is False:
+            return eager
+        compiled = self.__dict__.get("_compiled")
+        if compiled is not None and compiled.eager is eager:
+            return compiled
+        if not compile_pays(self.compile, n_images, self.data_config_["input_size"], self.device_):
+            return eager
+        self._compiled = CompiledForward(eager, self.device_, self.precision_)
+        return self._compiled
+
+    def _run_dataset(self, eager: FeatureExtractor, dataset,
+                     desc: str) -> tuple[np.ndarray, dict[int, str]]:
+        """Rows of the network over ``dataset``, with this estimator's runtime settings.
+
+        Returns ``(rows, {row: error})``. The network is ``eager`` or, under ``compile``, its
+        compiled graph, fed batches of one shape (see :func:`~skdeep._inference.predict_rows`).
+        """
+        forward = self._inference_forward(eager, len(dataset))
         return predict_rows(
             forward,
             dataset,
@@ -95,11 +120,12 @@ class CNNEstimatorMixin:
             num_workers=self.num_workers,
             progress=self.progress,
             desc=desc,
+            fixed_batch=isinstance(forward, CompiledForward) and forward.fixed_batch,
         )
 
-    def _predict_rows(self, forward, X: Any, desc: str) -> np.ndarray:
-        """Rows of ``forward`` over X; unreadable images (on_error="nan") warned about, NaN."""
-        rows, errors = self._run_dataset(forward, self._dataset(X), desc)
+    def _predict_rows(self, eager: FeatureExtractor, X: Any, desc: str) -> np.ndarray:
+        """Rows of the network over X; unreadable images (on_error="nan") warned about, NaN."""
+        rows, errors = self._run_dataset(eager, self._dataset(X), desc)
         warn_bad_rows(errors)
         return rows
 
@@ -117,7 +143,9 @@ class CNNEstimatorMixin:
     def __getstate__(self) -> dict:
         # Since Python 3.11 object.__getstate__ returns the live __dict__: copy it, so that
         # pickling (joblib, loky, Dask) never strips the network off the estimator being pickled.
-        return dict(super().__getstate__())
+        state = dict(super().__getstate__())
+        state.pop("_compiled", None)  # compiled code is never pickled: rebuilt when next used
+        return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

@@ -52,8 +52,13 @@ def predict_rows(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "images",
+    fixed_batch: bool = False,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Run ``forward`` over every row of ``dataset`` (yielding ``(uint8 images, error)``).
+
+    ``fixed_batch=True`` pads a short last batch with blank images to ``batch_size`` and drops
+    their rows, so that ``forward`` sees one shape: a compiled graph then compiles once per job
+    (and once per fitted estimator), instead of again for every new remainder.
 
     Returns
     -------
@@ -78,7 +83,11 @@ def predict_rows(
                     errors[start + offset] = message
             start += len(messages)
             images = images.to(device, non_blocking=True)
-            pending.append(forward(images).float())
+            n_rows = len(images)
+            if fixed_batch and n_rows < batch_size:
+                blank = images.new_zeros((batch_size - n_rows, *images.shape[1:]))
+                images = torch.cat([images, blank])
+            pending.append(forward(images)[:n_rows].float())
             if len(pending) >= _FLUSH_EVERY:
                 chunks.append(torch.cat(pending).cpu())
                 pending = []

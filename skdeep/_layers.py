@@ -112,17 +112,26 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[tuple[str, s
 
 
 def pool(activation: torch.Tensor, pooling: str | None) -> torch.Tensor:
-    """Reduce one activation to ``(batch, features)`` float32.
+    """Reduce one activation to ``(batch, features)`` float32, never aliasing ``activation``.
+
+    A hook's value may be modified in place later in the network (an in-place ReLU), so a
+    result that shares its memory is copied. See :func:`pool_values` for the reduction.
+    """
+    pooled = pool_values(activation, pooling)
+    return pooled.clone() if pooled.data_ptr() == activation.data_ptr() else pooled
+
+
+def pool_values(activation: torch.Tensor, pooling: str | None) -> torch.Tensor:
+    """Reduce one activation to ``(batch, features)`` float32 (may alias a float32 input).
 
     4-D maps ``(B, C, H, W)`` are pooled over H and W; 3-D token sequences ``(B, N, C)`` over
     tokens; ``pooling=None`` flattens instead. 2-D inputs pass through.
     """
     x = activation.float()
     if x.ndim == 2:
-        return x.clone() if x.data_ptr() == activation.data_ptr() else x
+        return x
     if pooling is None:
-        flat = x.flatten(1)
-        return flat.clone() if flat.data_ptr() == activation.data_ptr() else flat
+        return x.flatten(1)
     dims = tuple(range(2, x.ndim)) if x.ndim == 4 else (1,)
     if pooling == "avg":
         return x.mean(dim=dims)

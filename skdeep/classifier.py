@@ -160,6 +160,13 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         Continue training the fitted network for ``epochs`` more epochs instead of starting anew
         (with a new optimizer and schedule, and the current ``train_layers``: train the head first,
         then set ``train_layers="all"`` and fit again). ``y`` must have the same classes.
+    compile : {"auto"} or bool, default="auto"
+        Run prediction and :meth:`transform` through the fine-tuned network compiled to one
+        graph (``torch.compile``; see :class:`PretrainedCNNFeatures` and the performance guide).
+        ``"auto"`` compiles only when the images of a call are enough to pay for the compile
+        time; ``True`` always, ``False`` never. Training itself runs eager. Outputs agree with
+        eager to floating-point rounding; if compiling fails, a warning says so and prediction
+        runs eager.
 
     Attributes
     ----------
@@ -284,6 +291,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         verbose: int = 0,
         random_state: Any = None,
         warm_start: bool = False,
+        compile: str | bool = "auto",
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -317,6 +325,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
         self.warm_start = warm_start
+        self.compile = compile
 
     # --- fitting -------------------------------------------------------------------------------
 
@@ -579,6 +588,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _drop_network(self) -> None:
         self.__dict__.pop("_network", None)
+        self.__dict__.pop("_compiled", None)  # its weights are constants of the graph
 
     # --- prediction ----------------------------------------------------------------------------
 

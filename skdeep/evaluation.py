@@ -252,6 +252,7 @@ def evaluate(
     n_jobs: int | None = None,
     progress: bool = False,
     verbose: int = 0,
+    compile: str | bool = "auto",
 ) -> EvaluationResult:
     """Cross-validate raw pixels, CNN features layer by layer, and optionally fine-tuning.
 
@@ -265,7 +266,7 @@ def evaluate(
         Anything :class:`~skdeep.PretrainedCNNFeatures` accepts.
     y : array-like of shape (n_samples,)
         Class labels. With a pandas categorical, its categories give the display order.
-    backbone, weights, pooling, batch_size, device, precision, num_workers, on_error, cache
+    backbone, weights, pooling, batch_size, device, precision, num_workers, on_error, cache, compile
         As for :class:`~skdeep.PretrainedCNNFeatures`.
     layers : str or list of str, default=None
         Layers to compare; ``None`` uses :func:`layer_sweep` of the backbone.
@@ -332,6 +333,7 @@ def evaluate(
         backbone=backbone, weights=weights, layer=layer_names, pooling=pooling, image_size=size,
         batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
         on_error=on_error, cache=cache, progress=progress, random_state=random_state,
+        compile=compile,
     )
     log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at "
         f"{size or 'native'} px, layers {', '.join(layer_names)} (one forward pass)")

@@ -75,8 +75,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
     cache : str, os.PathLike or FeatureCache, default=None
         Store each image's features on disk (see :class:`FeatureCache`) and reuse them across
         folds, grid candidates and sessions. With a warm cache, ``fit`` and ``transform`` build
-        no network at all. Keys cover the weights (by hash), preprocessing, precision, layer,
-        pooling and the image content.
+        no network at all. Keys cover the architecture, the weights (by hash), preprocessing,
+        precision, layer, pooling and the image content, all as fitted.
     cache_layers : str or list of str, default=None
         Further layers computed in the same forward pass as ``layer`` and stored in the cache
         on each miss, so that a grid over ``cnn__layer`` costs one pass per image. Only used
@@ -85,6 +85,14 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         Show a progress bar.
     random_state : int, RandomState instance or None, default=None
         Seed of the random initialisation when ``weights=None``.
+    compile : {"auto"} or bool, default="auto"
+        Run the network as one compiled graph (``torch.compile``): the backbone is traced, cut
+        after the deepest requested layer and, on CPUs, compiled by inductor with its weights
+        frozen into the graph, about twice as fast as eager bf16 once compiled. Compiling takes
+        seconds (fewer with a warm cache; see :func:`skdeep.compile_cache_dir`). ``"auto"``
+        compiles on CPUs when a call has enough images to pay for that; ``True`` always,
+        ``False`` never. Outputs agree with eager to floating-point rounding (cache entries are
+        shared). A network that cannot be compiled runs eager, with one warning.
 
     Attributes
     ----------
@@ -147,6 +155,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         cache_layers: str | list[str] | None = None,
         progress: bool = False,
         random_state: Any = None,
+        compile: str | bool = "auto",
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -162,6 +171,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self.cache_layers = cache_layers
         self.progress = progress
         self.random_state = random_state
+        self.compile = compile
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> PretrainedCNNFeatures:
@@ -192,6 +202,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._resolve_runtime()
         self._model = None
         self._extractor = None
+        self._compiled = None
         cache = self._feature_cache()
         extra = extra if cache is not None else []
         self._compute_layers = self.layers_ + [name for name in extra if name not in self.layers_]
