@@ -36,12 +36,13 @@ from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, pool_values, resolve
 COMPILE_OPTIONS = ("auto", True, False)
 COMPILE_CACHE_ENV = "SKDEEP_COMPILE_CACHE"
 
-# Break-even of compile="auto", measured with benchmarks/bench_extract.py on CPUs (2 cores):
-# compiling EfficientNet-Lite0 took 12-15 s cold and 5-7 s with a warm inductor cache, and saved
-# about 2 ms per 224x224 image (eager bf16 about 250 img/s, compiled about 500 img/s). The saving
-# scales with the number of input pixels, so the rule counts pixels: compile when the pixels of
-# the job times the saving per pixel exceed the expected compile time.
-_EXPECTED_COMPILE_SECONDS = 15.0
+# Break-even of compile="auto", measured with EfficientNet-Lite0 in bf16 on 2-core CPUs: a cold
+# compile took 23-35 s on an AMX Xeon and about 15 s on an AVX512-BF16 EPYC, 6-9 s with a warm
+# inductor cache; once compiled, it saved 1.7-4.3 ms per 224 px image (eager about 100 img/s,
+# compiled 120-175 img/s on the Xeon; 250 and 500 img/s on the EPYC). The saving scales with the
+# number of input pixels, so the rule counts pixels: compile when the pixels of a call times the
+# saving per pixel exceed the expected compile time (at 224 px: about 10,000 images).
+_EXPECTED_COMPILE_SECONDS = 20.0
 _SAVING_PER_PIXEL_SECONDS = 2e-3 / (224 * 224)
 
 
