@@ -169,6 +169,9 @@ class CompiledForward:
         self.what = type(eager.model).__name__
         self._lock = threading.Lock()
         self._ready = False
+        # CUDA graphs replay into static output memory, which the next call overwrites: each
+        # call starts a new step and its output is copied before the caller keeps it.
+        self._cuda_graphs = device.type == "cuda"
         try:
             self.compiled = compile_extractor(GraphExtractor(eager), device, precision)
         except GraphUnavailableError as exc:
@@ -181,19 +184,29 @@ class CompiledForward:
         return self.compiled is not None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self._ready:
+        if self._ready and not self._cuda_graphs:
             return self.compiled(images)
-        with self._lock:  # the first call compiles: once, even when threads share the estimator
+        # The first call compiles: once, even when threads share the estimator. CUDA graphs
+        # replay into shared memory: one call at a time.
+        with self._lock:
+            if self._ready:
+                return self._run(images)
             if self.compiled is None:
                 return self.eager(images)
             try:
-                output = self.compiled(images)
+                output = self._run(images)
             except Exception as exc:  # inductor and dynamo raise many types
                 warn_eager(self.what, exc)
                 self.compiled = None
                 return self.eager(images)
             self._ready = True
             return output
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        if not self._cuda_graphs:
+            return self.compiled(images)
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(images).clone()
 
 
 def warn_eager(what: str, exc: BaseException) -> None:

@@ -137,3 +137,13 @@ def test_classifier_compiled_prediction_agrees_with_eager(labelled_images):
     # Refitting changes the weights, which the compiled graph holds as constants: it is dropped.
     clf.set_params(warm_start=True).fit(X, y)
     assert "_compiled" not in clf.__dict__
+
+
+def test_compiled_transform_from_threads_matches_single_thread(compiled_run, images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cnn, first, _, _ = compiled_run
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: cnn.transform(images), range(8)))
+    for result in results:
+        np.testing.assert_allclose(result, first, rtol=1e-3, atol=1e-3)
