@@ -9,17 +9,33 @@ Throughput (same images, same machine, same run):
               on (embetter's TimmEncoder loop), and the same loop under no_grad
 Goals: skdeep / raw >= 0.95, skdeep / raw fp32 >= 2.5 (on a CPU with bf16), skdeep / per-image >= 3.
 
+Compiled inference (compile=), same images and machine, each job in a fresh process so that the
+compile is paid as a user pays it:
+  eager        compile=False, the eager bf16 network
+  compiled     compile=True, steady state (after its compile)
+  end to end   compile=True for 2,000 and 20,000 images, compile included, with a cold inductor
+               cache (an empty folder) and a warm one (the same folder again)
+  auto         compile="auto" (the default) for 100 and 20,000 images, and what it chose
+Goals: compiled steady / eager >= 1.6; skdeep default / per-image fp32 loop >= 5; auto on 100
+images no slower than eager by more than 5 %; auto on 20,000 >= 1.3x eager, compile included.
+
 Linear probe: Fashion-MNIST, first 2,000 test images, 5-fold LogisticRegression on default
 skdeep features (224 px), for precision="auto" and "fp32", next to raw pixels.
 Goals: >= 0.85, and auto within 0.5 point of fp32.
 
     python benchmarks/bench_extract.py            # full run
     python benchmarks/bench_extract.py --quick    # a smoke run with fewer images
+    python benchmarks/bench_extract.py --no-compile-jobs   # skip the end-to-end compile jobs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -103,10 +119,85 @@ def linear_probe(n: int) -> dict[str, float]:
     return {name: float(s.mean()) for name, s in scores.items()}
 
 
+def job(n: int, setting: str) -> dict:
+    """One end-to-end embedding job (fit + transform of n images), run in this process."""
+    images, _ = load_fashion_mnist("train", n)
+    start = time.perf_counter()
+    cnn = PretrainedCNNFeatures(compile={"on": True, "off": False}.get(setting, setting)).fit()
+    cnn.transform(images)
+    compiled = cnn.__dict__.get("_compiled")
+    return {"seconds": time.perf_counter() - start,
+            "compiled": compiled is not None and compiled.fixed_batch}
+
+
+def job_in_fresh_process(n: int, setting: str, inductor_cache: str) -> dict:
+    environment = dict(os.environ, SKDEEP_COMPILE_CACHE=inductor_cache)
+    environment.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    output = subprocess.run(
+        [sys.executable, __file__, "--job", str(n), setting], env=environment, check=True,
+        capture_output=True, text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def steady_state(images: np.ndarray, repeats: int) -> dict[str, float]:
+    """Images/s of eager and compiled transform after warm-up (compile excluded)."""
+    rates = {}
+    for name, setting in (("eager", False), ("compiled", True)):
+        cnn = PretrainedCNNFeatures(compile=setting).fit()
+        cnn.transform(images[:64])  # warm-up; compiles the graph for the compiled one
+        rates[name] = len(images) / best_of(repeats, lambda: cnn.transform(images))
+    return rates
+
+
+def compile_jobs(sizes: tuple[int, int]) -> None:
+    small, large = sizes
+    with tempfile.TemporaryDirectory() as folder:
+        cache = os.path.join(folder, "inductor")
+        runs = [
+            (f"eager, {small:,} images", small, "off"),
+            (f"compiled, {small:,} images, cold cache", small, "on"),
+            (f"compiled, {small:,} images, warm cache", small, "on"),
+            ("eager, 100 images", 100, "off"),
+            ("auto, 100 images", 100, "auto"),
+            (f"eager, {large:,} images", large, "off"),
+            (f"auto, {large:,} images, warm cache", large, "auto"),
+            (f"compiled, {large:,} images, cold cache", large, "on"),
+        ]
+        results = {}
+        for label, n, setting in runs:
+            if "cold" in label:
+                cache = os.path.join(folder, f"inductor-{len(results)}")  # an empty folder
+            results[label] = result = job_in_fresh_process(n, setting, cache)
+            chose = " (compiled)" if result["compiled"] else " (eager)"
+            print(f"  {label:<40} {result['seconds']:7.1f} s  {n / result['seconds']:7.1f} images/s"
+                  f"{chose if setting == 'auto' else ''}", flush=True)
+
+    def ratio(fast: str, slow: str) -> float:
+        return results[slow]["seconds"] / results[fast]["seconds"]
+
+    print(f"  end to end compiled / eager, {small:,} images: cold "
+          f"{ratio(f'compiled, {small:,} images, cold cache', f'eager, {small:,} images'):.2f}x, "
+          f"warm {ratio(f'compiled, {small:,} images, warm cache', f'eager, {small:,} images'):.2f}x")
+    print(f"  auto / eager, 100 images               "
+          f"{ratio('auto, 100 images', 'eager, 100 images'):.2f}x   (goal >= 0.95)")
+    print(f"  auto / eager, {large:,} images (warm)      "
+          f"{ratio(f'auto, {large:,} images, warm cache', f'eager, {large:,} images'):.2f}x   "
+          "(goal >= 1.3)")
+    print(f"  compiled / eager, {large:,} images (cold)  "
+          f"{ratio(f'compiled, {large:,} images, cold cache', f'eager, {large:,} images'):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
+    parser.add_argument("--no-compile-jobs", action="store_true",
+                        help="skip the end-to-end compile jobs (fresh processes, minutes)")
+    parser.add_argument("--job", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.job:  # one end-to-end job in a fresh process: print its result as JSON
+        print(json.dumps(job(int(args.job[0]), args.job[1])))
+        return
     n_speed, n_probe, repeats = (64, 200, 1) if args.quick else (256, 2000, 3)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
@@ -122,6 +213,19 @@ def main() -> None:
     print(f"  ratio skdeep / raw fp32               {skdeep_rate / raw_fp32:6.2f}   (goal >= 2.5)")
     print(f"  ratio skdeep / embetter's loop        {skdeep_rate / embetter:6.2f}   (goal >= 3.0)")
     print(f"  ratio skdeep / per-image, no_grad     {skdeep_rate / per_image:6.2f}")
+
+    steady = steady_state(images, repeats)
+    print(f"\nCompiled inference, steady state (compile excluded), same {n_speed} images")
+    print(f"  eager transform                       {steady['eager']:8.1f} images/s")
+    print(f"  compiled transform                    {steady['compiled']:8.1f} images/s")
+    print(f"  ratio compiled / eager                {steady['compiled'] / steady['eager']:6.2f}   "
+          "(goal >= 1.6)")
+    print(f"  ratio compiled / embetter's loop      {steady['compiled'] / embetter:6.2f}   "
+          "(goal >= 5: the default on a large job)")
+    if not args.no_compile_jobs:
+        sizes = (200, 2_000) if args.quick else (2_000, 20_000)
+        print(f"\nEnd-to-end jobs at 224 px, each in a fresh process (fit + transform)")
+        compile_jobs(sizes)
 
     accuracy = linear_probe(n_probe)
     print(f"\nLinear probe, first {n_probe} Fashion-MNIST test images, 5-fold LogisticRegression")
