@@ -24,15 +24,18 @@ Pillow, raster formats only: EPS (which Pillow hands to Ghostscript, an external
 (rendered by Windows) are never opened, whatever the file is named, and a PIL image of those
 formats is refused. The file is opened in a context manager and ``load()`` forced inside it, so
 truncation is seen (unless the process set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which is
-respected). EXIF orientation is applied. Modes map to RGB as follows: L, 1, P, CMYK, YCbCr, LAB,
-HSV by Pillow's conversion; RGBA, LA, PA, RGBa and any image with a ``transparency`` key (P, L
-or RGB with tRNS) composited on white; 16-bit ``I;16*`` rescaled (``v / 257``) instead of
-Pillow's clamping; ``I`` (32-bit integer, how Pillow opens 16-bit PGM and some 16-bit TIFF) read
-as 16-bit data, values outside [0, 65535] refused; ``F`` (32-bit float) must lie in [0, 1], like
-float arrays. Images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs, and so
-is any item (file, bytes, PIL image or array) that the network's preprocessing would *resize* to
-more than that many pixels before its centre crop: the shorter side is scaled to
-``input_size / crop_pct``, so a 100-byte PNG of 1 x 20,000 px would become 256 x 5,120,000 px.
+respected). A path is opened without blocking, and read only if it is a regular file: a FIFO may
+wait forever for a writer, and a device such as /dev/zero never ends. Of an animated or
+multi-frame file (GIF, TIFF, WebP, APNG), the first frame is read. EXIF orientation is applied.
+Modes map to RGB as follows: L, 1, P, CMYK, YCbCr, LAB, HSV by Pillow's conversion; RGBA, LA,
+PA, RGBa and any image with a ``transparency`` key (P, L or RGB with tRNS) composited on white;
+16-bit ``I;16*`` rescaled (``v / 257``) instead of Pillow's clamping; ``I`` (32-bit integer, how
+Pillow opens 16-bit PGM and some 16-bit TIFF) read as 16-bit data, values outside [0, 65535]
+refused; ``F`` (32-bit float) must lie in [0, 1], like float arrays. Images above
+``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression bombs, and so is any item (file,
+bytes, PIL image or array) that the network's preprocessing would *resize* to more than that
+many pixels before its centre crop: the shorter side is scaled to ``input_size / crop_pct``, so
+a 100-byte PNG of 1 x 20,000 px would become 256 x 5,120,000 px.
 
 Bad input
 ---------
@@ -43,16 +46,17 @@ Two kinds, kept apart on purpose:
   a single path or directory given as X, X/y length mismatch. Always a ``ValueError`` naming the
   row (and its pandas index label), whatever ``on_error`` says, raised while building the dataset,
   before any model work.
-- *Messy data* -- what the caller collected: a missing path, a directory in place of a file, a
-  file that is not an image (or is EPS/WMF), a truncated file, a decompression bomb (decoded or
-  once resized), an unsupported or out-of-range image mode, a closed PIL image, a missing value
-  (None/NaN/pd.NA) in a column of paths. These follow
-  ``on_error``: ``"raise"`` raises :class:`BadImageError` (:class:`ImageNotFoundError`, also a
-  ``FileNotFoundError``, for missing files) naming the row and the path; ``"nan"`` makes that
-  row's output NaN and :func:`warn_bad_rows` lists the rows with their paths. Missing paths,
-  directories and missing values are found by one ``stat`` per path before the model runs; the
-  rest when the file is decoded (in a DataLoader worker when ``num_workers > 0``; the message
-  survives the worker re-raise).
+- *Messy data* -- what the caller collected: a missing path, a directory, FIFO, device or socket
+  in place of a file, a symbolic-link loop, a file that is not an image (or is EPS/WMF), a
+  truncated file, a decompression bomb (decoded or once resized), an unsupported or out-of-range
+  image mode, a closed PIL image, a missing value (None/NaN/pd.NA) in a column of paths. These
+  follow ``on_error``: ``"raise"`` raises :class:`BadImageError` (:class:`ImageNotFoundError`,
+  also a ``FileNotFoundError``, for missing files) naming the row and the path; ``"nan"`` makes
+  that row's output NaN and :func:`warn_bad_rows` lists the rows with their paths. Missing paths,
+  directories, special files, link loops and missing values are found by one ``stat`` per path
+  before the model runs (special files again when the file is opened, in case the path was
+  replaced since); the rest when the file is decoded (in a DataLoader worker when
+  ``num_workers > 0``; the message survives the worker re-raise).
 """
 
 from __future__ import annotations
@@ -363,11 +367,62 @@ def decode(data: str | os.PathLike | bytes) -> Image.Image:
     """Open an encoded image (a path or bytes) fully, apply EXIF orientation, return it as RGB.
 
     Only raster formats are tried (never EPS, which Pillow renders by running Ghostscript, nor
-    WMF), so an EPS file, whatever its name, raises ``PIL.UnidentifiedImageError``. The file is opened in
-    a context manager with ``load()`` forced inside it, so a truncated file raises here, and
-    images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused.
+    WMF), so an EPS file, whatever its name, raises ``PIL.UnidentifiedImageError``. The file is
+    opened in a context manager with ``load()`` forced inside it, so a truncated file raises
+    here, and images above ``PIL.Image.MAX_IMAGE_PIXELS`` are refused. A path is opened by
+    :func:`open_regular` (:class:`BadImageError` for a FIFO, a device or a socket). Of an
+    animated or multi-frame image (GIF, TIFF, WebP...), the first frame is read.
     """
-    source = io.BytesIO(bytes(data)) if isinstance(data, _BYTES_TYPES) else data
+    if isinstance(data, _BYTES_TYPES):
+        return _decode(io.BytesIO(bytes(data)))
+    path = os.fspath(data)
+    with open_regular(path) as handle:
+        try:
+            return _decode(handle)
+        except Image.UnidentifiedImageError:
+            # Pillow names the file object it was given; name the path instead.
+            raise Image.UnidentifiedImageError(f"cannot identify image file {path!r}") from None
+
+
+def open_regular(path: str | os.PathLike) -> io.BufferedReader:
+    """Open ``path`` for binary reading if it is a regular file, without ever blocking.
+
+    ``ImageDataset`` stats every path first, but a path may be replaced (by a FIFO, say) before it
+    is opened. Opening a FIFO waits for a writer, possibly forever, unless ``O_NONBLOCK`` is given,
+    and a device such as ``/dev/zero`` never ends; so the file is opened with ``O_NONBLOCK`` and
+    the open file itself is checked (``fstat``) before anything is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    file object
+        Opened in ``"rb"`` mode; the caller closes it (``with open_regular(path) as f:``).
+
+    Raises
+    ------
+    BadImageError
+        If ``path`` is a FIFO, a character or block device, a socket or another special file.
+    OSError
+        If it cannot be opened (``FileNotFoundError``, ``IsADirectoryError``, ...).
+    """
+    path = os.fspath(path)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to open
+    handle = open(path, "rb", opener=lambda name, flags: os.open(name, flags | nonblocking))
+    try:
+        problem = _special_file(path, os.fstat(handle.fileno()).st_mode)
+        if problem:
+            raise BadImageError(problem)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _decode(source: io.BufferedIOBase) -> Image.Image:
+    """The first frame of the encoded image in ``source`` (an open binary file), as RGB."""
     with warnings.catch_warnings():
         # Refused below with a clearer message; Pillow itself raises above twice the limit.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -447,8 +502,9 @@ def _deep_to_gray(image: Image.Image) -> Image.Image:
                "[0, 65535]")
             + ", and does not clip"
         )
-    scaled = values.astype(np.float64) * (255.0 / top)
-    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+    # Scaled by the rule of arrays of that dtype: a file and its pixels give the same features.
+    pixels = values.astype(np.float32 if image.mode == "F" else np.uint16)
+    return Image.fromarray(_to_uint8(pixels), "L")
 
 
 def array_to_image(array: np.ndarray | torch.Tensor, channel_first: bool = False,
@@ -505,8 +561,8 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
         scaled = pixels / 257.0
     elif dtype == np.int16:
         scaled = pixels * (255.0 / 32767.0)
-    elif dtype.kind == "f":
-        scaled = pixels.astype(np.float32) * np.float32(255.0)
+    elif dtype.kind == "f":  # in float64: 0.3 (float32) * 255 is 76.500003, not 76.5 -> 76
+        scaled = pixels.astype(np.float64) * 255.0
     else:  # other integers, already checked to lie in [0, 255]
         return pixels.astype(np.uint8)
     return np.rint(scaled).astype(np.uint8)
@@ -697,11 +753,29 @@ def _path_problem(path: str) -> str:
     except FileNotFoundError:
         where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()!r})"
         return f"image file not found: {path!r}{where}"
-    except (OSError, ValueError) as exc:  # permission, name too long, NUL byte
+    except (OSError, ValueError) as exc:  # permission, name too long, NUL byte, symlink loop
         return f"cannot access {path!r}: {exc}"
     if stat.S_ISDIR(status.st_mode):
         return f"{path!r} is a directory, not an image file"
-    return ""
+    return _special_file(path, status.st_mode)
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _special_file(path: str, mode: int) -> str:
+    """Why a file of ``mode`` is not read (anything but a regular file), or ""."""
+    if stat.S_ISREG(mode):
+        return ""
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+    # A FIFO or a terminal may never send anything; /dev/zero never ends.
+    return (f"{path!r} is {kind}, not an image file: skdeep reads regular files only, "
+            "since reading this one could wait or run forever")
 
 
 def _checked_array(item: np.ndarray | torch.Tensor, name: str) -> np.ndarray:

@@ -6,10 +6,12 @@ config and the training history. Loading reads both with no unpickling at all, s
 from an untrusted source cannot run code. Labels keep their type (str, int, float, bool) through
 an explicit encoding of the ``classes_`` array.
 
-A folder from an untrusted source must not be able to exhaust the machine either, so
-:class:`SavedFolder` checks every field (type, range) before anything is built from it, and its
-errors name the file and the field. Writing is all-or-nothing: :func:`write` fills a temporary
-sibling folder and swaps it in by renaming, so a failed save leaves the previous model intact.
+A folder from an untrusted source must not be able to exhaust the machine, nor make skdeep
+predict with labels or a network other than the ones saved, so :class:`SavedFolder` checks every
+field (type, range, agreement with the other fields and with the weights) before anything is
+built from it, and its errors name the file and the field. Writing is all-or-nothing:
+:func:`write` fills a temporary sibling folder and swaps it in by renaming, so a failed save
+leaves the previous model intact.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ _NUMERIC_DTYPES = frozenset(
 )
 _STR_DTYPE = re.compile(r"[<>|=]?U[0-9]{1,12}")
 _SCALAR_TYPES = (str, bool, int, float)
+# The fields of format 1 (as FineTunedCNNClassifier.save writes them) and their JSON types. Any
+# other field is refused: a folder that says more than skdeep understands is not guessed at.
+DOCUMENT_FIELDS: dict[str, type] = {
+    "format": str, "format_version": int, "estimator": str, "skdeep_version": str,
+    "params": dict, "classes": dict, "backbone": dict, "data_config": dict, "head": str,
+    "history": list, "best_epoch": int, "n_iter": int, "param_groups": list, "blocks": list,
+    "trained_blocks": list, "bn_mode": str,
+}
+OPTIONAL_FIELDS: dict[str, type] = {"provenance": dict}  # absent from saves of older fits
+_NESTED_FIELDS = {"classes": ("dtype", "values"), "backbone": ("name", "weights_id")}
 _DAMAGED = ("The folder is damaged or was not written by skdeep's save(); save the model again "
             "from its source.")
 
@@ -123,9 +135,14 @@ class SavedFolder:
     """A folder written by :func:`write`, read with every field checked before it is used.
 
     Nothing in it is trusted: each accessor checks the type and range of a field and raises a
-    ``ValueError`` that names the file and the field (``params.num_workers``) otherwise. Tensors
-    are only read by :meth:`state_dict`, after :meth:`check_weights` has compared their names and
-    shapes (from the safetensors header) with the network they are meant for.
+    ``ValueError`` that names the file and the field (``params.num_workers``) otherwise, and
+    opening the folder checks the whole document that way (:meth:`check_document`): strict JSON
+    (no NaN, no key twice), no field that format 1 does not have, and fields that agree with
+    each other. Tensors are only read by :meth:`state_dict`, after :meth:`check_weights` has
+    compared their names and shapes (from the safetensors header) with the network they are
+    meant for. Loading reads no file and imports no module that a field names: the backbone is
+    a name from skdeep's list, the head and the blocks are paths inside that network (only a
+    refit would read a weights file named by ``params.weights``).
 
     Parameters
     ----------
@@ -138,17 +155,22 @@ class SavedFolder:
         self.config_path = self.folder / CONFIG_FILE
         self.weights_path = self.folder / WEIGHTS_FILE
         for required in (self.config_path, self.weights_path):
-            if not required.is_file():
+            if not required.exists():
                 raise FileNotFoundError(f"{str(required)!r} not found: {str(self.folder)!r} is not "
                                         "a folder written by save().")
+            if not required.is_file():  # a FIFO would block the read, a device never end
+                raise ValueError(f"{str(required)!r} is not a regular file. {_DAMAGED}")
         size = self.config_path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise ValueError(f"{str(self.config_path)!r} is {size:,} bytes, more than an skdeep "
                              f"model file ever needs ({MAX_CONFIG_BYTES:,}); refusing to read it.")
         try:
-            config = json.loads(self.config_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{str(self.config_path)!r} is not valid JSON: {exc}") from exc
+            config = json.loads(self.config_path.read_text(encoding="utf-8"),
+                                parse_constant=_no_constant, parse_float=_finite_float,
+                                object_pairs_hook=_unique_keys)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError too
+            raise ValueError(f"{str(self.config_path)!r} is not valid JSON as save() writes it: "
+                             f"{exc}. {_DAMAGED}") from exc
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{str(self.config_path)!r} is not an skdeep model file.")
         self.config = config
@@ -158,6 +180,9 @@ class SavedFolder:
                 f"{str(self.folder)!r} was written by a newer skdeep (format {version}); "
                 "upgrade skdeep to load it."
             )
+        if version < 1:
+            raise self.error("format_version", f"is {version}; formats start at 1")
+        self.check_document()
 
     # --- fields ----------------------------------------------------------------------------------
 
@@ -220,16 +245,103 @@ class SavedFolder:
             raise self.error(name, f"is {value!r}, not one of {list(options)}")
         return value
 
+    # --- the document as a whole ----------------------------------------------------------------
+
+    def check_document(self) -> None:
+        """Check every field of the format and what the fields say about each other.
+
+        Run when the folder is opened, so nothing is built from a document that is wrong
+        anywhere. Left to the estimator: the values of ``params`` (against its parameter
+        constraints) and the weights (against the network the fields describe).
+        """
+        known = {**DOCUMENT_FIELDS, **OPTIONAL_FIELDS}
+        unknown = sorted(set(self.config) - set(known))
+        if unknown:
+            raise self.error(unknown[0], f"is not a field of format {FORMAT_VERSION}, whose "
+                                         f"fields are {list(known)}")
+        for name, kind in DOCUMENT_FIELDS.items():
+            self.field(name, kind)
+        if "provenance" in self.config:
+            self.provenance("provenance")
+        for name, keys in _NESTED_FIELDS.items():
+            unknown = sorted(set(self.config[name]) - set(keys))
+            if unknown:
+                raise self.error(f"{name}.{unknown[0]}", f"is not a field of {name!r}, whose "
+                                                         f"fields are {list(keys)}")
+        self.field("backbone.name", str)
+        self.field("backbone.weights_id", (str, type(None)))
+        classes = self.labels("classes")
+        if len(classes) < 2:
+            raise self.error("classes.values", f"holds {len(classes)} class(es); a fitted "
+                                               "classifier has at least 2")
+        self.data_config("data_config")
+        self._check_epochs()
+        self.records("param_groups")
+        blocks = self.string_lists("blocks")
+        for i, paths in enumerate(self.string_lists("trained_blocks")):
+            if paths not in blocks:
+                raise self.error(f"trained_blocks[{i}]", f"is {list(paths)}, which is not one "
+                                                         "of the units in field 'blocks'")
+
+    def _check_epochs(self) -> None:
+        """``history`` has one record per epoch 1..``n_iter``; ``best_epoch`` is one of them."""
+        history = self.records("history")
+        n_iter = self.field("n_iter", int)
+        epochs = [record.get("epoch") for record in history]
+        # Compared item by item: range(1, n_iter + 1) as a list could be any size.
+        if len(epochs) != n_iter or n_iter < 1 or any(
+                not is_of(epoch, (int,)) or epoch != i for i, epoch in enumerate(epochs, 1)):
+            shown = epochs[:5] + (["..."] if len(epochs) > 5 else [])
+            raise self.error("n_iter", f"is {n_iter}, but field 'history' records the epochs "
+                                       f"{shown}; a fitted model records epochs 1 to n_iter")
+        best = self.field("best_epoch", int)
+        if not 1 <= best <= n_iter:
+            raise self.error("best_epoch", f"is {best}, not an epoch in [1, {n_iter}] (field "
+                                           "'n_iter')")
+
+    def provenance(self, name: str) -> dict[str, Any]:
+        """The record of what produced the model (versions, weights, time) at field ``name``.
+
+        Only informative, never used to build anything; checked to be what skdeep writes: str
+        keys, each value a JSON scalar or null, or an object of those and lists of scalars
+        (the preprocessing).
+        """
+        record = self.field(name, dict)
+        scalar = (*_SCALAR_TYPES, type(None))
+        for key, value in record.items():
+            if not isinstance(value, dict):
+                self.check_type(f"{name}.{key}", value, scalar)
+                continue
+            for inner, item in value.items():
+                items = item if isinstance(item, list) else [item]
+                for i, each in enumerate(items):
+                    where = f"{name}.{key}.{inner}" + (f"[{i}]" if isinstance(item, list) else "")
+                    self.check_type(where, each, scalar)
+        return record
+
     # --- labels and preprocessing ----------------------------------------------------------------
 
     def labels(self, name: str) -> np.ndarray:
-        """The label array :func:`encode_labels` wrote at field ``name``.
+        """The classes :func:`encode_labels` wrote at field ``name``: unique, in sorted order.
 
         A str dtype is rebuilt from the values (its size is the longest label's), never taken
-        from the file: ``"<U400000000"`` would allocate gigabytes for two short labels.
+        from the file: ``"<U400000000"`` would allocate gigabytes for two short labels. The
+        values must be strictly increasing, as ``np.unique`` gives them: column ``i`` of the
+        probabilities is ``classes_[i]``, so reordered or repeated labels would silently
+        mislabel every prediction.
         """
         dtype = self.field(f"{name}.dtype", str)
         values = self.list_of(f"{name}.values", _SCALAR_TYPES)
+        for i in range(1, len(values)):
+            try:
+                increasing = values[i - 1] < values[i]
+            except TypeError:  # str next to a number: np.unique never gives that
+                increasing = False
+            if not increasing:
+                raise self.error(f"{name}.values", f"is not unique and sorted: item {i - 1} "
+                                 f"{_shown(values[i - 1])} comes before item {i} "
+                                 f"{_shown(values[i])}; column i of the probabilities is class i, "
+                                 "so the order cannot be guessed")
         if dtype == "object":
             array = np.empty(len(values), dtype=object)
             array[:] = values
@@ -293,7 +405,7 @@ class SavedFolder:
                 return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
         except Exception as exc:  # safetensors raises its own error types for damaged headers
             raise ValueError(f"{str(self.weights_path)!r} is not a readable safetensors file: "
-                             f"{exc}") from exc
+                             f"{exc}. {_DAMAGED}") from exc
 
     def check_weights(self, expected: dict[str, tuple[int, ...]], network: str) -> None:
         """Refuse a weights file whose tensor names or shapes differ from ``expected``.
@@ -303,15 +415,24 @@ class SavedFolder:
         a tampered backbone name cannot make load allocate a network far larger than the file.
         """
         found = self.weight_shapes()
-        missing = sorted(set(expected) - set(found))
-        unexpected = sorted(set(found) - set(expected))
-        reshaped = sorted(key for key in set(found) & set(expected) if found[key] != expected[key])
+        missing = [key for key in expected if key not in found]
+        unexpected = [key for key in found if key not in expected]
+        reshaped = [key for key in expected if key in found and found[key] != expected[key]]
         if not (missing or unexpected or reshaped):
             return
         problems = [f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
                     for what, keys in (("tensors missing", missing), ("unexpected", unexpected),
                                        ("of another shape", reshaped)) if keys]
-        raise self.misfit(network, f"{'; '.join(problems)}. The network has "
+        # The first bad tensor in the network's order (the file's, for extra tensors), spelled out.
+        first = next((key for key in expected if found.get(key) != expected[key]), None)
+        if first is None:
+            detail = f"first unexpected: {unexpected[0]!r} {found[unexpected[0]]}"
+        elif first not in found:
+            detail = f"first missing: {first!r}, shape {expected[first]} in the network"
+        else:
+            detail = (f"first of another shape: {first!r}, {found[first]} in the file, "
+                      f"{expected[first]} in the network")
+        raise self.misfit(network, f"{'; '.join(problems)}; {detail}. The network has "
                                    f"{_numel(expected):,} numbers, the file {_numel(found):,}")
 
     def misfit(self, network: str, problem: str) -> ValueError:
@@ -328,7 +449,30 @@ class SavedFolder:
             return load_file(str(self.weights_path), device="cpu")
         except Exception as exc:  # safetensors' own error types for a damaged file
             raise ValueError(f"{str(self.weights_path)!r} is not a readable safetensors file: "
-                             f"{exc}") from exc
+                             f"{exc}. {_DAMAGED}") from exc
+
+
+def _no_constant(name: str) -> None:
+    """``json.loads`` hook: NaN and Infinity are not JSON, and save() never writes them."""
+    raise ValueError(f"{name} is not a JSON number (save() writes null for it)")
+
+
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook: ``1e400`` would silently become infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: an object naming a key twice says two things; refuse it."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        document[key] = value
+    return document
 
 
 def is_of(value: Any, kinds: tuple[type, ...]) -> bool:

@@ -5,6 +5,8 @@
 - :func:`load_image_folder` lists the usual one-folder-per-class layout as a ``(path, label)``
   DataFrame, ready for ``PretrainedCNNFeatures`` and ``cross_val_score``.
 - :func:`find_images` lists the image files under a folder, recursively, for unlabelled data.
+- :func:`read_image_table` reads a CSV or parquet table of image paths (and labels), resolving
+  relative paths against the table's folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "load_fashion_sample", "load_image_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "find_images", "load_fashion_sample", "load_image_folder",
+    "read_image_table",
+]
 
 #: File extensions :func:`find_images` and :func:`load_image_folder` treat as images (any case).
 IMAGE_EXTENSIONS = (
@@ -388,39 +393,72 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return f"[{shown}{', ...' if len(names) > limit else ''}]"
 
 
-# --- tables of image paths (CSV / parquet), used by the command-line tool ----------------------
+# --- tables of image paths (CSV / parquet) ---------------------------------------------------
 
 
-def _read_image_table(
+def read_image_table(
     path: str | os.PathLike, *, path_column: str = "path", label_column: str | None = None
 ) -> pd.DataFrame:
-    """Read a CSV or parquet table of image paths (and labels) for ``skdeep extract``/``evaluate``.
+    """Read a CSV or parquet table of image paths (and labels), as ``skdeep extract`` does.
 
-    Relative paths in the table are looked up next to the table first, then in the current
-    folder; the ``path`` column keeps the values as written (so results join back on them) and a
-    ``file`` column holds the paths to open.
+    Relative paths in the table are resolved against the table's folder: a table is usually
+    written next to its images, and it must mean the same files wherever the command runs. Only
+    a path that exists relative to the current folder and not next to the table is taken from
+    the current folder. The ``path`` column keeps the values as written (so results join back on
+    them) and a ``file`` column holds the paths to open. Nothing is opened here: missing or
+    unreadable files are reported when the images are read (see ``on_error``).
+
+    Duplicate rows are kept (each gets its own, identical, features) with a warning: copies of
+    one image in both the training and the test folds of a cross-validation inflate its scores.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.csv``, ``.tsv``, ``.parquet`` or ``.pq`` file.
+        A ``.csv``, ``.tsv``, ``.txt`` (comma-separated), ``.parquet`` or ``.pq`` file.
     path_column : str, default="path"
-        Column holding the image paths.
+        Column holding the image paths (read as text, so ``0001`` stays ``0001``).
     label_column : str or None, default=None
         Column holding the labels, when needed (it must exist and have no missing value).
 
     Returns
     -------
     DataFrame with columns ``path``, ``file`` and (with ``label_column``) ``label``
+        One row per row of the table, in its order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the table does not exist.
+    ValueError
+        If it is not a regular file, cannot be parsed, has no rows, lacks a column, or has a
+        missing value in the path or label column (the message names the rows).
+
+    Warns
+    -----
+    UserWarning
+        When several rows name the same file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> pd.DataFrame({"path": ["img/a.png"], "label": ["cat"]}).to_csv(
+    ...     folder / "index.csv", index=False)
+    >>> table = read_image_table(folder / "index.csv", label_column="label")
+    >>> table["path"].tolist(), table["file"].tolist() == [str(folder / "img" / "a.png")]
+    (['img/a.png'], True)
     """
     table_path = os.fspath(path)
-    if not os.path.isfile(table_path):
+    if not os.path.exists(table_path):
         raise FileNotFoundError(f"table not found: {table_path!r}")
+    if not os.path.isfile(table_path):
+        raise ValueError(f"{table_path!r} is not a regular file; give a .csv, .tsv or .parquet "
+                         "table of image paths.")
     suffix = Path(table_path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         sep = "\t" if suffix == ".tsv" else ","
         try:
-            table = pd.read_csv(table_path, sep=sep)
+            table = pd.read_csv(table_path, sep=sep, dtype={path_column: str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read {table_path!r} as {suffix[1:].upper()}: {exc}") from exc
     elif suffix in (".parquet", ".pq"):
@@ -438,10 +476,11 @@ def _read_image_table(
     needed = [path_column] + ([label_column] if label_column is not None else [])
     missing = [column for column in needed if column not in table.columns]
     if missing:
+        option = "path" if missing[0] == path_column else "label"
         raise ValueError(
             f"{table_path!r} has no column {missing[0]!r}; its columns are "
-            f"{list(map(str, table.columns))[:10]}. Name the right one with "
-            f"--{'path' if missing[0] == path_column else 'label'}-column."
+            f"{list(map(str, table.columns))[:10]}. Name the right one with {option}_column= "
+            f"(--{option}-column on the command line)."
         )
     if len(table) == 0:
         raise ValueError(f"{table_path!r} has no rows.")
@@ -456,10 +495,14 @@ def _read_image_table(
     written = table[path_column].astype(str).tolist()
     base = os.path.dirname(os.path.abspath(table_path))
     files = [_locate(value, base) for value in written]
+    _warn_duplicates(table_path, files)
     result = pd.DataFrame({"path": written, "file": files})
     if label_column is not None:
         result["label"] = table[label_column].to_numpy()
     return result
+
+
+_read_image_table = read_image_table  # the name skdeep/cli.py imports; use read_image_table
 
 
 def _locate(value: str, base: str) -> str:
@@ -469,3 +512,24 @@ def _locate(value: str, base: str) -> str:
     if os.path.exists(beside) or not os.path.exists(value):
         return beside
     return value
+
+
+def _warn_duplicates(table_path: str, files: list[str]) -> None:
+    """One warning naming the rows that repeat a file listed in an earlier row."""
+    first: dict[str, int] = {}
+    repeats = []
+    for row, file in enumerate(files):
+        key = os.path.normcase(os.path.abspath(file))
+        if key in first:
+            repeats.append(f"row {row} repeats row {first[key]} ({file!r})")
+        else:
+            first[key] = row
+    if repeats:
+        more = f"; and {len(repeats) - 5} more" if len(repeats) > 5 else ""
+        warnings.warn(
+            f"{table_path!r} lists {len(repeats)} file(s) more than once: "
+            f"{'; '.join(repeats[:5])}{more}. Each row gets its own (identical) features; in a "
+            "cross-validation, copies in both the training and the test folds inflate the "
+            "scores: drop them (table.drop_duplicates) unless they are meant.",
+            UserWarning, stacklevel=2,
+        )
