@@ -384,6 +384,24 @@ def decode(data: str | os.PathLike | bytes) -> Image.Image:
             raise Image.UnidentifiedImageError(f"cannot identify image file {path!r}") from None
 
 
+def encoded_size(data: str | os.PathLike | bytes) -> tuple[int, int]:
+    """``(width, height)`` of an encoded image (a path or bytes), from its header only.
+
+    Opened as :func:`decode` opens it (raster formats only, never blocking on a special file),
+    without decoding the pixels.
+
+    Raises
+    ------
+    BadImageError, OSError, PIL.UnidentifiedImageError
+        As :func:`decode`.
+    """
+    if isinstance(data, _BYTES_TYPES):
+        with Image.open(io.BytesIO(bytes(data)), formats=_raster_formats()) as image:
+            return image.size
+    with open_regular(data) as handle, Image.open(handle, formats=_raster_formats()) as image:
+        return image.size
+
+
 def open_regular(path: str | os.PathLike) -> io.BufferedReader:
     """Open ``path`` for binary reading if it is a regular file, without ever blocking.
 

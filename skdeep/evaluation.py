@@ -42,7 +42,7 @@ from torch import nn
 
 from ._blocks import network_units
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items
+from ._inputs import ImageDataset, as_items, encoded_size
 from ._layers import PENULTIMATE, classifier_name, decaf_aliases, normalize_layers
 from .backbones import DEFAULT_BACKBONE, resolve_backbone
 from .features import PretrainedCNNFeatures
@@ -569,11 +569,7 @@ def _longest_side(item) -> int | None:
             return max(shape[:2]) if isinstance(item, np.ndarray) or len(shape) == 2 else max(shape[1:3])
         if isinstance(item, Image.Image):
             return max(item.size)
-        import io
-
-        source = io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item
-        with Image.open(source) as image:
-            return max(image.size)
+        return max(encoded_size(item))  # a FIFO or an EPS is refused here, never opened
     except Exception:  # an unreadable image is reported (or skipped) by the embedding step
         return None
 

@@ -619,3 +619,25 @@ def test_cli_summary_has_one_line_per_bad_file(bad_folder, tmp_path, capsys):
         assert sum(repr(path) in line for line in err.splitlines()) == 1, err
     lines = [line for line in err.splitlines() if any(repr(path) in line for path in bad)]
     assert len(lines) == len(bad), err
+
+
+@needs_fifo
+def test_evaluate_auto_image_size_does_not_block_on_a_fifo(tmp_path, fifos):
+    # evaluate(image_size="auto") reads image headers to choose the input size, before the
+    # embedding's own checks: that read must refuse a FIFO too (it hung before).
+    from skdeep.evaluation import evaluate
+
+    paths = []
+    for index in range(8):
+        path = tmp_path / f"{index}.png"
+        Image.new("RGB", (16, 16), (30 * index, 0, 0)).save(path)
+        paths.append(str(path))
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    fifos.append(fifo)
+    labels = [0, 1] * 4 + [0]
+    result = within(DEADLINE, lambda: evaluate(
+        [str(fifo), *paths], labels, weights=None, layers=["penultimate"], cv=2,
+        on_error="nan", random_state=0,
+    ))
+    assert result.config["image_size"] == 96  # chosen from the readable 16 px images
