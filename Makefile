@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"  # docs: the test suite builds them
 	touch $(STAMP)
 
 run: setup
@@ -35,7 +35,6 @@ bench: setup
 		&& ../$(BIN)/python bench_dask.py
 
 docs: setup
-	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:

@@ -1,7 +1,8 @@
 """skdeep: pretrained convolutional networks as scikit-learn estimators.
 
 - :class:`PretrainedCNNFeatures` embeds images with a frozen pretrained CNN (DeCAF style).
-- :class:`FineTunedCNNClassifier` fine-tunes a pretrained CNN with fit/predict.
+- :class:`FineTunedCNNClassifier` fine-tunes a pretrained CNN with fit/predict; its training
+  :mod:`~skdeep.callbacks` (:class:`Checkpoint`, :class:`CSVLogger`) save, resume and log fits.
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used.
@@ -13,6 +14,7 @@ from ._compiled import compile_cache_dir
 from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
 from ._weights import WeightsUnavailableError
 from .backbones import list_backbones, list_layers, resolve_backbone
+from .callbacks import Callback, Checkpoint, CSVLogger
 from .cache import CacheInfo, FeatureCache
 from .classifier import FineTunedCNNClassifier
 from .evaluation import EvaluationResult, evaluate, layer_sweep
@@ -23,7 +25,10 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BadImageError",
     "BadImageWarning",
+    "CSVLogger",
     "CacheInfo",
+    "Callback",
+    "Checkpoint",
     "EvaluationResult",
     "FeatureCache",
     "FineTunedCNNClassifier",

@@ -67,6 +67,43 @@ def param_groups(model: nn.Module, units: Sequence[Unit], head: str, *, lr: floa
     return groups
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as tensors (for safetensors) and JSON types, never pickled.
+
+    Returns ``({"<param index>.<name>": tensor}, {"param_groups": [...], "values": {...}})``:
+    per-parameter tensors (Adam's moments, SGD's momentum buffers, step counts) go to the
+    first, the groups (learning rates, betas...) and any per-parameter value that is not a
+    tensor to the second. :func:`load_optimizer_state` is the inverse.
+    """
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for index, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous().clone()
+            else:
+                values.setdefault(str(index), {})[name] = value
+    groups = [{key: list(value) if isinstance(value, tuple) else value
+               for key, value in group.items()} for group in state["param_groups"]]
+    return tensors, {"param_groups": groups, "values": values}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                         document: dict) -> None:
+    """Restore what :func:`optimizer_state` returned into ``optimizer`` (built the same way)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor
+    for index, entries in document["values"].items():
+        state.setdefault(int(index), {}).update(entries)
+    # JSON has no tuples; groups hold tuples (betas) except the parameter indices
+    groups = [{key: tuple(value) if isinstance(value, list) and key != "params" else value
+               for key, value in group.items()} for group in document["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
 def make_optimizer(name: str, groups: list[dict[str, Any]], *, nesterov: bool = False,
                    fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``groups`` (their lr and weight_decay are used as given).
@@ -156,6 +193,17 @@ class LRSchedule:
                 self._torch.step()
         else:
             self._apply(self.step_count)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the schedule is, in JSON types (the rates themselves live in the optimizer)."""
+        return {"step_count": self.step_count,
+                "torch": self._torch.state_dict() if self._torch is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; load the optimizer's state (its rates) as well."""
+        self.step_count = int(state["step_count"])
+        if self._torch is not None:
+            self._torch.load_state_dict(state["torch"])
 
     def after_epoch(self, monitored_loss: float) -> None:
         """Advance one epoch; ``monitored_loss`` drives "plateau" (NaN is ignored)."""

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,9 +202,10 @@ def atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
     """Write files through temporaries, and put them in place only once every one is written.
 
     Each file is written to a hidden temporary in its own folder, then moved over the file with
-    :func:`os.replace` (atomic). A failure while writing leaves every file as it was and removes
-    the temporaries, so that files written together (a ``.npy`` and its ``.paths.txt``) never
-    mix runs. Errors about the files' temporaries are raised about the files themselves.
+    :func:`os.replace` (atomic). Files get the mode the user's umask gives (0644 for the usual
+    umask 022), as with a plain ``open``. A failure while writing leaves every file as it was and
+    removes the temporaries, so that files written together (a ``.npy`` and its ``.paths.txt``)
+    never mix runs. Errors about the files' temporaries are raised about the files themselves.
 
     Parameters
     ----------
@@ -224,9 +225,7 @@ def atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
             with _reported_as(path):
                 if path.is_dir():  # found now, before any file is replaced
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-                handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                                     suffix=path.suffix)
-                os.close(handle)
+                temporary = _new_temporary(path)
                 temporaries.append(temporary)
                 write(temporary)
         for path, temporary in zip(writers, temporaries):
@@ -235,6 +234,24 @@ def atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
     finally:
         for temporary in temporaries:  # those not moved into place
             Path(temporary).unlink(missing_ok=True)
+
+
+def _new_temporary(path: Path) -> str:
+    """Create an empty hidden file next to ``path``, with the mode the user's umask gives.
+
+    ``tempfile.mkstemp`` would create it 0600 whatever the umask, and ``os.replace`` keeps that
+    mode: teammates and web servers could not read the results. Creating the file with 0666,
+    exclusively, lets the kernel apply the umask (and a folder's default ACL) exactly as for
+    ``open(path, "w")``.
+    """
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix}"
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+        return str(temporary)
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(path))
 
 
 @contextlib.contextmanager

@@ -6,16 +6,25 @@ live on the device and are gathered there by row index, autocast runs the forwar
 precision (with a ``GradScaler`` for fp16, whose narrow range needs it), and the epoch's loss is
 accumulated on the device and read once per epoch, so there is no host-device synchronisation
 per batch.
+
+A fit in progress (:class:`Run`) can be written to a checkpoint folder and continued from it
+exactly (:func:`write_training_state`, :func:`read_training_state`, :func:`restore_training_state`):
+besides the network, the optimizer's moments, the schedule's position, the early-stopping record
+and its best weights, and the random streams (torch's, Python's and the shuffling generator's)
+are kept, as safetensors and JSON, never pickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._device import autocast
 from ._inference import predict_rows
-from ._optim import LRSchedule
+from ._optim import LRSchedule, load_optimizer_state, optimizer_state
+
+TRAINING_STATE = "training.json"  # next to training.safetensors and the model/ folder
+_TENSORS = "training.safetensors"
+_FORMAT = "skdeep.training_state"
+_FORMAT_VERSION = 1
 
 
 @contextlib.contextmanager
@@ -150,6 +164,11 @@ class EarlyStopping:
     best_state: dict[str, torch.Tensor] | None = None
     waited: int = 0
 
+    @property
+    def should_stop(self) -> bool:
+        """Whether the validation loss has not improved for ``patience`` epochs."""
+        return self.waited >= self.patience
+
     def update(self, loss: float, epoch: int, model: nn.Module) -> bool:
         """Record ``epoch``'s validation loss; returns whether training should stop."""
         if math.isfinite(loss) and loss < self.best_loss - self.tol:
@@ -157,7 +176,7 @@ class EarlyStopping:
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self.waited += 1
-        return self.waited >= self.patience
+        return self.should_stop
 
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:
@@ -177,18 +196,24 @@ def run_epochs(
     verbose: int = 0,
     progress: bool = False,
     check_bad_rows: Callable[[dict[int, str]], None] | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """Train for up to ``epochs`` epochs. Returns the history records and the epoch whose weights
-    the network ends with (the best one when ``early_stopping`` is given and validation exists).
+    on_epoch_end: Callable[[dict[str, Any]], bool] | None = None,
+) -> int | None:
+    """Train for up to ``epochs`` epochs, numbered from ``first_epoch``.
+
+    Each epoch's record (``epoch``, ``train_loss``, ``valid_loss``, ``valid_accuracy``, ``lr``,
+    ``seconds``) goes to ``on_epoch_end``, after early stopping has seen it; a true return stops
+    training. Returns the epoch whose weights the network ends with when early stopping
+    restored the best one, else None (the network holds the last epoch's weights).
 
     ``check_bad_rows`` is called with the unreadable training rows (``{row: message}``) after the
     first epoch's pass: files that exist but do not decode are only known once loaded, and it may
     raise rather than let training go on with nothing (or no image of a class) to learn from.
     """
-    history: list[dict[str, Any]] = []
     head_group = trainer.optimizer.param_groups[0]
-    epoch = first_epoch
+    stopper = early_stopping if validation is not None else None
     for epoch in range(first_epoch, first_epoch + epochs):
+        if stopper is not None and stopper.should_stop:  # a resumed run that had stopped
+            break
         start = time.perf_counter()
         lr = float(head_group["lr"])
         train_loss = trainer.train_epoch(train_loader, progress, desc=f"epoch {epoch}")
@@ -213,20 +238,138 @@ def run_epochs(
             "lr": lr,
             "seconds": time.perf_counter() - start,
         }
-        history.append(record)
         if verbose:
             print(
                 f"epoch {epoch:3d}  train_loss {train_loss:.4f}  valid_loss {valid_loss:.4f}  "
                 f"valid_accuracy {valid_accuracy:.4f}  lr {lr:.2e}  {record['seconds']:.1f}s",
                 flush=True,
             )
-        if early_stopping is not None and validation is not None:
-            if early_stopping.update(valid_loss, epoch, trainer.network):
-                if verbose:
-                    print(f"early stopping: no improvement for {early_stopping.patience} epochs",
-                          flush=True)
-                break
-    if early_stopping is not None and validation is not None and early_stopping.best_epoch is not None:
-        early_stopping.restore(trainer.network)
-        return history, early_stopping.best_epoch
-    return history, epoch
+        stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
+        if stop and verbose:
+            print(f"early stopping: no improvement for {stopper.patience} epochs", flush=True)
+        if on_epoch_end is not None and on_epoch_end(record):
+            if verbose:
+                print("stopped by a callback", flush=True)
+            stop = True
+        if stop:
+            break
+    if stopper is not None and stopper.best_epoch is not None:
+        stopper.restore(trainer.network)
+        return stopper.best_epoch
+    return None
+
+
+# --- resumable training ----------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A fit in progress: what a checkpoint holds, besides the network, to continue it exactly.
+
+    ``first_epoch`` is the number of the run's first epoch (``warm_start`` continues the count),
+    ``fingerprint`` identifies its targets, sample weights and split, and ``seeded`` says whether
+    the random streams were seeded (only then are they worth keeping).
+    """
+
+    trainer: Trainer
+    early_stopping: EarlyStopping | None
+    generator: torch.Generator | None
+    first_epoch: int
+    fingerprint: str
+    seeded: bool
+
+
+def write_training_state(folder: str | os.PathLike, run: Run) -> None:
+    """Write ``run``'s state (all but the network) to ``folder`` as safetensors and JSON."""
+    from safetensors.torch import save_file
+
+    trainer, stopper = run.trainer, run.early_stopping
+    tensors, optimizer_document = optimizer_state(trainer.optimizer)
+    tensors = {f"optimizer.{key}": value for key, value in tensors.items()}
+    document: dict[str, Any] = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "first_epoch": run.first_epoch,
+        "fingerprint": run.fingerprint,
+        "optimizer": optimizer_document,
+        "schedule": trainer.schedule.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+        "early_stopping": None,
+        "bad_rows": {str(row): message for row, message in trainer.bad_rows.items()},
+        "python_random": None,
+    }
+    if stopper is not None:
+        document["early_stopping"] = {
+            "best_loss": stopper.best_loss if math.isfinite(stopper.best_loss) else None,
+            "best_epoch": stopper.best_epoch, "waited": stopper.waited,
+        }
+        for key, value in (stopper.best_state or {}).items():
+            tensors[f"best.{key}"] = value.detach().cpu().contiguous().clone()
+    if run.seeded:
+        tensors["rng.torch"] = torch.get_rng_state()
+        if trainer.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
+        if run.generator is not None:
+            tensors["rng.loader"] = run.generator.get_state()
+        version, internal, gauss = random.getstate()
+        document["python_random"] = [version, list(internal), gauss]
+    folder = Path(folder)
+    save_file(tensors, str(folder / _TENSORS), metadata={"format": "pt"})
+    # Python's json writes the schedulers' infinities as Infinity and reads them back.
+    (folder / TRAINING_STATE).write_text(json.dumps(document) + "\n", encoding="utf-8")
+
+
+def read_training_state(
+        folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON document and the tensors :func:`write_training_state` wrote to ``folder``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    path = folder / TRAINING_STATE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / _TENSORS), device="cpu")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(folder)!r} is not a readable skdeep checkpoint ({exc}); resume "
+                         "from another checkpoint or fit afresh.") from exc
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise ValueError(f"{str(path)!r} is not an skdeep training state.")
+    if document.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(f"{str(path)!r} has format version {document.get('format_version')!r}; "
+                         f"this skdeep reads version {_FORMAT_VERSION}.")
+    return document, tensors
+
+
+def restore_training_state(run: Run, document: dict[str, Any],
+                           tensors: dict[str, torch.Tensor]) -> None:
+    """Put the state :func:`read_training_state` returned into ``run`` (built as it was).
+
+    Call it after the network's weights are loaded and before training: the optimizer's state
+    goes in before the schedule's, so that the schedule finds the rates where it left them.
+    """
+    trainer, stopper = run.trainer, run.early_stopping
+    prefixed = {prefix: {key[len(prefix):]: value for key, value in tensors.items()
+                         if key.startswith(prefix)} for prefix in ("optimizer.", "best.")}
+    load_optimizer_state(trainer.optimizer, prefixed["optimizer."], document["optimizer"])
+    trainer.schedule.load_state_dict(document["schedule"])
+    if document["scaler"] is not None:
+        trainer.scaler.load_state_dict(document["scaler"])
+    trainer.bad_rows.update({int(row): message for row, message in document["bad_rows"].items()})
+    if stopper is not None and document["early_stopping"] is not None:
+        record = document["early_stopping"]
+        best_loss = record["best_loss"]
+        stopper.best_loss = math.inf if best_loss is None else float(best_loss)
+        stopper.best_epoch, stopper.waited = record["best_epoch"], int(record["waited"])
+        best = prefixed["best."]
+        if best:
+            device = next(iter(trainer.network.parameters())).device
+            stopper.best_state = {key: value.to(device) for key, value in best.items()}
+    if run.seeded:
+        torch.set_rng_state(tensors["rng.torch"])
+        if trainer.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+        if run.generator is not None and "rng.loader" in tensors:
+            run.generator.set_state(tensors["rng.loader"])
+        if document["python_random"] is not None:
+            version, internal, gauss = document["python_random"]
+            random.setstate((version, tuple(internal), gauss))

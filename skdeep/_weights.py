@@ -3,7 +3,8 @@
 Every checkpoint goes through ``torch.load(..., weights_only=True)`` or safetensors: skdeep never
 unpickles arbitrary objects. Downloads land where torchvision and timm put them (the torch hub
 cache and the Hugging Face cache), so weights already fetched by either library are reused, and a
-machine without internet gets an immediate error that names the file to drop into the cache.
+machine without internet gets an immediate error that says how to bring the weights there.
+``HF_HUB_OFFLINE`` is respected: when it is set, the Hugging Face Hub is never contacted.
 """
 
 from __future__ import annotations
@@ -123,18 +124,55 @@ def host_reachable(url: str, timeout: float = _NETWORK_PROBE_TIMEOUT) -> bool:
         return False
 
 
-def offline_error(what: str, cache_file: str | None, reason: object = None) -> WeightsUnavailableError:
-    """The error raised when weights cannot be fetched: what, where to put them, how to bypass."""
-    lines = [f"Could not download the pretrained weights for {what}: this machine seems offline."]
-    if reason is not None:
-        lines[0] += f" ({reason})"
-    if cache_file:
-        lines.append(f"Copy the weights file from a machine with internet to {cache_file}")
-    lines.append(
-        "or pass weights='/path/to/file.pth' (or .safetensors), or weights=None for random "
-        "initialisation. The bundled backbone 'efficientnet_lite0' works offline."
+_NO_DOWNLOAD = ("or weights=None for random initialisation. The bundled backbone "
+                "'efficientnet_lite0' works offline.")
+
+
+def offline_error(what: str, url: str, cache_file: str | os.PathLike,
+                  reason: object = None) -> WeightsUnavailableError:
+    """The error raised when a torch hub checkpoint (torchvision's) cannot be downloaded.
+
+    It says where the file goes and how to get it there: the torch hub cache holds the
+    checkpoint as one plain file, under the name of the URL.
+    """
+    host = urllib.parse.urlparse(url).hostname
+    because = f" ({reason})" if reason is not None else ""
+    return WeightsUnavailableError(
+        f"Could not download the pretrained weights for {what}: this machine cannot reach "
+        f"{host}{because}, and they are not in the torch hub cache. On a machine with internet, "
+        f"download {url} and copy that file to {os.fspath(cache_file)} (the cache moves with "
+        "TORCH_HOME); or pass weights='/path/to/file.pth' (or .safetensors), " + _NO_DOWNLOAD
     )
-    return WeightsUnavailableError(" ".join(lines))
+
+
+def hf_offline_error(what: str, repo_id: str, reason: object = None) -> WeightsUnavailableError:
+    """The error raised when a Hugging Face Hub repo's weights (timm's) are neither cached nor
+    downloadable: why (HF_HUB_OFFLINE, or the hub is unreachable) and the real steps.
+
+    The Hugging Face cache is not a folder of weights files: each repo is a folder of content
+    addressed ``blobs/``, ``refs/`` naming the revision and ``snapshots/<revision>/`` of symlinks
+    to the blobs. So the steps are ``hf download`` there and a copy of the whole repo folder, or
+    the file alone passed as ``weights=``.
+    """
+    from huggingface_hub import constants
+
+    folder = hf_cache_folder(repo_id)
+    if hf_offline_set():
+        why = "HF_HUB_OFFLINE is set, so the Hugging Face Hub is not asked"
+    else:
+        why = f"this machine cannot reach the Hugging Face Hub ({constants.ENDPOINT})"
+    because = f" ({reason})" if reason is not None else ""
+    local = repo_id.split("/")[-1]
+    return WeightsUnavailableError(
+        f"Could not get the pretrained weights for {what}: {why}{because}, and they are not in "
+        f"the Hugging Face cache {constants.HF_HUB_CACHE}. Either: (1) on a machine with "
+        f"internet, run `hf download {repo_id} --cache-dir hf-cache` (`huggingface-cli download` "
+        f"with huggingface_hub < 1.0), then copy the whole folder hf-cache/{folder.name} (its "
+        f"blobs/, refs/ and snapshots/, keeping the symlinks: cp -a, rsync -a or tar) to "
+        f"{folder}, or point HF_HUB_CACHE at a cache that holds it; or (2) download the file "
+        f"alone (`hf download {repo_id} model.safetensors --local-dir {local}`) and pass "
+        f"weights='{local}/model.safetensors'; " + _NO_DOWNLOAD
+    )
 
 
 def torch_hub_checkpoint(url: str) -> Path:
@@ -174,16 +212,28 @@ def hf_cached_file(repo_id: str) -> str | None:
     return None
 
 
-def hf_cache_hint(repo_id: str) -> str:
-    """Where a Hugging Face Hub repo's files live in the local cache."""
+def hf_cache_folder(repo_id: str) -> Path:
+    """The folder of a Hugging Face Hub repo in the local cache (``models--<org>--<name>``)."""
     from huggingface_hub import constants
 
-    folder = "models--" + repo_id.replace("/", "--")
-    return os.path.join(constants.HF_HUB_CACHE, folder) + " (or set HF_HOME)"
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+
+
+def hf_offline_set() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` says not to ask the Hugging Face Hub anything.
+
+    huggingface_hub reads the variable once, when imported; it is read here too, so that setting
+    it later (in a notebook) is respected as well.
+    """
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hf_offline() -> bool:
-    """Whether the Hugging Face Hub is switched off or unreachable from here."""
+    """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE``, never probed then) or
+    unreachable from here."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or not host_reachable(constants.ENDPOINT)
+    return hf_offline_set() or not host_reachable(constants.ENDPOINT)

