@@ -5,7 +5,8 @@
   :mod:`~skdeep.callbacks` (:class:`Checkpoint`, :class:`CSVLogger`) save, resume and log fits.
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
-- :func:`list_backbones` and :func:`list_layers` show what can be used.
+- :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
+  a few layers, shallow to deep, to compare.
 - :func:`compile_cache_dir` is where compiled networks (``compile=``) are cached on disk.
 """
 
@@ -13,11 +14,11 @@ from . import datasets
 from ._compiled import compile_cache_dir
 from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
 from ._weights import WeightsUnavailableError
-from .backbones import list_backbones, list_layers, resolve_backbone
+from .backbones import layer_sweep, list_backbones, list_layers, resolve_backbone
 from .callbacks import Callback, Checkpoint, CSVLogger
 from .cache import CacheInfo, FeatureCache
 from .classifier import FineTunedCNNClassifier
-from .evaluation import EvaluationResult, evaluate, layer_sweep
+from .evaluation import EvaluationResult, evaluate
 from .features import PretrainedCNNFeatures
 
 __version__ = "0.1.0.dev0"

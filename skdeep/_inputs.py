@@ -62,6 +62,7 @@ Two kinds, kept apart on purpose:
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import stat
@@ -73,7 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 ON_ERROR = ("raise", "nan")
 
@@ -84,50 +85,104 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
 _CHANNELS = (1, 3, 4)
 _SHOWN = 10  # bad rows spelled out in one message
 _NAN_HINT = " (on_error='nan' gives such rows NaN instead)"
+# Starts the note that carries an error's rows and paths out of a DataLoader worker (as JSON).
+_WORKER_NOTE = "skdeep: rows and paths of this error: "
 # Formats Pillow does not decode itself: EPS runs Ghostscript (an external program, on untrusted
 # bytes), WMF needs the Windows GDI. Both are vector formats; the other plugins decode rasters.
 _NOT_RASTER = frozenset({"EPS", "WMF"})
 
 
-class BadImageError(ValueError):
-    """An item of X cannot be turned into an image. The message names its row and path.
+class _RowsAndPaths:
+    """The ``rows`` and ``paths`` of a :class:`BadImageError` or a :class:`BadImageWarning`."""
 
-    Raised inside a DataLoader worker, it is re-raised in the main process by PyTorch, which
-    rebuilds it from a traceback dump; the original message is then put back in front.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        if len(args) == 1 and isinstance(args[0], str):
-            args = (_unwrap_worker_message(args[0], type(self)),)
+    def __init__(self, *args: Any, rows: Sequence[int] = (),
+                 paths: Sequence[str | None] = ()) -> None:
         super().__init__(*args)
-
+        self.rows = [int(row) for row in rows]
+        self.paths = list(paths)
 
     def __reduce__(self):
-        # Rebuild from the message alone, so the error crosses process boundaries (Dask, loky).
-        return type(self), self.args
+        # The arguments, then the attributes as state. Defined, not inherited: Dask pickles
+        # exceptions through tblib, which rebuilds a class that has its own __init__ but no
+        # __reduce__ by calling __new__ alone, and that fails for ImageNotFoundError (a
+        # ValueError and an OSError).
+        return type(self), self.args, self.__dict__
+
+
+class BadImageError(_RowsAndPaths, ValueError):
+    """An item of X cannot be turned into an image. The message names its row and path.
+
+    Attributes
+    ----------
+    rows : list of int
+        The rows of X that cannot be read (positions, as the message names them), ascending.
+        Empty for an image read on its own, outside a collection.
+    paths : list of str or None
+        The path of each of those rows as given, or None for an item that is not a path (an
+        array, bytes, a PIL image, a missing value).
+
+    Raised inside a DataLoader worker, it is re-raised in the main process by PyTorch, which
+    rebuilds it from a traceback dump; the original message is then put back in front, and the
+    attributes are restored. It also pickles with its attributes (Dask, loky).
+    """
+
+    def __init__(self, *args: Any, rows: Sequence[int] = (),
+                 paths: Sequence[str | None] = ()) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            message, carried = _unwrap_worker_message(args[0], type(self))
+            args = (message,)
+            rows, paths = carried.get("rows", rows), carried.get("paths", paths)
+        super().__init__(*args, rows=rows, paths=paths)
 
 
 class ImageNotFoundError(BadImageError, FileNotFoundError):
     """An image path does not exist (both a :class:`BadImageError` and a ``FileNotFoundError``)."""
 
 
-class BadImageWarning(UserWarning):
-    """Some rows could not be read and were returned as NaN (``on_error="nan"``)."""
+class BadImageWarning(_RowsAndPaths, UserWarning):
+    """Some rows could not be read and were returned as NaN (``on_error="nan"``).
+
+    Attributes
+    ----------
+    rows : list of int
+        Those rows, ascending.
+    paths : list of str or None
+        The path of each of those rows as given, or None for an item that is not a path (or
+        when the warning's caller did not know the items).
+    """
 
 
-def _unwrap_worker_message(message: str, cls: type) -> str:
+def _unwrap_worker_message(message: str, cls: type) -> tuple[str, dict]:
     """``torch.utils.data`` re-raises worker errors as ``cls("Caught ... Original Traceback ...")``.
 
-    Put the original one-line message first, keep the worker traceback after it.
+    Returns the message with the original one-line message first and the worker traceback after
+    it, and the attributes the worker attached in a note (:func:`_carry_out_of_worker`), as a dict
+    (empty for any other message).
     """
     if not (message.startswith(f"Caught {cls.__name__} ") and "Traceback" in message):
-        return message
+        return message, {}
     prefix = f"{cls.__module__}.{cls.__qualname__}: "
-    for line in reversed(message.splitlines()):
+    lines = message.splitlines()
+    notes = [line for line in lines if line.startswith(_WORKER_NOTE)]
+    carried = json.loads(notes[-1][len(_WORKER_NOTE):]) if notes else {}
+    dump = "\n".join(line for line in lines if not line.startswith(_WORKER_NOTE))
+    for line in reversed(lines):
         if line.startswith(prefix):
             where = message.split("\n", 1)[0].removeprefix(f"Caught {cls.__name__} ").rstrip(".")
-            return f"{line[len(prefix):]} (raised {where})\n\n{message}"
-    return message
+            return f"{line[len(prefix):]} (raised {where})\n\n{dump}", carried
+    return dump, carried
+
+
+def _carry_out_of_worker(error: BadImageError) -> BadImageError:
+    """In a DataLoader worker, write ``error``'s attributes into a note of its traceback.
+
+    The DataLoader sends the main process the type and the formatted traceback of a worker's
+    error, never the error itself; the note is how ``rows`` and ``paths`` get across (JSON, one
+    line, any path). The main process reads it back and leaves it out of the message.
+    """
+    if get_worker_info() is not None:
+        error.add_note(_WORKER_NOTE + json.dumps({"rows": error.rows, "paths": error.paths}))
+    return error
 
 
 # --- X as a whole ------------------------------------------------------------------------------
@@ -311,46 +366,10 @@ def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
 def _where(where: str, rows: bool, mask: np.ndarray) -> str:
     if not rows:
         return f"{where} has"
-    return f"{where} has, in rows {_preview(np.flatnonzero(mask))},"
+    return f"{where} has, in rows {preview(np.flatnonzero(mask))},"
 
 
 # --- X/y ---------------------------------------------------------------------------------------
-
-
-def check_targets(X: Any, y: Any) -> np.ndarray:
-    """Check that ``y`` has one target per image of ``X``; return ``y`` as a 1-D array.
-
-    Parameters
-    ----------
-    X : sized
-        The images: an :class:`ImageDataset`, the output of :func:`as_items`, or anything with
-        ``len`` (a raw X is not re-validated here).
-    y : array-like of shape (n_samples,) or (n_samples, 1)
-        Targets. A pandas Series is taken by position, not aligned on its index.
-
-    Returns
-    -------
-    y : ndarray of shape (n_samples,)
-
-    Raises
-    ------
-    ValueError
-        If ``y`` is None, not 1-D, or its length differs from the number of images.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skdeep._inputs import check_targets
-    >>> check_targets(np.zeros((3, 8, 8), np.uint8), [0, 1, 0])
-    array([0, 1, 0])
-    """
-    if y is None:
-        raise ValueError("y is required: one target per image of X.")
-    from sklearn.utils.validation import column_or_1d
-
-    y = column_or_1d(np.asarray(y), warn=True)
-    _check_length(len(X), len(y))
-    return y
 
 
 def _check_length(n_images: int, n_targets: int) -> None:
@@ -665,6 +684,11 @@ class ImageDataset(Dataset):
             return f"row {index}"
         return f"row {index} (index {self.labels[index]!r})"
 
+    def path(self, index: int) -> str | None:
+        """Row ``index``'s path as given, or None when its item is not a path."""
+        item = self.items[index]
+        return os.fspath(item) if isinstance(item, _PATH_TYPES) else None
+
     def _inspect(self) -> dict[int, str]:
         """Cheap per-item checks, before any model work.
 
@@ -696,7 +720,8 @@ class ImageDataset(Dataset):
             more = f"; and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else ""
             heading = "" if len(rows) == 1 else f"{len(rows)} images cannot be read: "
             error = ImageNotFoundError if not_found == set(rows) else BadImageError
-            raise error(heading + listing + more + _NAN_HINT)
+            raise error(heading + listing + more + _NAN_HINT, rows=rows,
+                        paths=[self.path(index) for index in rows])
         return bad
 
     def __getitem__(self, index: int):
@@ -710,7 +735,8 @@ class ImageDataset(Dataset):
             except Exception as exc:  # Pillow raises many types for corrupt files
                 error, kind = self._read_error(index, exc)
                 if self.on_error == "raise":
-                    raise kind(error + _NAN_HINT) from exc
+                    raise _carry_out_of_worker(
+                        kind(error + _NAN_HINT, rows=[index], paths=[self.path(index)])) from exc
             else:  # outside the try: a failing transform is a bug, not a bad file
                 image = self.transform(rgb)
         if image is None:
@@ -814,23 +840,33 @@ def load_item(item: Any) -> Image.Image:
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
 
 
-def warn_bad_rows(errors: dict[int, str]) -> None:
-    """One :class:`BadImageWarning` that lists the rows that became NaN, with their paths."""
+def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -> None:
+    """One :class:`BadImageWarning` that lists the rows that became NaN, with their paths.
+
+    Parameters
+    ----------
+    errors : dict of int to str
+        ``{row: message}`` of the unreadable rows.
+    dataset : ImageDataset, optional
+        The rows' dataset: the warning's ``paths`` come from it (all None without it).
+    """
     if not errors:
         return
     rows = sorted(errors)
     listing = "\n".join(f"  {errors[index]}" for index in rows[:_SHOWN])
     more = ""
     if len(rows) > _SHOWN:
-        rest = _preview(np.asarray(rows[_SHOWN:]), 50)
-        more = f"\n  ... and {len(rows) - _SHOWN} more, rows {rest}"
+        more = f"\n  ... and {len(rows) - _SHOWN} more, rows {preview(rows[_SHOWN:], 50)}"
+    paths = [dataset.path(row) if dataset is not None else None for row in rows]
     warnings.warn(
-        f"{len(rows)} image(s) could not be read; their rows are NaN:\n{listing}{more}",
-        BadImageWarning,
+        BadImageWarning(f"{len(rows)} image(s) could not be read; their rows are NaN:\n"
+                        f"{listing}{more}", rows=rows, paths=paths),
         stacklevel=3,
     )
 
 
-def _preview(rows: np.ndarray, limit: int = _SHOWN) -> str:
-    shown = ", ".join(str(int(r)) for r in rows[:limit])
-    return f"[{shown}{', ...' if len(rows) > limit else ''}]"
+def preview(values: Sequence | np.ndarray, limit: int = _SHOWN) -> str:
+    """``"[3, 7, ...]"``: the first ``limit`` of ``values`` for a message (``repr`` of each)."""
+    shown = values[:limit]
+    shown = shown.tolist() if isinstance(shown, np.ndarray) else list(shown)  # 3, not np.int64(3)
+    return f"[{', '.join(map(repr, shown))}{', ...' if len(values) > limit else ''}]"

@@ -7,20 +7,20 @@ switched, and nothing leaks between reports.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import secrets
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from .evaluation import EvaluationResult
+from ._atomic import atomic_write
+from ._strategies import FINETUNE, PIXELS, short_label, strategy_label
+
+# An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
+# summary() and save() call this module, and the dependency goes one way.
+Result = Any
 
 EMBEDDING_MAPS = ("pca", "tsne")
 _MAX_LABELLED_CLASSES = 20  # beyond this, plots drop per-class legends and cell values
@@ -32,8 +32,6 @@ _MAX_MAP_POINTS = 5000  # the 2-D map shows a random subset of larger data sets
 
 def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
     """What to use, given the cross-validated scores: the best strategy, in words and code."""
-    from .evaluation import FINETUNE, PIXELS
-
     by_name = scores.set_index("strategy")
     top = by_name.loc[best]
     pixels = by_name.loc[PIXELS]
@@ -104,7 +102,7 @@ def _finetune_code(config: dict) -> str:
     return f"FineTunedCNNClassifier({', '.join(args)})"
 
 
-def format_summary(result: EvaluationResult) -> str:
+def format_summary(result: Result) -> str:
     """The results table with a header on the data and the method, then the recommendation."""
     config = result.config
     lines = [
@@ -124,7 +122,7 @@ def format_summary(result: EvaluationResult) -> str:
     for _, row in result.scores.iterrows():
         marker = " *" if row["strategy"] == result.best else ""
         rows.append((
-            _short_label(row["strategy"]) + marker,
+            short_label(row["strategy"]) + marker,
             "-" if pd.isna(row["n_features"]) else str(int(row["n_features"])),
             f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}",
             _seconds(row["fit_seconds"]) + ("" if row["converged"] else " (!)"),
@@ -148,7 +146,7 @@ def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
 
 
-def to_jsonable(result: EvaluationResult) -> dict:
+def to_jsonable(result: Result) -> dict:
     """Config, scores, folds, best and recommendation as plain JSON types."""
     def records(frame: pd.DataFrame) -> list[dict]:
         return json.loads(frame.to_json(orient="records"))
@@ -171,7 +169,7 @@ def _json_default(value: Any) -> Any:
 # --- files -------------------------------------------------------------------------------------
 
 
-def write_report(result: EvaluationResult, folder: str | os.PathLike, *,
+def write_report(result: Result, folder: str | os.PathLike, *,
                  embedding_map: str = "pca") -> list[Path]:
     """Write results.csv, folds.csv, results.json, summary.txt and three PNG plots to ``folder``."""
     if embedding_map not in EMBEDDING_MAPS:
@@ -198,73 +196,6 @@ def write_report(result: EvaluationResult, folder: str | os.PathLike, *,
     return written
 
 
-def atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
-    """Write files through temporaries, and put them in place only once every one is written.
-
-    Each file is written to a hidden temporary in its own folder, then moved over the file with
-    :func:`os.replace` (atomic). Files get the mode the user's umask gives (0644 for the usual
-    umask 022), as with a plain ``open``. A failure while writing leaves every file as it was and
-    removes the temporaries, so that files written together (a ``.npy`` and its ``.paths.txt``)
-    never mix runs. Errors about the files' temporaries are raised about the files themselves.
-
-    Parameters
-    ----------
-    writers : mapping of Path to callable
-        ``{path: write}``: ``write(temporary)`` writes the content of ``path`` to the file
-        ``temporary`` (in the same folder, with the same suffix).
-
-    Raises
-    ------
-    OSError
-        Naming the file of ``writers`` being written (never its temporary), e.g. when its folder
-        is missing or read-only, the disk is full or the path is a folder.
-    """
-    temporaries: list[str] = []
-    try:
-        for path, write in writers.items():
-            with _reported_as(path):
-                if path.is_dir():  # found now, before any file is replaced
-                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-                temporary = _new_temporary(path)
-                temporaries.append(temporary)
-                write(temporary)
-        for path, temporary in zip(writers, temporaries):
-            with _reported_as(path):
-                os.replace(temporary, path)
-    finally:
-        for temporary in temporaries:  # those not moved into place
-            Path(temporary).unlink(missing_ok=True)
-
-
-def _new_temporary(path: Path) -> str:
-    """Create an empty hidden file next to ``path``, with the mode the user's umask gives.
-
-    ``tempfile.mkstemp`` would create it 0600 whatever the umask, and ``os.replace`` keeps that
-    mode: teammates and web servers could not read the results. Creating the file with 0666,
-    exclusively, lets the kernel apply the umask (and a folder's default ACL) exactly as for
-    ``open(path, "w")``.
-    """
-    for _ in range(100):
-        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix}"
-        try:
-            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:  # another writer drew the same name: draw again
-            continue
-        return str(temporary)
-    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(path))
-
-
-@contextlib.contextmanager
-def _reported_as(path: Path):
-    """Re-raise an OSError as one about ``path``: the user knows that name, not the temporary's."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno is None or exc.strerror is None:
-            raise OSError(f"cannot write {path}: {exc}") from exc
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-
-
 def _save(figure, path: str) -> None:
     figure.savefig(path, dpi=120, format="png")
 
@@ -280,10 +211,8 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_accuracy_by_layer(result: EvaluationResult):
+def plot_accuracy_by_layer(result: Result):
     """Accuracy of each layer's features, shallow to deep, against raw pixels (and fine-tuning)."""
-    from .evaluation import FINETUNE, PIXELS
-
     scores = result.scores.set_index("strategy")
     layers = scores[scores["layer"].notna()]
     config = result.config
@@ -296,14 +225,14 @@ def plot_accuracy_by_layer(result: EvaluationResult):
     for i, (mean, std) in enumerate(zip(layers["accuracy_mean"], layers["accuracy_std"])):
         ax.annotate(f"{mean:.3f}", (x[i], mean + std), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize=9)
-    references = [(PIXELS, "raw pixels + logistic regression", "tab:gray", "--")]
-    references.append((FINETUNE, "fine-tuned network", "tab:green", ":"))
+    references = [(PIXELS, "tab:gray", "--"), (FINETUNE, "tab:green", ":")]
     span = (-0.5, max(len(layers) - 0.5, 0.5))
-    for name, label, color, style in references:
+    for name, color, style in references:
         if name not in scores.index:
             continue
         mean, std = scores.loc[name, "accuracy_mean"], scores.loc[name, "accuracy_std"]
-        ax.axhline(mean, color=color, linestyle=style, linewidth=1.5, label=f"{label} ({mean:.3f})")
+        ax.axhline(mean, color=color, linestyle=style, linewidth=1.5,
+                   label=f"{strategy_label(name)} ({mean:.3f})")
         ax.axhspan(mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
     low = float((scores["accuracy_mean"] - scores["accuracy_std"]).min())
     high = float((scores["accuracy_mean"] + scores["accuracy_std"]).max())
@@ -323,7 +252,7 @@ def plot_accuracy_by_layer(result: EvaluationResult):
     return figure
 
 
-def plot_confusion_matrix(result: EvaluationResult):
+def plot_confusion_matrix(result: Result):
     """Out-of-fold confusion matrix (counts, rows = true class) of the best strategy."""
     from sklearn.metrics import confusion_matrix
 
@@ -349,12 +278,12 @@ def plot_confusion_matrix(result: EvaluationResult):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = float(np.mean(predicted == result.y))
-    ax.set_title(f"Best strategy: {_strategy_label(result.best)}\nout-of-fold predictions, "
+    ax.set_title(f"Best strategy: {strategy_label(result.best)}\nout-of-fold predictions, "
                  f"accuracy {accuracy:.3f}", fontsize=10)
     return figure
 
 
-def plot_embedding_map(result: EvaluationResult, method: str = "pca"):
+def plot_embedding_map(result: Result, method: str = "pca"):
     """The features of the best layer in 2-D (PCA, or t-SNE), coloured by class."""
     layer = _map_layer(result)
     features, labels = result.embeddings[layer], result.y
@@ -401,7 +330,7 @@ def embed_2d(features: np.ndarray, method: str, random_state: int) -> np.ndarray
                 random_state=random_state).fit_transform(reduced)
 
 
-def _map_layer(result: EvaluationResult) -> str:
+def _map_layer(result: Result) -> str:
     """The best strategy's layer, or the best layer when pixels or fine-tuning won."""
     scores = result.scores
     layers = scores[scores["layer"].notna()]
@@ -409,19 +338,6 @@ def _map_layer(result: EvaluationResult) -> str:
     if len(row):
         return str(row["layer"].iloc[0])
     return str(layers.loc[layers["accuracy_mean"].idxmax(), "layer"])
-
-
-def _strategy_label(strategy: str) -> str:
-    from .evaluation import FINETUNE, PIXELS
-
-    return {PIXELS: "raw pixels + logistic regression",
-            FINETUNE: "fine-tuned network"}.get(strategy, f"{strategy} features + logistic regression")
-
-
-def _short_label(strategy: str) -> str:
-    from .evaluation import FINETUNE, PIXELS
-
-    return {PIXELS: "raw pixels", FINETUNE: "fine-tuned network"}.get(strategy, f"{strategy} features")
 
 
 def _class_colors(n: int):

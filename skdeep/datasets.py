@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ._inputs import preview
+
 __all__ = [
     "IMAGE_EXTENSIONS", "find_images", "load_fashion_sample", "load_image_folder",
     "read_image_table",
@@ -306,17 +308,17 @@ def load_image_folder(
             rows.append((image, label))
     if not rows:
         raise ValueError(
-            f"{root!r} has class subfolders {_preview(classes)} but none holds an image "
+            f"{root!r} has class subfolders {preview(classes, 5)} but none holds an image "
             f"(extensions {', '.join(suffixes)})."
         )
     if loose:
         warnings.warn(
             f"{len(loose)} image(s) directly in {root!r} belong to no class folder and are "
-            f"ignored: {_preview(loose)}.", UserWarning, stacklevel=2,
+            f"ignored: {preview(loose, 5)}.", UserWarning, stacklevel=2,
         )
     if empty:
         warnings.warn(
-            f"class folder(s) {_preview(empty)} in {root!r} hold no image and are ignored.",
+            f"class folder(s) {preview(empty, 5)} in {root!r} hold no image and are ignored.",
             UserWarning, stacklevel=2,
         )
     return pd.DataFrame(rows, columns=["path", "label"])
@@ -386,11 +388,6 @@ def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[tuple[str, st
 def _encloses(folder: str, path: str) -> bool:
     """Whether real path ``folder`` is a parent (at any depth, not itself) of real path ``path``."""
     return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _preview(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(name) for name in names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}]"
 
 
 # --- tables of image paths (CSV / parquet) ---------------------------------------------------
@@ -488,10 +485,7 @@ def read_image_table(
         blank = table[column].isna().to_numpy()
         if blank.any():
             rows = np.flatnonzero(blank)
-            raise ValueError(
-                f"{table_path!r}: column {column!r} is empty in rows {rows[:10].tolist()}"
-                + (" ..." if len(rows) > 10 else "")
-            )
+            raise ValueError(f"{table_path!r}: column {column!r} is empty in rows {preview(rows)}")
     written = table[path_column].astype(str).tolist()
     base = os.path.dirname(os.path.abspath(table_path))
     files = [_locate(value, base) for value in written]
@@ -501,8 +495,6 @@ def read_image_table(
         result["label"] = table[label_column].to_numpy()
     return result
 
-
-_read_image_table = read_image_table  # the name skdeep/cli.py imports; use read_image_table
 
 
 def _locate(value: str, base: str) -> str:

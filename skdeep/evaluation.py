@@ -24,8 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -38,194 +37,59 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from torch import nn
 
-from ._blocks import network_units
+from ._base import COMMON_PARAMETER_CONSTRAINTS
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items, encoded_size
-from ._layers import PENULTIMATE, classifier_name, decaf_aliases, normalize_layers
-from .backbones import DEFAULT_BACKBONE, resolve_backbone
+from ._inputs import ImageDataset, as_items, encoded_size, preview
+from ._layers import POOLINGS, normalize_layers
+from ._report import recommend
+from ._result import EvaluationResult
+from ._strategies import FINETUNE, PIXELS, strategy_label
+from .backbones import DEFAULT_BACKBONE, layer_sweep
+from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
 
+# EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
+# home is the module of their concept, their public address stays skdeep.evaluation.
 __all__ = ["EvaluationResult", "evaluate", "layer_sweep"]
-
-PIXELS = "pixels"
-FINETUNE = "finetune"
 
 #: ``image_size="auto"``: images at most this many pixels on their longest side count as small...
 SMALL_IMAGE_SIDE = 64
 #: ...and are fed to the network at this size (upscaled), a good trade of accuracy and speed.
 SMALL_IMAGE_INPUT = 96
 
-_DECAF_SWEEP = ["pool5", "fc6", "fc7"]
 _SIZE_PROBE = 16  # images looked at by image_size="auto"
-
-
-# --- which layers to compare -------------------------------------------------------------------
-
-
-def layer_sweep(backbone: str | nn.Module = DEFAULT_BACKBONE, *, n_stages: int = 3) -> list[str]:
-    """A handful of layers of ``backbone``, shallow to deep, for a transferability sweep.
-
-    For AlexNet and VGG, the DeCAF layers ``pool5``, ``fc6`` and ``fc7``. For other networks,
-    ``n_stages`` outputs of the network's stages (the children of its block container, such as
-    ``blocks`` of timm's EfficientNets or ``layer1``..``layer4`` of a ResNet), evenly spaced and
-    anchored at the deep end, then ``"penultimate"``. The last stage is left out because the
-    penultimate vector is (close to) its pooled output.
-
-    Only the architecture is built (no weights are loaded).
-
-    Parameters
-    ----------
-    backbone : str or nn.Module, default="efficientnet_lite0"
-        A name from :func:`skdeep.list_backbones` or a module.
-    n_stages : int, default=3
-        How many stage outputs to include before the penultimate layer.
-
-    Returns
-    -------
-    list of str
-        Layer names for ``PretrainedCNNFeatures(layer=...)``, shallow to deep.
-
-    Examples
-    --------
-    >>> from skdeep.evaluation import layer_sweep
-    >>> layer_sweep("efficientnet_lite0")
-    ['blocks.1', 'blocks.3', 'blocks.5', 'penultimate']
-    >>> layer_sweep("resnet18")
-    ['layer1', 'layer2', 'layer3', 'penultimate']
-    >>> layer_sweep("vgg11")
-    ['pool5', 'fc6', 'fc7']
-    """
-    if n_stages < 0:
-        raise ValueError(f"n_stages must be >= 0; got {n_stages}.")
-    model = backbone if isinstance(backbone, nn.Module) else (
-        resolve_backbone(backbone, None, random_state=0).build()
-    )
-    if decaf_aliases(model):
-        return list(_DECAF_SWEEP)
-    head = classifier_name(model)
-    units = network_units(model, head or "")
-    # Auxiliary classifiers (GoogLeNet's aux1, Inception's AuxLogits) do not run in eval mode.
-    stages = _expand_trunk(model, [unit.paths[0] for unit in units
-                                   if unit.name not in ("stem", "neck")
-                                   and not unit.paths[0].rsplit(".", 1)[-1].lower().startswith("aux")])
-    # Without a classifier there is no penultimate vector: the last stage ends the sweep.
-    candidates, final = stages[:-1], ([PENULTIMATE] if head is not None else stages[-1:])
-    step = max(1, (len(candidates) - 1) // max(n_stages - 1, 1))  # spread, deepest included
-    picks = [candidates[len(candidates) - 1 - step * i] for i in range(n_stages)
-             if len(candidates) - 1 - step * i >= 0]
-    return picks[::-1] + final
-
-
-def _expand_trunk(model: nn.Module, stages: list[str], levels: int = 3) -> list[str]:
-    """Look inside a stage that holds the whole trunk (RegNet's ``trunk_output``, torchvision
-    ViT's ``encoder``): its children with parameters become the stages, or, when one child
-    carries most of the weights (ViT's ``encoder.layers``), that child is looked into."""
-    def size(path: str) -> int:
-        return sum(p.numel() for p in model.get_submodule(path).parameters())
-
-    for _ in range(levels):
-        if len(stages) >= 3 or not stages:
-            break
-        biggest = max(stages, key=size)
-        children = [f"{biggest}.{name}" for name, child in
-                    model.get_submodule(biggest).named_children()
-                    if any(True for _ in child.parameters())]
-        dominant = [path for path in children if size(path) > 0.5 * size(biggest)]
-        if len(children) >= 3:
-            replacement = children
-        elif dominant:
-            replacement = dominant
-        else:
-            break
-        index = stages.index(biggest)
-        stages = stages[:index] + replacement + stages[index + 1:]
-    return stages
-
-
-# --- the result --------------------------------------------------------------------------------
-
-
-@dataclass
-class EvaluationResult:
-    """What :func:`evaluate` found. ``str(result)`` is the summary table.
-
-    Attributes
-    ----------
-    scores : DataFrame
-        One row per strategy, in the order evaluated (raw pixels, layers shallow to deep,
-        fine-tuning): ``strategy``, ``model``, ``layer``, ``n_features``, ``accuracy_mean``,
-        ``accuracy_std`` (over folds), ``fit_seconds`` and ``predict_seconds`` (means per fold;
-        for CNN features, the classifier only: the shared forward pass is in
-        ``config["embedding_seconds"]``).
-    folds : DataFrame
-        One row per strategy and fold: ``accuracy``, ``fit_seconds``, ``predict_seconds``,
-        ``n_train``, ``n_test``, ``converged``.
-    y : ndarray
-        The labels of the images evaluated (unreadable images dropped).
-    predictions : dict of str to ndarray
-        Out-of-fold predictions of each strategy, aligned with ``y``.
-    classes : ndarray
-        The class labels, in display order.
-    embeddings : dict of str to ndarray
-        The CNN features of each layer, aligned with ``y``.
-    best : str
-        The strategy with the highest mean accuracy.
-    recommendation : str
-        What to use, in words and code.
-    config : dict
-        The settings and facts of the run (backbone, weights id, image size, folds, timings...).
-    """
-
-    scores: pd.DataFrame
-    folds: pd.DataFrame
-    y: np.ndarray
-    predictions: dict[str, np.ndarray]
-    classes: np.ndarray
-    embeddings: dict[str, np.ndarray] = field(repr=False)
-    best: str
-    recommendation: str
-    config: dict
-
-    def summary(self) -> str:
-        """The table of results and the recommendation, as printed by ``skdeep evaluate``."""
-        from ._report import format_summary
-
-        return format_summary(self)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict: config, scores, per-fold results, best and recommendation."""
-        from ._report import to_jsonable
-
-        return to_jsonable(self)
-
-    def save(self, folder: str | Path, *, embedding_map: str = "pca") -> list[Path]:
-        """Write the report: results as CSV and JSON, a summary, and PNG plots.
-
-        Parameters
-        ----------
-        folder : str or Path
-            Created if needed; files of an earlier report there are replaced.
-        embedding_map : {"pca", "tsne"}, default="pca"
-            How the 2-D map of the embeddings is computed.
-
-        Returns
-        -------
-        list of Path
-            The files written.
-        """
-        from ._report import write_report
-
-        return write_report(self, folder, embedding_map=embedding_map)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
 
 
+@validate_params(
+    {
+        **COMMON_PARAMETER_CONSTRAINTS,
+        "X": "no_validation",  # as_items checks every accepted form, with its own messages
+        "y": ["array-like"],
+        "layers": [str, list, tuple, None],
+        "image_size": [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None],
+        "pooling": [StrOptions(set(POOLINGS)), None],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "finetune": ["boolean"],
+        "finetune_params": [dict, None],
+        "max_images": [Interval(Integral, 2, None, closed="left"), None],
+        "pixel_size": [Interval(Integral, 1, None, closed="left")],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "cache": "no_validation",  # as PretrainedCNNFeatures(cache=...) checks it
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    },
+    # The estimators evaluate builds check the parameters it passes on (backbone, weights...).
+    prefer_skip_nested_validation=False,
+)
 def evaluate(
     X: Any,
     y: Any,
@@ -315,7 +179,6 @@ def evaluate(
     >>> bool(result.scores["accuracy_mean"].min() > 0.9)
     True
     """
-    _check_options(cv=cv, pixel_size=pixel_size, max_images=max_images)
     log = _logger(verbose)
     items = as_items(X)
     labels, classes = _check_labels(y, len(items))
@@ -325,8 +188,6 @@ def evaluate(
         log(f"using a stratified subset of {len(keep)} images (max_images={max_images})")
     _check_folds(labels, cv)
     layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
-    if isinstance(image_size, str) and image_size != "auto":
-        raise ValueError(f"image_size must be an int, 'auto' or None; got {image_size!r}.")
     size = _auto_image_size(items) if image_size == "auto" else image_size
 
     extractor = PretrainedCNNFeatures(
@@ -357,8 +218,8 @@ def evaluate(
     embeddings = {name: features[:, columns[i]:columns[i + 1]]
                   for i, name in enumerate(extractor.layers_)}
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    strategies = [(PIXELS, "raw pixels + logistic regression", None, linear, pixels)]
-    strategies += [(name, f"{name} features + logistic regression", name, linear, matrix)
+    strategies = [(PIXELS, strategy_label(PIXELS), None, linear, pixels)]
+    strategies += [(name, strategy_label(name), name, linear, matrix)
                    for name, matrix in embeddings.items()]
     if finetune:
         model = _finetuned_classifier(
@@ -395,8 +256,6 @@ def evaluate(
         "finetune": bool(finetune),
         "finetune_params": dict(finetune_params or {}),
     }
-    from ._report import recommend
-
     recommendation = recommend(scores, best, config)
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
                             classes=classes, embeddings=embeddings, best=best,
@@ -503,13 +362,12 @@ def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
 
 def _pixel_matrix(items, pixel_size: int, *, on_error: str, batch_size: int | None, num_workers: int,
                   progress: bool) -> np.ndarray:
-    """Raw pixels as float32 rows: as they are when small enough, else resized RGB grids."""
-    if isinstance(items, (np.ndarray, torch.Tensor)):
-        side = max(items.shape[1:3]) if isinstance(items, np.ndarray) else max(items.shape[2:4])
-        if side <= pixel_size:
-            flat = items.reshape(len(items), -1)
-            flat = flat.numpy(force=True) if isinstance(flat, torch.Tensor) else flat
-            return flat.astype(np.float32)
+    """Raw pixels as float32 rows: as they are when small enough, else resized RGB grids.
+
+    ``items`` is what :func:`~skdeep._inputs.as_items` returns: a channel-last array or a list.
+    """
+    if isinstance(items, np.ndarray) and max(items.shape[1:3]) <= pixel_size:
+        return items.reshape(len(items), -1).astype(np.float32)
     dataset = ImageDataset(items, transform=_PixelGrid(pixel_size),
                            input_size=(3, pixel_size, pixel_size), on_error=on_error)
     rows, _ = predict_rows(
@@ -530,11 +388,7 @@ class _PixelGrid:
         return torch.from_numpy(np.array(grid, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def _finetuned_classifier(params: dict | None, **defaults: Any):
-    try:
-        from .classifier import FineTunedCNNClassifier
-    except ImportError as exc:  # pragma: no cover - the module ships with skdeep
-        raise ImportError(f"fine-tuning is not available in this skdeep build: {exc}") from exc
+def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNClassifier:
     settings = {**defaults, **(params or {})}
     known = FineTunedCNNClassifier().get_params()
     unknown = sorted(set(settings) - set(known))
@@ -547,11 +401,12 @@ def _finetuned_classifier(params: dict | None, **defaults: Any):
 
 
 def _auto_image_size(items) -> int | None:
-    """96 for small images (longest side <= 64 px), else None (the weights' own input size)."""
+    """96 for small images (longest side <= 64 px), else None (the weights' own input size).
+
+    ``items`` is what :func:`~skdeep._inputs.as_items` returns: a channel-last array or a list.
+    """
     if isinstance(items, np.ndarray):
         side = max(items.shape[1:3])
-    elif isinstance(items, torch.Tensor):
-        side = max(items.shape[2:4])
     else:
         sides = [_longest_side(item) for item in items[:_SIZE_PROBE]]
         sides = [s for s in sides if s is not None]
@@ -577,20 +432,8 @@ def _longest_side(item) -> int | None:
 # --- validation --------------------------------------------------------------------------------
 
 
-def _check_options(*, cv: Any, pixel_size: Any, max_images: Any) -> None:
-    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
-        raise ValueError(f"cv must be an int >= 2 (the number of folds); got {cv!r}.")
-    if isinstance(pixel_size, bool) or not isinstance(pixel_size, (int, np.integer)) or pixel_size < 1:
-        raise ValueError(f"pixel_size must be a positive int; got {pixel_size!r}.")
-    if max_images is not None and (isinstance(max_images, bool) or
-                                   not isinstance(max_images, (int, np.integer)) or max_images < 2):
-        raise ValueError(f"max_images must be an int >= 2 or None; got {max_images!r}.")
-
-
 def _check_labels(y: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """y -> (labels ndarray, classes in display order), with clear errors."""
-    if y is None:
-        raise ValueError("y is required: evaluate compares classifiers, so it needs labels.")
     categories = None
     if isinstance(getattr(y, "dtype", None), pd.CategoricalDtype):
         categories = list(y.cat.categories if hasattr(y, "cat") else y.categories)
@@ -602,7 +445,7 @@ def _check_labels(y: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     missing = pd.isna(labels)
     if missing.any():
         rows = np.flatnonzero(missing)
-        raise ValueError(f"y has missing labels in rows {rows[:10].tolist()}.")
+        raise ValueError(f"y has missing labels in rows {preview(rows)}.")
     present = pd.unique(labels)
     if categories is not None:
         classes = np.asarray([c for c in categories if c in set(present)], dtype=object)

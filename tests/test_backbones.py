@@ -70,6 +70,28 @@ def test_random_init_is_seeded_and_identified():
     assert unseeded.weights_id is None and not unseeded.reproducible
 
 
+def test_seeded_random_init_is_torch_seeded_init_and_leaves_the_global_rng_alone():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    built = resolve_backbone("resnet18", None, random_state=3).build()
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream goes on unchanged
+    torch.manual_seed(3)  # the weights a weights_id "random:resnet18:seed=3" has always named
+    for ours, reference in zip(built.state_dict().values(), resnet18().state_dict().values()):
+        assert torch.equal(ours, reference)
+
+
+def test_build_architecture_has_the_structure_without_the_weights():
+    spec = resolve_backbone("efficientnet_lite0")
+    pretrained, bare = spec.build(), spec.build_architecture()
+    shapes = {name: value.shape for name, value in pretrained.state_dict().items()}
+    assert {name: value.shape for name, value in bare.state_dict().items()} == shapes
+    assert not torch.equal(bare.conv_stem.weight, pretrained.conv_stem.weight)
+    assert not bare.training and not any(p.requires_grad for p in bare.parameters())
+
+
 def test_built_backbone_is_frozen_in_eval_mode():
     model = resolve_backbone("resnet18", None, random_state=0).build()
     assert not model.training

@@ -355,9 +355,9 @@ class _FakeFineTuned(ClassifierMixin, BaseEstimator):
 
 
 def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
-    import skdeep.classifier
+    import skdeep.evaluation
 
-    monkeypatch.setattr(skdeep.classifier, "FineTunedCNNClassifier", _FakeFineTuned)
+    monkeypatch.setattr(skdeep.evaluation, "FineTunedCNNClassifier", _FakeFineTuned)
     _FakeFineTuned.fitted_on = []
     code, out, err = _run(["evaluate", labelled_folder, "--folds", "2", "--finetune",
                            "--finetune-epochs", "3", "--layers", "penultimate", "-o",
@@ -443,10 +443,17 @@ def test_evaluate_validates_labels(labelled_images):
         evaluate(images, np.zeros(40), image_size=32)
     with pytest.raises(ValueError, match=r"missing labels in rows \[3\]"):
         evaluate(images, np.where(np.arange(40) == 3, None, "a"), image_size=32)
-    with pytest.raises(ValueError, match="cv must be an int >= 2"):
+    with pytest.raises(ValueError, match=r"'cv' parameter of evaluate must be an int in the "
+                                         r"range \[2, inf\)"):
         evaluate(images, labels, cv=1)
-    with pytest.raises(ValueError, match="image_size must be an int, 'auto' or None"):
+    with pytest.raises(ValueError, match=r"'image_size' parameter of evaluate must be an int "
+                                         r".*\{'auto'\} or None"):
         evaluate(images, labels, image_size="large")
+    with pytest.raises(ValueError, match="'y' parameter of evaluate must be an array-like"):
+        evaluate(images, None, image_size=32)
+    for name, value in [("pixel_size", 0), ("max_images", 1), ("finetune", 1)]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter of evaluate"):
+            evaluate(images, labels, image_size=32, **{name: value})
 
 
 def test_evaluate_keeps_categorical_order_and_subsets(labelled_images):

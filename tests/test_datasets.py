@@ -10,7 +10,7 @@ from PIL import Image
 
 from skdeep.datasets import (
     FASHION_MNIST_CLASSES,
-    _read_image_table,
+    read_image_table,
     find_images,
     load_fashion_sample,
     load_image_folder,
@@ -174,7 +174,7 @@ def test_read_image_table_csv_resolves_next_to_the_table(folder, tmp_path, monke
     table = folder / "index.csv"
     pd.DataFrame({"file": ["cat/z.png", "dog/b.png"], "kind": ["c", "d"]}).to_csv(table, index=False)
     monkeypatch.chdir(tmp_path)  # elsewhere: relative paths are found next to the table
-    read = _read_image_table(table, path_column="file", label_column="kind")
+    read = read_image_table(table, path_column="file", label_column="kind")
     assert read["path"].tolist() == ["cat/z.png", "dog/b.png"]  # as written, for joining back
     assert all(os.path.isfile(f) for f in read["file"])
     assert read["label"].tolist() == ["c", "d"]
@@ -185,34 +185,34 @@ def test_read_image_table_falls_back_to_the_current_folder(folder, tmp_path, mon
     tables.mkdir()
     pd.DataFrame({"path": ["photos/cat/z.png"]}).to_csv(tables / "t.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    assert _read_image_table(tables / "t.csv")["file"].tolist() == ["photos/cat/z.png"]
+    assert read_image_table(tables / "t.csv")["file"].tolist() == ["photos/cat/z.png"]
 
 
 def test_read_image_table_parquet(folder):
     pytest.importorskip("pyarrow")
     table = folder / "index.parquet"
     pd.DataFrame({"path": [str(folder / "cat" / "z.png")], "label": ["cat"]}).to_parquet(table)
-    read = _read_image_table(table, label_column="label")
+    read = read_image_table(table, label_column="label")
     assert read["file"].tolist() == [str(folder / "cat" / "z.png")]
 
 
 def test_read_image_table_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="table not found"):
-        _read_image_table(tmp_path / "none.csv")
+        read_image_table(tmp_path / "none.csv")
     table = tmp_path / "t.csv"
     pd.DataFrame({"filename": ["a.png"]}).to_csv(table, index=False)
     with pytest.raises(ValueError, match="no column 'path'.*'filename'.*--path-column"):
-        _read_image_table(table)
+        read_image_table(table)
     with pytest.raises(ValueError, match="no column 'label'.*--label-column"):
-        _read_image_table(table, path_column="filename", label_column="label")
+        read_image_table(table, path_column="filename", label_column="label")
     pd.DataFrame({"path": ["a.png", None], "label": ["x", "y"]}).to_csv(table, index=False)
     with pytest.raises(ValueError, match=r"column 'path' is empty in rows \[1\]"):
-        _read_image_table(table, label_column="label")
+        read_image_table(table, label_column="label")
     other = tmp_path / "t.json"
     other.write_text("{}")
     with pytest.raises(ValueError, match="neither a folder nor a table"):
-        _read_image_table(other)
+        read_image_table(other)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(ValueError, match="cannot read"):
-        _read_image_table(empty)
+        read_image_table(empty)

@@ -40,7 +40,7 @@ from skdeep import (
 from skdeep import _weights
 from skdeep._device import torch_threads
 from skdeep._provenance import provenance
-from skdeep._report import atomic_write
+from skdeep._atomic import atomic_write
 from skdeep.backbones import list_backbones, resolve_backbone
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,6 @@ from skdeep._inputs import (
     ImageDataset,
     ImageNotFoundError,
     as_items,
-    check_targets,
     decode,
     load_item,
     to_rgb,
@@ -215,6 +214,69 @@ def test_the_dataset_pickles_for_spawned_workers(cnn, corpus):
     assert clone[1][1].startswith("row 1: image file not found")
 
 
+# --- structured errors: the rows and paths as attributes ----------------------------------------
+
+
+def _raising(X, **kwargs):
+    return ImageDataset(X, transform=np.asarray, input_size=(3, 8, 8), **kwargs)
+
+
+def test_bad_image_error_lists_its_rows_and_paths(corpus, images):
+    X = [corpus["good0"], corpus["missing"], images[0], None, corpus["directory"]]
+    with pytest.raises(BadImageError) as caught:
+        _raising(X)
+    assert caught.value.rows == [1, 3, 4]
+    assert caught.value.paths == [str(corpus["missing"]), None, str(corpus["directory"])]
+
+
+def test_an_undecodable_file_error_has_its_row_and_path(corpus):
+    dataset = _raising([corpus["good0"], corpus["text"]])
+    with pytest.raises(BadImageError) as caught:
+        dataset[1]
+    assert (caught.value.rows, caught.value.paths) == ([1], [str(corpus["text"])])
+
+
+def test_rows_and_paths_survive_the_worker_reraise(tmp_path, images):
+    # A path no message parser could take apart: a newline, a colon, quotes, non-UTF-8 bytes.
+    odd = tmp_path / "a\nb: 'c\udcff.png"
+    odd.write_text("not an image")
+    good = tmp_path / "good.png"
+    Image.fromarray(images[0]).save(good)
+    dataset = _raising([good, odd])
+    with pytest.raises(BadImageError) as caught:
+        list(DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=list))
+    assert (caught.value.rows, caught.value.paths) == ([1], [str(odd)])
+    assert str(caught.value).startswith("row 1: cannot read image")
+    assert "rows and paths of this error" not in str(caught.value)  # the carrier note is dropped
+
+
+@pytest.mark.parametrize("error", [
+    BadImageError("row 2: cannot read image", rows=[2], paths=["a.png"]),
+    ImageNotFoundError("row 2: image file not found", rows=[2], paths=["a.png"]),
+    BadImageWarning("1 image(s) could not be read", rows=[2], paths=[None]),
+])
+def test_rows_and_paths_survive_pickling(error):
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is type(error) and clone.args == error.args
+    assert (clone.rows, clone.paths) == (error.rows, error.paths)
+    # Dask pickles exceptions through tblib, which has its own way with __init__ and __reduce__.
+    pickling_support = pytest.importorskip("tblib.pickling_support")
+    pickling_support.install(error)
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is type(error) and (clone.rows, clone.paths) == (error.rows, error.paths)
+
+
+def test_bad_image_warning_lists_its_rows_and_paths(corpus, images):
+    dataset = _raising([corpus["good0"], corpus["missing"], images[0]], on_error="nan")
+    with pytest.warns(BadImageWarning) as caught:
+        warn_bad_rows({1: "row 1: missing", 2: "row 2: bad pixels"}, dataset)
+    assert caught[0].message.rows == [1, 2]
+    assert caught[0].message.paths == [str(corpus["missing"]), None]
+    with pytest.warns(BadImageWarning) as caught:
+        warn_bad_rows({4: "row 4: missing"})
+    assert (caught[0].message.rows, caught[0].message.paths) == ([4], [None])
+
+
 # --- wrong data: always a ValueError, whatever on_error says -------------------------------------
 
 rng = np.random.default_rng(0)
@@ -269,14 +331,6 @@ def test_wrong_data_is_always_a_clear_value_error(cnn, corpus, name, on_error):
 
 def test_targets_must_match_the_images():
     items = as_items(np.zeros((3, 8, 8), np.uint8))
-    y = pd.Series([1, 0, 1], index=[7, 8, 9])
-    np.testing.assert_array_equal(check_targets(items, y), [1, 0, 1])
-    with pytest.raises(ValueError, match="X has 3 images but y has 2 targets"):
-        check_targets(items, [0, 1])
-    with pytest.raises(ValueError, match="y is required"):
-        check_targets(items, None)
-    with pytest.warns(UserWarning, match="column-vector y"):
-        assert check_targets(items, np.array([[0], [1], [0]])).shape == (3,)
     with pytest.raises(ValueError, match="X has 3 images but y has 4 targets"):
         ImageDataset(items, transform=np.asarray, input_size=(3, 8, 8), targets=[0, 1, 0, 1])
     dataset = ImageDataset(items, transform=np.asarray, input_size=(3, 8, 8),

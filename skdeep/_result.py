@@ -1,0 +1,81 @@
+"""What :func:`~skdeep.evaluation.evaluate` returns: the scores, the predictions and the advice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import _report
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` found. ``str(result)`` is the summary table.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per strategy, in the order evaluated (raw pixels, layers shallow to deep,
+        fine-tuning): ``strategy``, ``model``, ``layer``, ``n_features``, ``accuracy_mean``,
+        ``accuracy_std`` (over folds), ``fit_seconds`` and ``predict_seconds`` (means per fold;
+        for CNN features, the classifier only: the shared forward pass is in
+        ``config["embedding_seconds"]``).
+    folds : DataFrame
+        One row per strategy and fold: ``accuracy``, ``fit_seconds``, ``predict_seconds``,
+        ``n_train``, ``n_test``, ``converged``.
+    y : ndarray
+        The labels of the images evaluated (unreadable images dropped).
+    predictions : dict of str to ndarray
+        Out-of-fold predictions of each strategy, aligned with ``y``.
+    classes : ndarray
+        The class labels, in display order.
+    embeddings : dict of str to ndarray
+        The CNN features of each layer, aligned with ``y``.
+    best : str
+        The strategy with the highest mean accuracy.
+    recommendation : str
+        What to use, in words and code.
+    config : dict
+        The settings and facts of the run (backbone, weights id, image size, folds, timings...).
+    """
+
+    scores: pd.DataFrame
+    folds: pd.DataFrame
+    y: np.ndarray
+    predictions: dict[str, np.ndarray]
+    classes: np.ndarray
+    embeddings: dict[str, np.ndarray] = field(repr=False)
+    best: str
+    recommendation: str
+    config: dict
+
+    def summary(self) -> str:
+        """The table of results and the recommendation, as printed by ``skdeep evaluate``."""
+        return _report.format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict: config, scores, per-fold results, best and recommendation."""
+        return _report.to_jsonable(self)
+
+    def save(self, folder: str | Path, *, embedding_map: str = "pca") -> list[Path]:
+        """Write the report: results as CSV and JSON, a summary, and PNG plots.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Created if needed; files of an earlier report there are replaced.
+        embedding_map : {"pca", "tsne"}, default="pca"
+            How the 2-D map of the embeddings is computed.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        return _report.write_report(self, folder, embedding_map=embedding_map)
