@@ -150,6 +150,30 @@ def steady_state(images: np.ndarray, repeats: int) -> dict[str, float]:
     return rates
 
 
+def batch_sweep(images: np.ndarray, sizes: tuple[int, ...], rounds: int = 3) -> None:
+    """Steady-state images/s of eager and compiled transform for several batch sizes at 224 px.
+
+    All estimators are built and warmed up first, then timed in interleaved rounds, so that
+    whatever else the machine does touches every configuration alike; medians are printed.
+    """
+    runs = {}
+    for batch_size in sizes:
+        for setting in (False, True):
+            cnn = PretrainedCNNFeatures(compile=setting, batch_size=batch_size).fit()
+            cnn.transform(images[:batch_size])  # warm-up (and the compile)
+            runs[batch_size, setting] = (cnn, [])
+    for _ in range(rounds):
+        for (batch_size, setting), (cnn, rates) in runs.items():
+            start = time.perf_counter()
+            cnn.transform(images)
+            rates.append(len(images) / (time.perf_counter() - start))
+    print(f"\nBatch size at 224 px, {len(images)} images, median of {rounds} interleaved rounds")
+    for batch_size in sizes:
+        eager, compiled = (float(np.median(runs[batch_size, s][1])) for s in (False, True))
+        print(f"  batch {batch_size:>3}: eager {eager:7.1f} images/s, compiled {compiled:7.1f} "
+              f"images/s ({compiled / eager:.2f}x)")
+
+
 def compile_jobs(sizes: tuple[int, int]) -> None:
     small, large = sizes
     with tempfile.TemporaryDirectory() as folder:
@@ -193,12 +217,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     parser.add_argument("--no-compile-jobs", action="store_true",
                         help="skip the end-to-end compile jobs (fresh processes, minutes)")
+    parser.add_argument("--batch-sweep", action="store_true",
+                        help="only compare batch sizes 8, 16 and 32, eager and compiled")
     parser.add_argument("--job", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:  # one end-to-end job in a fresh process: print its result as JSON
         print(json.dumps(job(int(args.job[0]), args.job[1])))
         return
     n_speed, n_probe, repeats = (64, 200, 1) if args.quick else (256, 2000, 3)
+    if args.batch_sweep:
+        batch_sweep(load_fashion_mnist("test", n_speed)[0], (8, 16, 32))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
