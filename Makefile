@@ -31,6 +31,7 @@ test: setup
 
 bench: setup
 	cd benchmarks && ../$(BIN)/python bench_extract.py && ../$(BIN)/python bench_files.py \
+		&& ../$(BIN)/python bench_extract_stream.py \
 		&& ../$(BIN)/python bench_cache.py && ../$(BIN)/python bench_finetune.py \
 		&& ../$(BIN)/python bench_dask.py
 

@@ -16,7 +16,7 @@ from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
 from ._weights import WeightsUnavailableError
 from .backbones import layer_sweep, list_backbones, list_layers, resolve_backbone
 from .callbacks import Callback, Checkpoint, CSVLogger
-from .cache import CacheInfo, FeatureCache
+from .cache import CacheInfo, DamagedCacheWarning, FeatureCache, IncompatibleCacheError
 from .classifier import FineTunedCNNClassifier
 from .evaluation import EvaluationResult, evaluate
 from .features import PretrainedCNNFeatures
@@ -28,12 +28,14 @@ __all__ = [
     "BadImageWarning",
     "CSVLogger",
     "CacheInfo",
+    "DamagedCacheWarning",
     "Callback",
     "Checkpoint",
     "EvaluationResult",
     "FeatureCache",
     "FineTunedCNNClassifier",
     "ImageNotFoundError",
+    "IncompatibleCacheError",
     "PretrainedCNNFeatures",
     "WeightsUnavailableError",
     "__version__",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from enum import Enum
 from numbers import Integral
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 
 from ._compiled import CompiledForward, compile_pays
 from ._device import PRECISIONS, auto_batch_size, resolve_device, resolve_precision
-from ._inference import predict_rows
+from ._inference import iter_row_chunks, predict_rows
 from ._inputs import ON_ERROR, ImageDataset, warn_bad_rows
 from ._layers import FeatureExtractor
 from ._preprocessing import geometric_transform
@@ -111,17 +112,29 @@ class CNNEstimatorMixin:
         compiled graph, fed batches of one shape (see :func:`~skdeep._inference.predict_rows`).
         """
         forward = self._inference_forward(eager, len(dataset))
-        return predict_rows(
-            forward,
-            dataset,
-            device=self.device_,
-            precision=self.precision_,
-            batch_size=self._inference_batch_size(),
-            num_workers=self.num_workers,
-            progress=self.progress,
-            desc=desc,
-            fixed_batch=isinstance(forward, CompiledForward) and forward.fixed_batch,
-        )
+        return predict_rows(forward, dataset, desc=desc, **self._inference_options(forward))
+
+    def _dataset_chunks(self, eager: FeatureExtractor, dataset,
+                        desc: str) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+        """:meth:`_run_dataset` chunk by chunk, as they come back to the host.
+
+        Yields ``(rows, {dataset row: error})`` for consecutive rows (see
+        :func:`~skdeep._inference.iter_row_chunks`); the network is chosen now, not at the
+        first chunk.
+        """
+        forward = self._inference_forward(eager, len(dataset))
+        return iter_row_chunks(forward, dataset, desc=desc, **self._inference_options(forward))
+
+    def _inference_options(self, forward) -> dict[str, Any]:
+        """The runtime arguments of the inference loop for ``forward`` (eager or compiled)."""
+        return {
+            "device": self.device_,
+            "precision": self.precision_,
+            "batch_size": self._inference_batch_size(),
+            "num_workers": self.num_workers,
+            "progress": self.progress,
+            "fixed_batch": isinstance(forward, CompiledForward) and forward.fixed_batch,
+        }
 
     def _predict_rows(self, eager: FeatureExtractor, X: Any, desc: str) -> np.ndarray:
         """Rows of the network over X; unreadable images (on_error="nan") warned about, NaN."""

@@ -45,7 +45,16 @@ and clear it after editing the module's code.
 
 Storage is one SQLite database in write-ahead-log mode: readers never block, concurrent writers
 from several processes (``GridSearchCV(n_jobs=2)``) wait on each other briefly, and every batch
-of entries is written in one transaction, so a crash never leaves a half-written entry behind.
+of entries (all the layers of its rows) is written in one transaction, so a crash never leaves a
+half-written entry behind. The estimators commit as they go, a chunk of batches every few
+seconds, so a killed job keeps what it computed.
+
+A damaged database (``file is not a database``, ``database disk image is malformed``) is never
+fatal: it is moved aside as ``features.sqlite.damaged-<time>`` (with its ``-wal`` and ``-shm``
+files), with one :class:`DamagedCacheWarning`, and an empty one takes its place. The layout of
+the tables has a version (``PRAGMA user_version``, ``SCHEMA_VERSION``) and the database records
+the skdeep version that set it: a cache laid out by a newer skdeep raises
+:class:`IncompatibleCacheError` saying which.
 """
 
 from __future__ import annotations
@@ -57,7 +66,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +81,14 @@ from ._weights import file_sha256
 # Part of every layer key: bump it whenever what a key stands for changes, so that entries
 # written under the old meaning are never served (2: architecture, fitted pooling, PIL palette).
 FEATURE_FORMAT_VERSION = 2
+# The layout of the tables below (PRAGMA user_version; 0 for caches made before it was set).
+# Bump it when a newer layout cannot be read by this code: older skdeeps then refuse the cache
+# with a clear message instead of failing on a missing column.
+SCHEMA_VERSION = 1
 _DB_NAME = "features.sqlite"
+_DB_FILES = (_DB_NAME, _DB_NAME + "-wal", _DB_NAME + "-shm")
+# SQLite's primary result codes for a damaged file (the extended codes share the low byte).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
     layer_key TEXT NOT NULL,
@@ -83,8 +100,44 @@ CREATE TABLE IF NOT EXISTS features (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS features_last_used ON features (last_used);
 CREATE TABLE IF NOT EXISTS widths (layer_key TEXT PRIMARY KEY, width INTEGER NOT NULL, spec TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _SQL_CHUNK = 500  # keys per SELECT ... IN (...) statement
+
+
+class DamagedCacheWarning(UserWarning):
+    """A feature cache's database was damaged: it was moved aside and an empty one started."""
+
+
+class IncompatibleCacheError(ValueError):
+    """A feature cache laid out by a newer skdeep than this one (see ``SCHEMA_VERSION``)."""
+
+
+def _healing(method):
+    """Run a database method; if the database is damaged, move it aside and run it once more.
+
+    On the fresh database a read finds nothing (the rows are computed again) and a write
+    stores its rows there.
+    """
+    @functools.wraps(method)
+    def run(self: FeatureCache, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._quarantine(exc)
+        return method(self, *args, **kwargs)
+
+    return run
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)  # pragma: no cover - Python < 3.11 has no error codes
+    return "file is not a database" in text or "malformed" in text
 
 
 @dataclass(frozen=True)
@@ -150,24 +203,94 @@ class FeatureCache:
         return f"FeatureCache({str(self.path)!r}, max_bytes={self.max_bytes!r})"
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, reopened after a fork or when the file was replaced.
+
+        A database file replaced under the open connection (moved aside as damaged by another
+        process or thread, or deleted) is detected by its inode: the connection follows the
+        file now at the path instead of writing to one nobody reads.
+        """
+        database = self.path / _DB_NAME
         connection = getattr(self._local, "connection", None)
-        if connection is None or getattr(self._local, "pid", None) != os.getpid():
-            self.path.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path / _DB_NAME, timeout=60, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+        if connection is not None and getattr(self._local, "pid", None) == os.getpid():
+            if _identity(database) == self._local.identity:
+                return connection
+            connection.close()
+        self._local.connection = None
+        self.path.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+        self._local.identity = _identity(database)  # the file opened, damaged or not
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")  # reads the header: damage shows here
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
-            self._local.connection, self._local.pid = connection, os.getpid()
+            self._check_schema(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._local.connection, self._local.pid = connection, os.getpid()
         return connection
+
+    def _check_schema(self, connection: sqlite3.Connection) -> None:
+        """Create the tables, or refuse a layout newer than this skdeep's."""
+        from . import __version__
+
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            try:
+                row = connection.execute(
+                    "SELECT value FROM meta WHERE key = 'skdeep_version'").fetchone()
+            except sqlite3.DatabaseError:  # a layout without this table
+                row = None
+            writer = f"skdeep {row[0]}" if row else "a newer skdeep"
+            raise IncompatibleCacheError(
+                f"the feature cache {self.path} was written by {writer} (cache layout "
+                f"{version}); this skdeep {__version__} reads layouts up to {SCHEMA_VERSION}: "
+                "upgrade skdeep, or use another cache folder")
+        connection.executescript(_SCHEMA)
+        if version < SCHEMA_VERSION:
+            with _Transaction(connection):
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('skdeep_version', ?)",
+                                   (__version__,))
+
+    def _quarantine(self, error: sqlite3.DatabaseError) -> None:
+        """Move a damaged database (and its -wal and -shm) aside, warning once, naming it."""
+        database = self.path / _DB_NAME
+        with self._lock:
+            connection = getattr(self._local, "connection", None)
+            identity = getattr(self._local, "identity", None)
+            if connection is not None:
+                connection.close()
+                self._local.connection = None
+            current = _identity(database)
+            if current is None or (identity is not None and current != identity):
+                return  # already moved aside (by another thread or process) or deleted
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target = self.path / f"{_DB_NAME}.damaged-{stamp}"
+            serial = 1
+            while target.exists():
+                target = self.path / f"{_DB_NAME}.damaged-{stamp}-{serial}"
+                serial += 1
+            for name in _DB_FILES:  # the write-ahead log belongs to the damaged file
+                source = self.path / name
+                if source.exists():
+                    os.replace(source, str(target) + name[len(_DB_NAME):])
+        warnings.warn(
+            f"the feature cache database {database} is damaged ({error}); it was moved to "
+            f"{target} and an empty cache started: the features it held are computed again. "
+            f"Delete {target.name} once you no longer need it for inspection.",
+            DamagedCacheWarning, stacklevel=4,
+        )
 
     # --- widths: the number of columns of each layer key, so a warm fit builds no network ------
 
+    @_healing
     def widths(self, layer_keys: Sequence[str]) -> list[int] | None:
         """The recorded width of every layer key, or None if any is unknown."""
         found = dict(self._select("SELECT layer_key, width FROM widths WHERE layer_key IN ({})",
                                   list(layer_keys)))
         return [found[key] for key in layer_keys] if all(k in found for k in layer_keys) else None
 
+    @_healing
     def record_widths(self, layer_keys: Sequence[str], widths: Sequence[int],
                       specs: Sequence[dict]) -> None:
         """Remember each layer key's width (and, for humans, what the key stands for)."""
@@ -178,6 +301,7 @@ class FeatureCache:
 
     # --- entries -----------------------------------------------------------------------------
 
+    @_healing
     def get(self, layer_key: str, image_keys: Iterable[str], width: int) -> dict[str, np.ndarray]:
         """Stored vectors of ``layer_key`` for the given image keys (missing keys are absent)."""
         unique = list(dict.fromkeys(image_keys))
@@ -197,15 +321,44 @@ class FeatureCache:
                 )
         return found
 
-    def put(self, layer_key: str, vectors: dict[str, np.ndarray]) -> None:
+    @_healing
+    def contains(self, layer_keys: Sequence[str], image_keys: Iterable[str],
+                 widths: Sequence[int]) -> set[str]:
+        """The image keys stored, at the right width, under every one of ``layer_keys``.
+
+        Reads no vector: a job looks its images up first, then reads the hits a block at a
+        time, so that its memory does not grow with the number of images.
+        """
+        unique = list(dict.fromkeys(image_keys))
+        found: set[str] | None = None
+        for key, width in zip(layer_keys, widths):
+            rows = self._select(
+                "SELECT image_key FROM features WHERE layer_key = ? AND nbytes = ? "
+                "AND image_key IN ({})", unique, prefix=(key, 4 * int(width)),
+            )
+            stored = {image_key for (image_key,) in rows}
+            found = stored if found is None else found & stored
+            unique = list(found)
+        return found or set()
+
+    def put(self, layer_key: str, vectors: Mapping[str, np.ndarray]) -> None:
         """Store vectors (float32) of ``layer_key``, all in one transaction."""
-        if not vectors:
-            return
+        self.put_layers({layer_key: vectors})
+
+    @_healing
+    def put_layers(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Store ``{layer_key: {image_key: vector}}`` in one transaction.
+
+        Every layer of a row is committed together: a reader sees all of them or none.
+        """
         now = time.time()
         rows = []
-        for key, vector in vectors.items():
-            blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-            rows.append((layer_key, key, blob, len(blob), now))
+        for layer_key, layer in vectors.items():
+            for key, vector in layer.items():
+                blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+                rows.append((layer_key, key, blob, len(blob), now))
+        if not rows:
+            return
         with self._transaction() as connection:
             connection.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", rows)
         if self.max_bytes is not None:
@@ -219,15 +372,18 @@ class FeatureCache:
 
     # --- management --------------------------------------------------------------------------
 
+    @_healing
     def info(self) -> CacheInfo:
         """Hits and misses counted by this object, entries stored, and bytes on disk."""
         (entries,) = self._connection().execute("SELECT COUNT(*) FROM features").fetchone()
         return CacheInfo(self._hits, self._misses, int(entries), self.size_bytes(), self.max_bytes)
 
     def size_bytes(self) -> int:
-        """Bytes on disk of the database and its write-ahead log."""
-        return sum(f.stat().st_size for f in self.path.glob(_DB_NAME + "*") if f.is_file())
+        """Bytes on disk of the database and its write-ahead log (not of damaged copies)."""
+        files = (self.path / name for name in _DB_FILES)
+        return sum(f.stat().st_size for f in files if f.is_file())
 
+    @_healing
     def clear(self) -> None:
         """Delete every entry and give the space back to the file system."""
         with self._transaction() as connection:
@@ -279,11 +435,22 @@ class _Transaction:
         self.connection = connection
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.connection.in_transaction:  # left open by an interruption (Ctrl-C) before COMMIT
+            self.connection.execute("ROLLBACK")
         self.connection.execute("BEGIN IMMEDIATE")
         return self.connection
 
     def __exit__(self, kind, value, traceback) -> None:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None if it does not exist."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def as_cache(cache: FeatureCache | str | os.PathLike | None) -> FeatureCache | None:

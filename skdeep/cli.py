@@ -6,13 +6,14 @@ the same way. Expected failures (a missing file, an unreadable image, unknown na
 cannot be fetched offline, an output that cannot be written, a broken feature cache) print one
 line ``skdeep: error: ...`` on stderr and exit with 1; bad arguments exit with 2. ``--debug`` shows
 the full traceback instead. Outputs are checked before the work starts, and written so that a
-failure leaves the earlier files as they were.
+failure leaves the earlier files as they were. Ctrl-C prints one line saying how to resume (run
+the same command again) and exits with 130: ``extract`` keeps the rows written so far next to
+its output (``OUT.partial``), and a ``--cache`` keeps every feature computed.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sqlite3
@@ -109,6 +110,12 @@ OUT (the format follows the extension):
 OUT is checked before any image is read (its folder writable, the paths storable), and is
 replaced only once completely written: a failed run leaves the earlier files as they were.
 
+Rows are written as they are computed to OUT.partial (with a small OUT.partial.json saying how
+many are done), so memory does not grow with the number of images. If the run stops (Ctrl-C, a
+killed process, an unreadable image), run the same command again: it reuses the rows written,
+says how many, and computes the rest; the result is the same as an uninterrupted run's.
+--overwrite starts afresh instead. A partial file of other inputs or settings is never reused.
+
 Unreadable images stop the run with an error naming the file, unless --on-error nan, which
 gives them a row of NaN and a warning. --cache DIR keeps the features of every image on disk,
 so a second run (or `skdeep evaluate` with the same cache) skips the network.
@@ -117,7 +124,8 @@ examples:
   skdeep extract photos/ -o features.parquet
   skdeep extract photos/ -o features.npy --backbone resnet50 --layer layer3,penultimate
   skdeep extract index.csv -o features.parquet --path-column file --on-error nan
-  skdeep extract photos/ -o f.parquet --image-size 160 --precision fp32 --workers 4"""
+  skdeep extract photos/ -o f.parquet --image-size 160 --precision fp32 --workers 4
+  skdeep extract photos/ -o features.parquet --overwrite   # ignore an interrupted run's rows"""
 
 
 # --- entry point -------------------------------------------------------------------------------
@@ -137,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.run(args)
-        except KeyboardInterrupt:
-            print("skdeep: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as exc:
+            print(f"skdeep: interrupted{_resume_hint(args, exc)}", file=sys.stderr)
             return EXIT_INTERRUPTED
         except _UsageError as exc:
             if args.debug:
@@ -151,10 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = _one_line(exc)
             if isinstance(exc, (_out_of_memory_error(), MemoryError)):
                 message = f"out of memory ({message}); lower --batch-size or --image-size"
-            elif isinstance(exc, sqlite3.DatabaseError):
+            elif isinstance(exc, sqlite3.DatabaseError):  # a damaged one is replaced, not here
                 message = (f"cannot use the feature cache {getattr(args, 'cache', None)} "
-                           f"({message}): give --cache a folder you can write to, or delete this "
-                           "one if it is damaged (it only holds features skdeep can recompute)")
+                           f"({message}): give --cache a folder you can write to")
             print(f"skdeep: error: {message}", file=sys.stderr)
             return EXIT_FAILURE
     return EXIT_OK  # pragma: no cover - every command returns
@@ -179,6 +186,22 @@ def _out_of_memory_error() -> type[BaseException]:
 
 class _UsageError(Exception):
     """A bad combination of arguments, found after parsing: exit code 2 like argparse's own."""
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the command kept and how to resume."""
+
+
+def _resume_hint(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """``; <what was kept and how to resume>`` for the interrupted command, or nothing."""
+    if isinstance(exc, _Interrupted):
+        return f"; {exc}"
+    if getattr(args, "command", None) != "evaluate":
+        return ""
+    if args.cache:
+        return (f"; the features computed so far are kept in the cache {args.cache}: run the "
+                "same command again to resume")
+    return "; run it again with --cache DIR to keep the features computed before an interruption"
 
 
 # --- the parser --------------------------------------------------------------------------------
@@ -289,7 +312,11 @@ def _add_extract(commands) -> None:
                         help="network input side in pixels (default: native, the network's own)")
     method.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed of the random initialisation with --weights none")
-    _runtime_options(sub.add_argument_group("runtime"))
+    runtime = sub.add_argument_group("runtime")
+    _runtime_options(runtime)
+    runtime.add_argument("--overwrite", action="store_true",
+                         help="start afresh, ignoring the rows an interrupted run of this command "
+                              "left in OUT.partial (default: resume from them)")
 
 
 def _add_backbones(commands) -> None:
@@ -498,11 +525,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _run_extract(args: argparse.Namespace) -> int:
     import numpy as np
+    import pandas as pd
 
+    from ._outputs import ResumableOutput, input_fingerprint
     from .features import PretrainedCNNFeatures
 
     paths, files = _unlabelled_input(args)
-    _check_output(Path(args.output), paths)
+    target = Path(args.output)
+    _check_output(target, paths)
     layers = args.layer or ["penultimate"]
     cnn = PretrainedCNNFeatures(
         backbone=args.backbone, weights=args.weights, layer=layers, pooling=args.pooling,
@@ -512,16 +542,55 @@ def _run_extract(args: argparse.Namespace) -> int:
         compile=_COMPILE[args.compile],
     )
     cnn.fit()  # resolves the backbone and the layers: bad names fail before any message
-    print(f"Embedding {len(files)} image(s) with {cnn.backbone_.name} at "
-          f"{cnn.data_config_['input_size'][-1]} px, layer(s) {', '.join(layers)} ...",
-          file=sys.stderr, flush=True)
-    features = cnn.transform(np.asarray(files, dtype=object))
-    written = _write_features(Path(args.output), features, paths, cnn.get_feature_names_out())
-    bad = int(np.isnan(features).any(axis=1).sum())
-    note = f" ({bad} unreadable image(s) are NaN rows)" if bad else ""
-    print(f"Wrote {features.shape[0]} x {features.shape[1]} features to "
+    columns = [str(name) for name in cnn.get_feature_names_out()]
+    # What the rows are: a partial output is resumed only by a run computing the same rows.
+    job = {"inputs": input_fingerprint(paths, files), "layers": cnn.layers_,
+           "architecture": cnn.backbone_.architecture_id, "weights": cnn.backbone_.weights_id,
+           "preprocessing": cnn.data_config_, "precision": cnn.precision_,
+           "pooling": args.pooling, "on_error": args.on_error}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    output = ResumableOutput(target, paths, columns, job, _paths_line)
+    # Unseeded random weights differ at every run: their rows cannot be continued.
+    reused, note = output.start(overwrite=args.overwrite or cnn.backbone_.weights_id is None)
+    try:
+        if note:
+            print(f"skdeep: {note}", file=sys.stderr)
+        if reused:
+            print(f"Resuming: {reused} of {len(paths)} row(s) reused from {output.partial}",
+                  file=sys.stderr, flush=True)
+        todo = len(paths) - reused
+        print(f"Embedding {todo} image(s) with {cnn.backbone_.name} at "
+              f"{cnn.data_config_['input_size'][-1]} px, layer(s) {', '.join(layers)} ...",
+              file=sys.stderr, flush=True)
+        if todo:
+            # Rows keep their numbers in messages when resuming: the index is the row.
+            X = (np.asarray(files, dtype=object) if not reused else
+                 pd.Series(files[reused:], index=range(reused, len(files)), dtype=object))
+            for rows in cnn.iter_transform(X):
+                output.write(rows)
+        written = output.finish()
+    except KeyboardInterrupt:
+        kept = output.rows_done
+        _release(output)
+        if not kept:
+            raise
+        raise _Interrupted(f"{kept} of {len(paths)} row(s) are kept in {output.partial}: run "
+                           "the same command again to resume") from None
+    except BaseException:
+        _release(output)
+        raise
+    note = f" ({output.nan_rows} unreadable image(s) are NaN rows)" if output.nan_rows else ""
+    print(f"Wrote {len(paths)} x {len(columns)} features to "
           f"{' and '.join(map(str, written))}{note}", file=sys.stderr)
     return EXIT_OK
+
+
+def _release(output) -> None:
+    """After a failure: keep a partial output holding rows (to resume), remove an empty one."""
+    if output.rows_done:
+        output.close()
+    else:
+        output.discard()
 
 
 def _run_backbones(args: argparse.Namespace) -> int:
@@ -563,7 +632,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of evaluate -> (X, y, description)."""
-    from .datasets import read_image_table, load_fashion_sample, load_image_folder
+    from .datasets import load_fashion_sample, load_image_folder, read_image_table
 
     if args.input is None:
         sample = load_fashion_sample()
@@ -585,7 +654,7 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """INPUT of extract -> (index paths, files to open)."""
-    from .datasets import read_image_table, find_images
+    from .datasets import find_images, read_image_table
 
     if os.path.isdir(args.input):
         paths = find_images(args.input)
@@ -640,31 +709,6 @@ def _output_files(target: Path) -> list[Path]:
     """The files ``extract -o target`` writes: a .npy also writes its paths, one per row."""
     if target.suffix.lower() == ".npy":
         return [target, target.with_suffix(".paths.txt")]
-    return [target]
-
-
-def _write_features(target: Path, features, paths: list[str], columns) -> list[Path]:
-    """Save features as parquet / CSV (index = path) or .npy (+ a .paths.txt sidecar)."""
-    import numpy as np
-    import pandas as pd
-
-    from ._report import atomic_write
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = target.suffix.lower()
-    if suffix == ".npy":
-        sidecar = _output_files(target)[1]
-        text = "".join(f"{_paths_line(path)}\n" for path in paths)
-        # Both replaced only once both are written: a failure leaves the earlier pair.
-        atomic_write({target: lambda tmp: np.save(tmp, features, allow_pickle=False),
-                      sidecar: lambda tmp: Path(tmp).write_text(text, encoding="utf-8")})
-        return [target, sidecar]
-    frame = pd.DataFrame(features, index=pd.Index(paths, name="path"),
-                         columns=[str(c) for c in columns])
-    if suffix == ".parquet":
-        atomic_write({target: lambda tmp: frame.to_parquet(tmp)})
-    else:  # quoted paths: pandas reads an unquoted carriage return as the end of a row
-        atomic_write({target: lambda tmp: frame.to_csv(tmp, quoting=csv.QUOTE_NONNUMERIC)})
     return [target]
 
 

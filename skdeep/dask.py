@@ -27,7 +27,9 @@ How the work is laid out on the cluster:
 
 Failure behaviour follows from Dask's: a task whose worker dies is recomputed elsewhere (up to
 ``distributed.scheduler.allowed-failures`` times), and since a partition is a pure function of its
-rows, the result has every row exactly once. Unreadable images follow ``on_error`` as they do in
+rows, the result has every row exactly once. With a feature cache, the dead worker's features were
+committed as they were computed (a chunk of batches every few seconds), so a retry on a worker
+sharing the cache directory reads them back and computes only the chunk that was not committed. Unreadable images follow ``on_error`` as they do in
 memory: ``"raise"`` fails the computation with the error raised in memory (same type, message,
 attributes and traceback), naming the row as the collection knows it (its global position for
 arrays; its position in its partition, the partition and its index label for DataFrames) and its

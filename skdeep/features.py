@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from numbers import Integral
 from typing import Any
 
@@ -26,6 +27,9 @@ from ._inputs import warn_bad_rows
 from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
 from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
+
+# Largest block of rows iter_transform hands on at once (hits read from the cache by the block).
+_BLOCK_BYTES = 32 * 2**20
 
 
 class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
@@ -269,6 +273,10 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Embed each image of ``X``.
 
+        With a ``cache``, the features of new images are stored as they are computed, a chunk
+        every few seconds: if the call is interrupted (Ctrl-C, a killed process, an unreadable
+        image under ``on_error="raise"``), running it again computes only the rest.
+
         Parameters
         ----------
         X : array-like of images or of image paths
@@ -282,40 +290,149 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             One row per input row, in order (NaN rows for unreadable images under
             ``on_error="nan"``).
         """
-        check_is_fitted(self)
-        cache = self._feature_cache()
-        if cache is None:  # the extractor may also compute cache_layers of a cache set at fit
-            rows = self._predict_rows(self._get_extractor(), X, desc="embedding")
-            return rows[:, : self.n_features_out_]
-        return self._transform_cached(X, cache)
+        blocks = list(self.iter_transform(X))
+        if not blocks:
+            return np.empty((0, self.n_features_out_), dtype=np.float32)
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
-    def _transform_cached(self, X: Any, cache: FeatureCache) -> np.ndarray:
-        """Look every image up; run the network only on the misses, in one pass for all layers."""
+    def iter_transform(self, X: Any) -> Iterator[np.ndarray]:
+        """Embed ``X`` block by block: the rows of ``transform(X)``, in order, as computed.
+
+        Memory stays bounded by a block (a few seconds of work, at most a few tens of MB)
+        instead of growing with the number of images: write each block out as it comes, as
+        ``skdeep extract`` does. ``X`` is checked now; the work is done as the blocks are read.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+            As for :meth:`transform`.
+
+        Yields
+        ------
+        rows : ndarray of shape (n_block_rows, n_features_out), float32
+            The next rows of ``transform(X)``. Unreadable images (``on_error="nan"``) are NaN
+            rows, listed in one warning once the last block is read.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skdeep import PretrainedCNNFeatures
+        >>> images = np.zeros((5, 32, 32, 3), dtype=np.uint8)
+        >>> cnn = PretrainedCNNFeatures(image_size=32).fit()
+        >>> sum(len(rows) for rows in cnn.iter_transform(images))
+        5
+        """
+        check_is_fitted(self)
         dataset = self._dataset(X)
+        cache = self._feature_cache()
+        if cache is None:
+            blocks = self._uncached_blocks(dataset)
+        else:
+            blocks = self._cached_blocks(dataset, cache)
+        return self._warned(blocks)
+
+    @staticmethod
+    def _warned(blocks: Iterator[tuple[np.ndarray, dict[int, str]]]) -> Iterator[np.ndarray]:
+        """The rows of ``blocks``; their unreadable rows in one warning at the end."""
+        errors: dict[int, str] = {}
+        for rows, block_errors in blocks:
+            errors.update(block_errors)
+            yield rows
+        warn_bad_rows(errors)
+
+    def _uncached_blocks(self, dataset) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+        # The extractor may also compute the cache_layers of a cache set at fit: not returned.
+        for rows, errors in self._dataset_chunks(self._get_extractor(), dataset, "embedding"):
+            yield rows[:, : self.n_features_out_], errors
+
+    def _cached_blocks(self, dataset, cache: FeatureCache
+                       ) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+        """Rows in input order: hits read from the cache, misses computed (all layers at once).
+
+        Each chunk of misses is stored, every layer of its rows in one transaction, as soon as
+        it comes back from the network, before its rows are handed on.
+        """
         keys = image_keys(dataset.items)
-        layer_keys = self._layer_keys()
-        widths = self._compute_widths
         requested = len(self.layers_)
-        found = [cache.get(key, [k for k in keys if k is not None], width)
-                 for key, width in zip(layer_keys[:requested], widths[:requested])]
-        rows = np.empty((len(keys), self.n_features_out_), dtype=np.float32)
-        misses = []
-        for index, key in enumerate(keys):
-            if key is not None and all(key in layer for layer in found):
-                rows[index] = np.concatenate([layer[key] for layer in found])
-            else:
-                misses.append(index)
+        stored = cache.contains(self._layer_keys()[:requested], [k for k in keys if k is not None],
+                                self._compute_widths[:requested])
+        misses = np.asarray([row for row, key in enumerate(keys) if key not in stored],
+                            dtype=np.intp)
         cache.count(hits=len(keys) - len(misses), misses=len(misses))
-        if misses:
-            computed, errors = self._run_dataset(self._get_extractor(), Subset(dataset, misses),
-                                                 desc="embedding")
-            rows[misses] = computed[:, : self.n_features_out_]
-            good = [pos for pos in range(len(misses)) if pos not in errors and keys[misses[pos]]]
-            bounds = np.cumsum([0, *widths])
-            for key, start, stop in zip(layer_keys, bounds[:-1], bounds[1:]):
-                cache.put(key, {keys[misses[pos]]: computed[pos, start:stop] for pos in good})
-            warn_bad_rows({misses[pos]: message for pos, message in errors.items()})
-        return rows
+        done = committed = 0  # rows handed on; misses computed and stored
+        chunks = (self._dataset_chunks(self._get_extractor(), Subset(dataset, misses.tolist()),
+                                       "embedding") if len(misses) else ())
+        try:
+            for computed, errors in chunks:
+                rows = misses[committed:committed + len(computed)]
+                self._store(cache, [keys[row] for row in rows], computed, errors.keys(),
+                            first=committed)
+                committed += len(rows)
+                errors = {int(misses[pos]): message for pos, message in errors.items()}
+                yield from self._merged(dataset, cache, keys, done, rows[-1] + 1, rows,
+                                        computed[:, : self.n_features_out_], errors)
+                done = int(rows[-1]) + 1
+            yield from self._merged(dataset, cache, keys, done, len(keys), misses[:0],
+                                    np.empty((0, self.n_features_out_), np.float32), {})
+        except KeyboardInterrupt as exc:
+            exc.add_note(f"skdeep: the features of {committed} new image(s) were stored in the "
+                         f"feature cache {cache.path}; the same call again computes only the rest.")
+            raise
+
+    def _merged(self, dataset, cache: FeatureCache, keys: list, start: int, stop: int,
+                rows: np.ndarray, computed: np.ndarray, errors: dict[int, str]
+                ) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+        """Rows ``start:stop`` in blocks of bounded size: ``rows`` from ``computed``, the others
+        (hits) read from the cache."""
+        step = max(1, _BLOCK_BYTES // (4 * self.n_features_out_))
+        for begin in range(start, stop, step):
+            end = min(begin + step, stop)
+            block = np.empty((end - begin, self.n_features_out_), dtype=np.float32)
+            low, high = np.searchsorted(rows, [begin, end])
+            block[rows[low:high] - begin] = computed[low:high]
+            hit = np.ones(end - begin, dtype=bool)
+            hit[rows[low:high] - begin] = False
+            hits = np.flatnonzero(hit) + begin
+            block_errors = {row: errors[row] for row in rows[low:high].tolist() if row in errors}
+            if len(hits):
+                block[hits - begin], lost = self._read_hits(dataset, cache, keys, hits)
+                block_errors.update(lost)
+            yield block, block_errors
+
+    def _read_hits(self, dataset, cache: FeatureCache, keys: list, hits: np.ndarray
+                   ) -> tuple[np.ndarray, dict[int, str]]:
+        """The cached rows of ``hits``; any gone since the lookup (evicted by another process,
+        or a damaged cache moved aside) are computed again and stored."""
+        hit_keys = [keys[row] for row in hits]
+        found = [cache.get(key, hit_keys, width)
+                 for key, width in zip(self._layer_keys(), self.feature_widths_)]
+        rows = np.empty((len(hits), self.n_features_out_), dtype=np.float32)
+        gone = []
+        for pos, key in enumerate(hit_keys):
+            if all(key in layer for layer in found):
+                rows[pos] = np.concatenate([layer[key] for layer in found])
+            else:
+                gone.append(pos)
+        if not gone:
+            return rows, {}
+        cache.count(hits=-len(gone), misses=len(gone))
+        subset = Subset(dataset, hits[gone].tolist())
+        computed, errors = self._run_dataset(self._get_extractor(), subset, desc="embedding")
+        self._store(cache, [hit_keys[pos] for pos in gone], computed, errors.keys())
+        rows[gone] = computed[:, : self.n_features_out_]
+        return rows, {int(hits[gone[pos]]): message for pos, message in errors.items()}
+
+    def _store(self, cache: FeatureCache, keys: list, computed: np.ndarray, bad: Iterable[int],
+               first: int = 0) -> None:
+        """Store the readable rows of ``computed`` (``bad`` counts from ``first``), all layers
+        in one transaction."""
+        skip = {pos - first for pos in bad}
+        good = [pos for pos, key in enumerate(keys) if key is not None and pos not in skip]
+        bounds = np.cumsum([0, *self._compute_widths])
+        cache.put_layers({
+            key: {keys[pos]: computed[pos, start:stop] for pos in good}
+            for key, start, stop in zip(self._layer_keys(), bounds[:-1], bounds[1:])
+        })
 
     def cache_info(self) -> CacheInfo | None:
         """Hits, misses and size of the feature cache (None without a cache).
