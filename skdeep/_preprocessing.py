@@ -52,7 +52,8 @@ def geometric_transform(data_config: dict[str, Any], *, train: bool = False) -> 
     """PIL image -> ``uint8`` CHW tensor of the network's input size.
 
     At eval time: resize then centre crop, as the weights were evaluated. At train time: timm's
-    random-resized-crop and horizontal flip, with the same interpolation and size.
+    random-resized-crop and horizontal flip, with the same interpolation and size (the
+    ``"natural"`` policy of :mod:`skdeep._augment`, which defines the others).
     """
     return GeometricTransform(data_config, train=train)
 
@@ -70,9 +71,17 @@ class GeometricTransform:
         timm data config: ``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``.
     train : bool, default=False
         Random-resized-crop and flip (training) instead of resize and centre crop.
+    scale, ratio : tuple of float, default=None
+        At train time, the range of the crop's area (a fraction of the image's) and of its aspect
+        ratio; None is timm's ImageNet default, (0.08, 1) and (3/4, 4/3).
+    hflip, vflip : float, default=0.5 and 0.0
+        At train time, the probability of a horizontal and of a vertical flip.
     """
 
-    def __init__(self, data_config: dict[str, Any], *, train: bool = False) -> None:
+    def __init__(self, data_config: dict[str, Any], *, train: bool = False,
+                 scale: tuple[float, float] | None = None,
+                 ratio: tuple[float, float] | None = None,
+                 hflip: float = 0.5, vflip: float = 0.0) -> None:
         self.data_config = dict(data_config)
         self.train = train
         kwargs = {
@@ -84,7 +93,8 @@ class GeometricTransform:
             "is_training": train,
         }
         if train:
-            kwargs.update(color_jitter=None, auto_augment=None, re_prob=0.0)
+            kwargs.update(color_jitter=None, auto_augment=None, re_prob=0.0, scale=scale,
+                          ratio=ratio, hflip=hflip, vflip=vflip)
         self.transform = create_transform(**kwargs)
 
     def __call__(self, image: Any) -> torch.Tensor:

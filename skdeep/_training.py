@@ -197,6 +197,8 @@ def run_epochs(
     progress: bool = False,
     check_bad_rows: Callable[[dict[int, str]], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], bool] | None = None,
+    unfreeze_after: int | None = None,
+    unfreeze: Callable[[], None] | None = None,
 ) -> int | None:
     """Train for up to ``epochs`` epochs, numbered from ``first_epoch``.
 
@@ -208,14 +210,21 @@ def run_epochs(
     ``check_bad_rows`` is called with the unreadable training rows (``{row: message}``) after the
     first epoch's pass: files that exist but do not decode are only known once loaded, and it may
     raise rather than let training go on with nothing (or no image of a class) to learn from.
+
+    Staged training: epochs up to ``unfreeze_after`` (an epoch number) train the head alone;
+    ``unfreeze()`` then gives ``trainer`` the optimizer, schedule and modes of the next stage.
+    It runs at the end of that epoch, before ``on_epoch_end``, so that a checkpoint written
+    then holds the stage its next epoch trains in. Early stopping records the head epochs (the
+    best weights may be one of them) but does not stop them, and its patience restarts with
+    the next stage.
     """
-    head_group = trainer.optimizer.param_groups[0]
     stopper = early_stopping if validation is not None else None
     for epoch in range(first_epoch, first_epoch + epochs):
-        if stopper is not None and stopper.should_stop:  # a resumed run that had stopped
-            break
+        head_only = unfreeze_after is not None and epoch <= unfreeze_after
+        if stopper is not None and stopper.should_stop and not head_only:  # a resumed run that
+            break                                                         # had stopped
         start = time.perf_counter()
-        lr = float(head_group["lr"])
+        lr = float(trainer.optimizer.param_groups[0]["lr"])  # the head's group comes first
         train_loss = trainer.train_epoch(train_loader, progress, desc=f"epoch {epoch}")
         if epoch == first_epoch and check_bad_rows is not None:
             check_bad_rows(trainer.bad_rows)  # before validation adds its own rows
@@ -245,8 +254,15 @@ def run_epochs(
                 flush=True,
             )
         stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
+        stop = stop and not head_only
         if stop and verbose:
             print(f"early stopping: no improvement for {stopper.patience} epochs", flush=True)
+        if epoch == unfreeze_after and unfreeze is not None:
+            unfreeze()
+            if stopper is not None:
+                stopper.waited = 0
+            if verbose:
+                print("the head is trained: the chosen layers train from now on", flush=True)
         if on_epoch_end is not None and on_epoch_end(record):
             if verbose:
                 print("stopped by a callback", flush=True)

@@ -44,7 +44,7 @@ from skdeep._atomic import atomic_write
 from skdeep.backbones import list_backbones, resolve_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "timm/test_efficientnet"  # 356k parameters: a real timm network that trains in a blink
+from _helpers import TINY, make_images
 
 
 @pytest.fixture(autouse=True)
@@ -52,16 +52,6 @@ def one_torch_thread():
     """Tiny networks gain nothing from a second thread (see test_classifier.py)."""
     with torch_threads(1):
         yield
-
-
-def make_images(n: int = 24, n_classes: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class sets the brightness of the top rows, plus labels 0..n_classes-1."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % n_classes
-    images = rng.integers(0, 100, size=(n, 16, 16, 3), dtype=np.uint8)
-    for k in range(n_classes):
-        images[labels == k, : 2 + k] += 120
-    return images, labels
 
 
 def tiny(**params) -> FineTunedCNNClassifier:

@@ -1,0 +1,17 @@
+"""Small test data shared by several test modules (one owner for what they all use)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TINY = "timm/test_efficientnet"  # 356k parameters: a real timm network that trains in a blink
+
+
+def make_images(n: int = 24, n_classes: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class sets the brightness of the top rows, plus labels 0..n_classes-1."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    images = rng.integers(0, 100, size=(n, 16, 16, 3), dtype=np.uint8)
+    for k in range(n_classes):
+        images[labels == k, : 2 + k] += 120
+    return images, labels
