@@ -32,7 +32,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ._layers import classifier_name
 
 STAGE_CONTAINERS = ("blocks", "stages", "features", "layers")
-BN_MODES = ("auto", "train", "frozen")
+RESOLVED_BN_MODES = ("train", "frozen")  # what "auto" becomes
+BN_MODES = ("auto", *RESOLVED_BN_MODES)
 HEAD = "head"
 
 

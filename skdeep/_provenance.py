@@ -10,6 +10,7 @@ import platform
 from datetime import datetime, timezone
 from typing import Any
 
+from ._safe_format import data_config_json
 from ._weights import file_sha256
 
 
@@ -46,7 +47,7 @@ def provenance(estimator: Any) -> dict[str, Any]:
     return {
         "skdeep": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion, which compares as a version
         "torchvision": torchvision.__version__,
         "timm": timm.__version__,
         "scikit-learn": sklearn.__version__,
@@ -55,8 +56,7 @@ def provenance(estimator: Any) -> dict[str, Any]:
         "architecture_id": backbone.architecture_id,
         "weights_id": backbone.weights_id,
         "weights_sha256": file_sha256(weights_file) if weights_file else None,
-        "data_config": {key: list(value) if isinstance(value, tuple) else value
-                        for key, value in estimator.data_config_.items()},
+        "data_config": data_config_json(estimator.data_config_),
         "device": str(estimator.device_),
         "precision": estimator.precision_,
         "compile": estimator.compile,

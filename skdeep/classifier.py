@@ -945,21 +945,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             "skdeep_version": _version(),
             # for refitting; the network is described by the fitted state below
             "params": self._encoded_params(),
-            "classes": _safe_format.encode_labels(self.classes_),
             "backbone": {"name": self.backbone_.name, "weights_id": self.backbone_.weights_id},
-            "data_config": {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in self.data_config_.items()},
-            "head": self.head_,
-            "history": self.history_,
-            "best_epoch": self.best_epoch_,
-            "n_iter": self.n_iter_,
-            "param_groups": self.param_groups_,
-            "blocks": [list(p) for p in self.blocks_],
-            "trained_blocks": [list(p) for p in self.trained_blocks_],
-            "bn_mode": self.bn_mode_,
+            **_safe_format.fitted_fields(self),
         }
-        if hasattr(self, "provenance_"):  # absent from models fitted before skdeep kept it
-            config["provenance"] = self.provenance_
         _safe_format.write(path, config, self.model_.state_dict())
 
     def _encoded_params(self) -> dict[str, Any]:
@@ -1033,7 +1021,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         if device is not None:
             params["device"] = device
         estimator = cls(**params)
-        data_config = saved.data_config("data_config")
+        _safe_format.restore_fitted(saved, estimator)
+        estimator.n_classes_ = len(estimator.classes_)
         name = saved.field("backbone.name", str)
         try:
             architecture = resolve_backbone(name, None, random_state=0)
@@ -1041,21 +1030,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             raise saved.error("backbone.name", f"names no known backbone: {exc}") from exc
         estimator.backbone_ = dataclasses.replace(
             architecture, weights_id=saved.field("backbone.weights_id", (str, type(None))),
-            data_config=data_config, reproducible=False,
+            data_config=estimator.data_config_, reproducible=False,
         )
-        estimator.data_config_ = data_config
-        estimator.classes_ = saved.labels("classes")
-        estimator.n_classes_ = len(estimator.classes_)
-        estimator.head_ = saved.field("head", str)
-        estimator.history_ = saved.records("history")
-        estimator.best_epoch_ = saved.field("best_epoch", int)
-        estimator.n_iter_ = saved.field("n_iter", int)
-        estimator.param_groups_ = saved.records("param_groups")
-        estimator.blocks_ = saved.string_lists("blocks")
-        estimator.trained_blocks_ = saved.string_lists("trained_blocks")
-        estimator.bn_mode_ = saved.choice("bn_mode", ("train", "frozen"))
-        if "provenance" in saved.config:
-            estimator.provenance_ = saved.provenance("provenance")
         # Compare the weights file with the network's shapes before building it for real: a
         # tampered backbone name must not allocate a network far larger than the file.
         network = (f"field 'backbone.name' {name!r}, field 'head' {estimator.head_!r}, "
@@ -1107,10 +1083,8 @@ class _Checkpointed:
         except RuntimeError as exc:
             name = self.saved.field("backbone.name", str)
             raise self.saved.misfit(f"field 'backbone.name' {name!r}", str(exc)) from exc
-        estimator.bn_mode_ = self.saved.choice("bn_mode", ("train", "frozen"))
-        estimator.history_ = self.saved.records("history")
-        estimator.n_iter_ = self.saved.field("n_iter", int)
-        estimator.best_epoch_ = self.saved.field("best_epoch", int)
+        _safe_format.restore_fitted(self.saved, estimator,
+                                    ("bn_mode_", "history_", "n_iter_", "best_epoch_"))
 
 
 def _fingerprint(encoded: np.ndarray, weights: np.ndarray, train_rows: np.ndarray,

@@ -494,6 +494,20 @@ def test_save_and_load_without_pickle(tmp_path, monkeypatch):
     assert loaded.best_epoch_ == clf.best_epoch_
 
 
+def test_save_and_load_round_trip_every_declared_fitted_attribute(tmp_path):
+    from skdeep._safe_format import FITTED_STATE
+
+    X, y = make_images(n=32)
+    clf = lite0(train_layers=1, validation_fraction=0.25, early_stopping=True).fit(X, y)
+    clf.save(tmp_path / "model")
+    loaded = FineTunedCNNClassifier.load(tmp_path / "model")
+    for fitted in FITTED_STATE:
+        assert hasattr(clf, fitted.attribute), fitted.attribute
+        # assert_equal compares nested lists, dicts and arrays, and NaN (valid_loss) equal to NaN
+        np.testing.assert_equal(getattr(loaded, fitted.attribute),
+                                getattr(clf, fitted.attribute), err_msg=fitted.attribute)
+
+
 def test_save_refuses_module_backbones_and_load_checks_the_folder(tmp_path):
     X, y = make_images()
     with pytest.raises(ValueError, match="by name"):
