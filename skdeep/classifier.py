@@ -335,6 +335,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
     def __init__(
         self,
         backbone: str | nn.Module = DEFAULT_BACKBONE,
+        *,
         weights: Any = "DEFAULT",
         image_size: int | None = None,
         train_layers: str | int = "all",

@@ -146,6 +146,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
     def __init__(
         self,
         backbone: str | nn.Module = DEFAULT_BACKBONE,
+        *,
         weights: Any = "DEFAULT",
         layer: str | list[str] = "penultimate",
         pooling: str | None = "avg",

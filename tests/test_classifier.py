@@ -494,6 +494,16 @@ def test_save_and_load_without_pickle(tmp_path, monkeypatch):
     assert loaded.best_epoch_ == clf.best_epoch_
 
 
+@pytest.mark.parametrize("estimator", ["PretrainedCNNFeatures", "FineTunedCNNClassifier"])
+def test_parameters_after_backbone_are_keyword_only(estimator):
+    import skdeep
+
+    cls = getattr(skdeep, estimator)
+    assert cls("resnet18").backbone == "resnet18"  # backbone alone may be positional
+    with pytest.raises(TypeError, match="positional"):
+        cls("resnet18", None)
+
+
 def test_save_and_load_round_trip_every_declared_fitted_attribute(tmp_path):
     from skdeep._safe_format import FITTED_STATE
 
