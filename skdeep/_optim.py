@@ -1,8 +1,8 @@
 """Optimisation of a fine-tuned network: discriminative learning rates, optimizers, LR schedules.
 
-Parameter groups follow the network's units (see :mod:`skdeep._blocks`): the new head learns at
-``lr``; pretrained units at ``lr * backbone_lr_mult`` (the "one tenth of the original learning
-rate" rule of thumb), optionally decayed by ``layer_decay`` per unit of depth below the top, so
+Parameter groups follow the network's trainable layers (see :mod:`skdeep._trainable_layers`): the
+new head learns at ``lr``; pretrained layers at ``lr * backbone_lr_mult`` (the "one tenth of the original learning
+rate" rule of thumb), optionally decayed by ``layer_decay`` per layer of depth below the top, so
 that early, generic layers move least. Biases and normalisation parameters get no weight decay.
 Each group carries a ``"name"`` key, so ``optimizer.param_groups`` says which is which.
 
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._blocks import HEAD, Unit, parameter_owner
+from ._trainable_layers import HEAD, TrainableLayer, parameter_owner
 
 OPTIMIZERS = ("adamw", "sgd", "adam", "rmsprop", "adagrad")
 SCHEDULERS = ("cosine", "step", "onecycle", "plateau")
@@ -31,24 +31,24 @@ PLATEAU_FACTOR = 0.1
 PLATEAU_PATIENCE = 2
 
 
-def param_groups(model: nn.Module, units: Sequence[Unit], head: str, *, lr: float,
+def param_groups(model: nn.Module, layers: Sequence[TrainableLayer], head: str, *, lr: float,
                  backbone_lr_mult: float, layer_decay: float | None,
                  weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters of ``model`` in groups with their own learning rate and decay.
 
-    Units are numbered from the top: the deepest unit gets ``lr * backbone_lr_mult``, the one
+    Layers are numbered from the top: the deepest layer gets ``lr * backbone_lr_mult``, the one
     below it that times ``layer_decay``, and so on. Only parameters with ``requires_grad`` are
-    included, so frozen units never reach the optimizer.
+    included, so frozen layers never reach the optimizer.
     """
-    depth = {unit.name: len(units) - 1 - i for i, unit in enumerate(units)}
+    depth = {layer.name: len(layers) - 1 - i for i, layer in enumerate(layers)}
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        owner = parameter_owner(name, units, head) or "stem"
+        owner = parameter_owner(name, layers, head) or "stem"
         decays = parameter.ndim > 1 and not name.endswith(".bias")
         buckets.setdefault((owner, decays), []).append(parameter)
-    order = [HEAD] + [unit.name for unit in reversed(units)]
+    order = [HEAD] + [layer.name for layer in reversed(layers)]
     groups = []
     for owner in order:
         if owner == HEAD:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._blocks import RESOLVED_BN_MODES
+from ._trainable_layers import RESOLVED_BN_MODES
 
 FORMAT = "skdeep.estimator"
 FORMAT_VERSION = 1
@@ -216,7 +216,7 @@ class SavedFolder:
         return values
 
     def string_lists(self, name: str) -> list[tuple[str, ...]]:
-        """A list of lists of str (module paths of network units) -> list of tuples."""
+        """A list of lists of str (module paths of network layers) -> list of tuples."""
         lists = self.list_of(name, list)
         for i, paths in enumerate(lists):
             for j, path in enumerate(paths):
@@ -270,7 +270,7 @@ class SavedFolder:
         for i, paths in enumerate(fitted["trained_blocks"]):
             if paths not in fitted["blocks"]:
                 raise self.error(f"trained_blocks[{i}]", f"is {list(paths)}, which is not one "
-                                                         "of the units in field 'blocks'")
+                                                         "of the layers in field 'blocks'")
 
     def _check_epochs(self) -> None:
         """``history`` has one record per epoch 1..``n_iter``; ``best_epoch`` is one of them."""
@@ -520,8 +520,8 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def _path_lists(units: list[tuple[str, ...]]) -> list[list[str]]:
-    return [list(paths) for paths in units]
+def _path_lists(layers: list[tuple[str, ...]]) -> list[list[str]]:
+    return [list(paths) for paths in layers]
 
 
 def data_config_json(config: dict[str, Any]) -> dict[str, Any]:
@@ -564,8 +564,8 @@ FITTED_STATE: tuple[Fitted, ...] = (
     Fitted("best_epoch_", "best_epoch", int),
     Fitted("n_iter_", "n_iter", int),
     Fitted("param_groups_", "param_groups", list, SavedFolder.records),
-    Fitted("blocks_", "blocks", list, SavedFolder.string_lists, _path_lists),
-    Fitted("trained_blocks_", "trained_blocks", list, SavedFolder.string_lists, _path_lists),
+    Fitted("trainable_layers_", "blocks", list, SavedFolder.string_lists, _path_lists),
+    Fitted("trained_layers_", "trained_blocks", list, SavedFolder.string_lists, _path_lists),
     Fitted("bn_mode_", "bn_mode", str, lambda saved, name: saved.choice(name, RESOLVED_BN_MODES)),
     Fitted("provenance_", "provenance", dict, SavedFolder.provenance, optional=True),
 )

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import _weights
-from ._blocks import network_units
+from ._trainable_layers import trainable_layers
 from ._layers import PENULTIMATE, classifier_name, decaf_aliases, layer_vocabulary
 from ._preprocessing import model_data_config, torchvision_data_config, with_image_size
 
@@ -319,11 +319,11 @@ def layer_sweep(backbone: str | nn.Module = DEFAULT_BACKBONE, *, n_stages: int =
     if decaf_aliases(model):
         return list(_DECAF_SWEEP)
     head = classifier_name(model)
-    units = network_units(model, head or "")
+    layers = trainable_layers(model, head or "")
     # Auxiliary classifiers (GoogLeNet's aux1, Inception's AuxLogits) do not run in eval mode.
-    stages = _expand_trunk(model, [unit.paths[0] for unit in units
-                                   if unit.name not in ("stem", "neck")
-                                   and not unit.paths[0].rsplit(".", 1)[-1].lower().startswith("aux")])
+    stages = _expand_trunk(model, [
+        layer.paths[0] for layer in layers if layer.name not in ("stem", "neck")
+        and not layer.paths[0].rsplit(".", 1)[-1].lower().startswith("aux")])
     # Without a classifier there is no penultimate vector: the last stage ends the sweep.
     candidates, final = stages[:-1], ([PENULTIMATE] if head is not None else stages[-1:])
     step = max(1, (len(candidates) - 1) // max(n_stages - 1, 1))  # spread, deepest included

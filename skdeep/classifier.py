@@ -41,15 +41,15 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from ._blocks import (
+from ._trainable_layers import (
     BN_MODES,
     find_head,
-    network_units,
+    trainable_layers,
     replace_head,
     resolve_bn_mode,
     set_train_modes,
     set_trainable,
-    trained_units,
+    trained_layers,
 )
 from ._inference import make_loader, predict_rows
 from ._inputs import warn_bad_rows
@@ -96,13 +96,14 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         Smaller is much faster: 64-128 suits 28-32 px images such as Fashion-MNIST or CIFAR-10.
     train_layers : "all", "head" or int, default="all"
         What trains. ``"all"``: the whole network. ``"head"``: only the new classifier. An int
-        ``k``: the last ``k`` units of the network plus the head (``0`` is ``"head"``). Units are
-        the stem, each stage (timm ``blocks.*``/``stages.*``, torchvision ``layer1``..``layer4``,
-        each layer of VGG/AlexNet ``features``...) and the neck between the last stage and the
-        head; ``blocks_`` lists them after fitting. Frozen parts keep their weights and run in eval
-        mode, so their BatchNorm running statistics do not change.
+        ``k``: the last ``k`` layers of the network plus the head (``0`` is ``"head"``). The layers
+        that count are the stem, each stage (timm ``blocks.*``/``stages.*``, torchvision
+        ``layer1``..``layer4``, each layer of VGG/AlexNet ``features``...) and the neck between
+        the last stage and the head; ``trainable_layers_`` lists them after fitting. Frozen parts
+        keep their weights and run in eval mode, so their BatchNorm running statistics do not
+        change.
     bn_mode : {"auto", "train", "frozen"}, default="auto"
-        BatchNorm in the trained units: ``"train"`` normalises with batch statistics and updates
+        BatchNorm in the trained layers: ``"train"`` normalises with batch statistics and updates
         the running ones; ``"frozen"`` keeps the pretrained running statistics (in inference mode,
         as Keras recommends for fine-tuning; scale and shift still learn). ``"auto"`` is
         ``"frozen"`` for a network whose BatchNorm statistics were learnt (pretrained weights) and
@@ -115,8 +116,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
     backbone_lr_mult : float, default=0.1
         Learning rate of pretrained layers relative to ``lr`` (the rule of thumb: a tenth).
     layer_decay : float in (0, 1], default=None
-        Further multiplies the learning rate by this factor per unit of depth below the deepest
-        unit, so that early, generic layers move least. With ``layer_decay=0.75`` the 9 units of
+        Further multiplies the learning rate by this factor per layer of depth below the deepest
+        layer, so that early, generic layers move least. With ``layer_decay=0.75`` the 9 layers of
         EfficientNet-Lite0 learn at 1/10 of ``lr`` (the neck) down to about 1/100 (the stem).
     optimizer : {"adamw", "sgd", "adam", "rmsprop", "adagrad"}, default="adamw"
         ``"sgd"`` uses momentum 0.9.
@@ -236,10 +237,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         Module path of the new head (``Sequential(dropout, fc)``) in ``model_``.
     bn_mode_ : {"train", "frozen"}
         The resolved ``bn_mode``.
-    blocks_ : list of tuple of str
-        The units that ``train_layers=k`` counts from the end: module paths of each unit.
-    trained_blocks_ : list of tuple of str
-        The units trained by the last ``fit`` (the head always is).
+    trainable_layers_ : list of tuple of str
+        The layers that ``train_layers=k`` counts from the end: module paths of each layer.
+    trained_layers_ : list of tuple of str
+        The layers trained by the last ``fit`` (the head always is).
     param_groups_ : list of dict
         The optimizer's parameter groups: ``name``, peak ``lr``, ``weight_decay``, ``n_params``.
     data_config_ : dict
@@ -630,12 +631,12 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
     def _train(self, base, encoded, weights, train_rows, valid_rows, seed, callbacks, fingerprint,
                checkpoint) -> None:
         model = self.model_
-        units = network_units(model, self.head_)
-        trained = trained_units(units, self.train_layers)
-        trained_names = [unit.name for unit in trained]
+        layers = trainable_layers(model, self.head_)
+        trained = trained_layers(layers, self.train_layers)
+        trained_names = [layer.name for layer in trained]
         from_scratch = self.weights is None and isinstance(self.backbone, str)
-        self.blocks_ = [unit.paths for unit in units]
-        self.trained_blocks_ = [unit.paths for unit in trained]
+        self.trainable_layers_ = [layer.paths for layer in layers]
+        self.trained_layers_ = [layer.paths for layer in trained]
 
         train_set = Subset(base, train_rows)
         generator = None
@@ -652,11 +653,11 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             validation = (Subset(evaluation, valid_rows), valid_rows)
 
         def stage(names: list[str], epochs: int):
-            """Optimizer, schedule and modes of a stage training the head and the units ``names``
+            """Optimizer, schedule and modes of a stage training the head and the layers ``names``
             (no randomness: a resumed fit rebuilds it identically)."""
-            set_trainable(model, units, self.head_, names)
+            set_trainable(model, layers, self.head_, names)
             groups = param_groups(
-                model, units, self.head_, lr=self.lr,
+                model, layers, self.head_, lr=self.lr,
                 backbone_lr_mult=1.0 if from_scratch else self.backbone_lr_mult,
                 layer_decay=self.layer_decay, weight_decay=self.weight_decay,
             )
@@ -664,7 +665,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             schedule = LRSchedule(optimizer, self.scheduler, steps_per_epoch=len(loader),
                                   epochs=epochs, warmup_epochs=self.warmup_epochs)
             return groups, optimizer, schedule, lambda: set_train_modes(
-                model, units, self.head_, names, self.bn_mode_)
+                model, layers, self.head_, names, self.bn_mode_)
 
         main = stage(trained_names, self.epochs)
         self.param_groups_ = [
@@ -755,6 +756,18 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                 raise RuntimeError("this estimator has lost its network; fit it again.")
             self._model = self._assemble(state_dict_from_bytes(state))
         return self._model
+
+    # The word was "blocks" before it became "layers", as in train_layers: the old names stay a
+    # while, warning.
+    @property
+    def blocks_(self) -> list[tuple[str, ...]]:
+        """Deprecated alias of ``trainable_layers_``."""
+        return _renamed(self, "blocks_", "trainable_layers_")
+
+    @property
+    def trained_blocks_(self) -> list[tuple[str, ...]]:
+        """Deprecated alias of ``trained_layers_``."""
+        return _renamed(self, "trained_blocks_", "trained_layers_")
 
     def _assemble(self, state_dict: dict[str, torch.Tensor]) -> nn.Module:
         """The architecture (no pretrained weights needed) with the head and ``state_dict``."""
@@ -1235,6 +1248,14 @@ def _label_kind(item: Any) -> str:
 def _rows(rows: list[int], shown: int = 5) -> str:
     listed = ", ".join(str(int(row)) for row in rows[:shown])
     return listed + (", ..." if len(rows) > shown else "")
+
+
+def _renamed(estimator: Any, old: str, new: str) -> Any:
+    """``estimator.new``, with a FutureWarning that ``old`` is its deprecated name."""
+    value = getattr(estimator, new)  # unfitted: the AttributeError, without a warning
+    warnings.warn(f"{old} is now called {new} (the layers that train_layers counts); {old} will "
+                  "be removed in a future release.", FutureWarning, stacklevel=3)
+    return value
 
 
 def _version() -> str:

@@ -22,7 +22,7 @@ from torch import nn
 
 import skdeep.classifier as classifier_module
 from skdeep import BadImageWarning
-from skdeep._blocks import network_units
+from skdeep._trainable_layers import trainable_layers
 from skdeep._device import torch_threads
 from skdeep._optim import LRSchedule, make_optimizer, param_groups
 from skdeep._training import Trainer
@@ -205,22 +205,25 @@ def test_head_mode_freezes_the_whole_backbone_and_its_batchnorm_stats():
     after = state_of(clf.model_)
     for prefix in ("conv1", "bn1", "layer1", "layer2"):  # weights and running stats alike
         assert not any(changed(before, after, prefix)), prefix
-    assert clf.trained_blocks_ == []
+    assert clf.trained_layers_ == []
     assert [g["name"] for g in clf.param_groups_] == ["head", "head (no decay)"]
 
 
-def test_int_train_layers_trains_only_the_last_blocks():
+def test_int_train_layers_trains_only_the_last_layers():
     X, y = make_images()
     backbone = mini_net()
     before = state_of(backbone)
     clf = small(backbone=backbone, train_layers=1).fit(X, y)
     after = state_of(clf.model_)
-    assert clf.blocks_ == [("conv1", "bn1"), ("layer1",), ("layer2",)]
-    assert clf.trained_blocks_ == [("layer2",)]
+    assert clf.trainable_layers_ == [("conv1", "bn1"), ("layer1",), ("layer2",)]
+    assert clf.trained_layers_ == [("layer2",)]
     assert not any(changed(before, after, "conv1")) and not any(changed(before, after, "bn1"))
     assert not any(changed(before, after, "layer1"))
     assert all(changed(before, after, "layer2.0"))  # conv weight and bias learned
-    assert all(changed(before, after, "layer2.1.running_mean"))  # BN of a trained block trains
+    assert all(changed(before, after, "layer2.1.running_mean"))  # BN of a trained layer trains
+    for old, new in (("blocks_", "trainable_layers_"), ("trained_blocks_", "trained_layers_")):
+        with pytest.warns(FutureWarning, match=f"{old} is now called {new}"):
+            assert getattr(clf, old) == getattr(clf, new)
 
 
 def test_all_mode_trains_everything_and_bn_mode_frozen_keeps_running_stats():
@@ -267,9 +270,9 @@ def test_lite0_blocks_and_discriminative_learning_rates():
     pretrained = state_of(resolve_backbone("efficientnet_lite0", "DEFAULT").build())
     assert torch.equal(after["bn2.running_mean"], pretrained["bn2.running_mean"])
     assert not torch.equal(after["bn2.weight"], pretrained["bn2.weight"])
-    assert [b[0] for b in clf.blocks_][:3] == ["conv_stem", "blocks.0", "blocks.1"]
-    assert clf.blocks_[-1] == ("conv_head", "bn2")
-    assert clf.trained_blocks_ == [("blocks.6",), ("conv_head", "bn2")]
+    assert [b[0] for b in clf.trainable_layers_][:3] == ["conv_stem", "blocks.0", "blocks.1"]
+    assert clf.trainable_layers_[-1] == ("conv_head", "bn2")
+    assert clf.trained_layers_ == [("blocks.6",), ("conv_head", "bn2")]
     lrs = {g["name"]: g["lr"] for g in captured["optimizer"].param_groups}
     assert lrs == pytest.approx({
         "head": 1e-3, "head (no decay)": 1e-3,
@@ -291,8 +294,8 @@ def test_from_scratch_learns_at_lr_everywhere():
 
 def test_param_groups_and_optimizers():
     model = mini_net()
-    units = network_units(model, "fc")
-    groups = param_groups(model, units, "fc", lr=0.1, backbone_lr_mult=0.1, layer_decay=0.1,
+    layers = trainable_layers(model, "fc")
+    groups = param_groups(model, layers, "fc", lr=0.1, backbone_lr_mult=0.1, layer_decay=0.1,
                           weight_decay=0.5)
     by_name = {g["name"]: g for g in groups}
     assert by_name["fc"]["lr"] == 0.1 if "fc" in by_name else by_name["head"]["lr"] == 0.1
@@ -301,7 +304,7 @@ def test_param_groups_and_optimizers():
     assert by_name["stem"]["lr"] == pytest.approx(0.0001)
     assert by_name["stem (no decay)"]["weight_decay"] == 0.0
     for name in ("adamw", "sgd", "adam", "rmsprop", "adagrad"):
-        optimizer = make_optimizer(name, param_groups(model, units, "fc", lr=0.1,
+        optimizer = make_optimizer(name, param_groups(model, layers, "fc", lr=0.1,
                                                       backbone_lr_mult=0.1, layer_decay=None,
                                                       weight_decay=0.0), nesterov=True)
         assert [g["lr"] for g in optimizer.param_groups][:2] == [0.1, 0.1]

@@ -29,8 +29,8 @@ LAYERS = [
     "_strategies",      # the names of evaluate's strategies
     # the network
     "_layers",          # which activations, pooled how
-    "_blocks",          # a network's trainable units, shallow to deep
-    "_optim",           # optimisers and schedules over those units
+    "_trainable_layers",  # the layers train_layers counts, shallow to deep
+    "_optim",           # optimisers and schedules over those layers
     "_inference",       # the batched forward loop
     "_compiled",        # the frozen network as one compiled graph
     "_training",        # the training loop

@@ -329,7 +329,7 @@ def test_freeze_epochs_trains_the_head_alone_first_then_the_chosen_layers():
     assert len(backbone) > len(head)  # the whole network trains in the second stage
     assert any(key.startswith("conv_stem") for key in backbone)
     assert clf.n_iter_ == 3 and [r["epoch"] for r in clf.history_] == [1, 2, 3]
-    assert clf.trained_blocks_ == clf.blocks_  # train_layers="all", as param_groups_ says
+    assert clf.trained_layers_ == clf.trainable_layers_  # train_layers="all", as param_groups_ says
     assert {g["name"] for g in clf.param_groups_} > {"head", "head (no decay)"}
 
 
@@ -341,7 +341,7 @@ def test_freeze_epochs_then_train_layers_k_trains_only_those_units():
     start, head_epoch, last = snapshots.states_
     head = {key for key in start if key.startswith(clf.head_ + ".")}
     assert changed(start, head_epoch) <= head
-    neck = clf.trained_blocks_[0]
+    neck = clf.trained_layers_[0]
     second = changed(head_epoch, last) - head
     assert second and all(key.startswith(neck) for key in second)
 

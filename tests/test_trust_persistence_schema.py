@@ -116,7 +116,7 @@ def test_load_refuses_a_format_version_below_one(saved, tmp_path):
      (lambda d: d.update(best_epoch=2), "best_epoch"),
      (lambda d: d.update(trained_blocks=[["os"]]), r"trained_blocks\[0\]")],
     ids=["n_iter-huge", "no-epoch", "epoch-number", "best-negative", "best-after-last",
-         "trained-unknown-unit"],
+         "trained-unknown-layer"],
 )
 def test_load_refuses_fields_that_disagree(saved, tmp_path, edit, field):
     folder = tampered(saved, tmp_path, edit)

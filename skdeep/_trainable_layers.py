@@ -1,23 +1,23 @@
-"""A network seen as stem -> blocks -> neck -> head: replacing the head and choosing what trains.
+"""A network seen as stem -> stages -> neck -> head: replacing the head and choosing what trains.
 
-Fine-tuning "the last k blocks" needs a definition of a block that works for every backbone. skdeep
-splits a network into ordered *units*, shallow to deep:
+``train_layers=k`` ("the last k layers") needs a definition of a layer that works for every
+backbone. skdeep splits a network into ordered *trainable layers*, shallow to deep:
 
 - **stages**: the children of the network's stage container, the first of ``blocks`` (timm
   EfficientNet, MobileNet, ViT), ``stages`` (timm ConvNeXt, RegNet...), ``features``
-  (torchvision VGG, AlexNet, EfficientNet, MobileNet, DenseNet: one unit per child that has
+  (torchvision VGG, AlexNet, EfficientNet, MobileNet, DenseNet: one layer per child that has
   parameters, i.e. per convolution for VGG/AlexNet) or ``layers``. A network without such a
   container uses its top-level children that are themselves containers (ResNet's
   ``layer1``..``layer4``); a plain ``nn.Sequential`` uses each child that has parameters.
 - **stem**: everything with parameters before the first stage (ResNet's ``conv1``/``bn1``, timm's
-  ``conv_stem``/``bn1``, ViT's patch embedding and position embeddings), one unit.
+  ``conv_stem``/``bn1``, ViT's patch embedding and position embeddings), one layer.
 - **neck**: everything with parameters between the last stage and the head (timm EfficientNet's
-  ``conv_head``/``bn2``, VGG's fc6 and fc7, ConvNeXt's head norm), one unit.
+  ``conv_head``/``bn2``, VGG's fc6 and fc7, ConvNeXt's head norm), one layer.
 - **head**: the final linear classifier, which fine-tuning replaces.
 
-``train_layers=k`` trains the last ``k`` units plus the head: ``k=1`` is the neck when the
+``train_layers=k`` trains the last ``k`` layers plus the head: ``k=1`` is the neck when the
 network has one (else the last stage), ``k=2`` adds the last stage, and so on.
-:func:`network_units` lists the units of a network.
+:func:`trainable_layers` lists the layers of a network.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ HEAD = "head"
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One trainable-depth unit: a display name and the module paths it covers."""
+class TrainableLayer:
+    """One layer that ``train_layers`` counts: a display name and the module paths it covers."""
 
     name: str
     paths: tuple[str, ...]
@@ -77,10 +77,10 @@ def replace_head(model: nn.Module, head: str, n_classes: int, dropout: float) ->
     return model
 
 
-def network_units(model: nn.Module, head: str) -> list[Unit]:
-    """The units of ``model`` (stem, stages, neck), shallow to deep, without the head.
+def trainable_layers(model: nn.Module, head: str) -> list[TrainableLayer]:
+    """The layers of ``model`` (stem, stages, neck), shallow to deep, without the head.
 
-    Units without parameters are left out. See the module docstring for the definition.
+    Layers without parameters are left out. See the module docstring for the definition.
     """
     children = [(name, module) for name, module in model.named_children()]
     container = _stage_container(model, head)
@@ -102,68 +102,69 @@ def network_units(model: nn.Module, head: str) -> list[Unit]:
             inside = {name for name, _ in children[first:last + 1]} - set(nested)
             stages = [name for name in names[first:last + 1] if name in nested or
                       (name in inside and _has_parameters(model.get_submodule(name)))]
-        else:  # a flat Sequential: each layer with parameters is a unit
+        else:  # a flat Sequential: each child with parameters is a layer
             stages = [name for name, module in children
                       if _has_parameters(module) and not _covers(name, head)]
             before, after = [], []
-    units = []
+    layers = []
     stem = [name for name, module in before if _has_parameters(module)]
     if stem or any(True for _ in model.parameters(recurse=False)):
-        units.append(Unit("stem", tuple(stem)))
-    units += [Unit(name, (name,)) for name in stages]
+        layers.append(TrainableLayer("stem", tuple(stem)))
+    layers += [TrainableLayer(name, (name,)) for name in stages]
     neck = _neck_paths(model, after, head)
     if neck:
-        units.append(Unit("neck", tuple(neck)))
-    return units
+        layers.append(TrainableLayer("neck", tuple(neck)))
+    return layers
 
 
-def trained_units(units: list[Unit], train_layers: str | int) -> list[Unit]:
-    """The units that train for ``train_layers`` ("all", "head" or an int k: the last k units)."""
+def trained_layers(layers: list[TrainableLayer], train_layers: str | int) -> list[TrainableLayer]:
+    """The layers that train for ``train_layers`` ("all", "head" or an int k: the last k layers)."""
     if train_layers == "all":
-        return list(units)
+        return list(layers)
     if train_layers == "head":
         return []
     k = int(train_layers)
-    return list(units[len(units) - k:]) if k > 0 else []
+    return list(layers[len(layers) - k:]) if k > 0 else []
 
 
-def parameter_owner(name: str, units: list[Unit], head: str) -> str | None:
-    """The unit that a parameter, buffer or module path belongs to: its name, "head" or None.
+def parameter_owner(name: str, layers: list[TrainableLayer], head: str) -> str | None:
+    """The layer that a parameter, buffer or module path belongs to: its name, "head" or None.
 
-    None means no unit covers the path: parameters registered directly on the network (such as
+    None means no layer covers the path: parameters registered directly on the network (such as
     ViT's position embeddings) count as stem, and stateless modules (a ReLU or a pooling layer
     between stages) keep their training mode.
     """
     if _covers(head, name):
         return HEAD
-    for unit in units:
-        if any(_covers(path, name) for path in unit.paths):
-            return unit.name
+    for layer in layers:
+        if any(_covers(path, name) for path in layer.paths):
+            return layer.name
     return None
 
 
-def set_trainable(model: nn.Module, units: list[Unit], head: str, trained: Iterable[str]) -> None:
-    """``requires_grad`` on for the head and the ``trained`` units, off everywhere else."""
+def set_trainable(model: nn.Module, layers: list[TrainableLayer], head: str,
+                  trained: Iterable[str]) -> None:
+    """``requires_grad`` on for the head and the ``trained`` layers, off everywhere else."""
     trained = set(trained) | {HEAD}
     for name, parameter in model.named_parameters():
-        owner = parameter_owner(name, units, head) or "stem"
+        owner = parameter_owner(name, layers, head) or "stem"
         parameter.requires_grad_(owner in trained)
 
 
-def set_train_modes(model: nn.Module, units: list[Unit], head: str, trained: Iterable[str],
-                    bn_mode: str) -> None:
+def set_train_modes(model: nn.Module, layers: list[TrainableLayer], head: str,
+                    trained: Iterable[str], bn_mode: str) -> None:
     """Put ``model`` in training mode, except what must not change while fitting.
 
-    Frozen units run in eval mode (BatchNorm keeps its running statistics, dropout and drop-path
+    Frozen layers run in eval mode (BatchNorm keeps its running statistics, dropout and drop-path
     are off): a frozen part is a fixed feature extractor. With ``bn_mode="frozen"`` the BatchNorm
-    layers of trained units also keep their running statistics (their scale and shift still
+    layers of the trained layers also keep their running statistics (their scale and shift still
     learn), which helps with small batches.
     """
     trained = set(trained) | {HEAD}
     model.train()
     for name, module in model.named_modules():
-        owner = parameter_owner(name, units, head) if name else None
-        if owner is None:  # the network itself, containers of units, stateless glue
+        owner = parameter_owner(name, layers, head) if name else None
+        if owner is None:  # the network itself, containers of layers, stateless glue
             continue
         # Not module.eval(): that would recurse into children, which set their own mode here.
         if owner not in trained or (bn_mode == "frozen" and isinstance(module, _BatchNorm)):
