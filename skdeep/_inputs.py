@@ -61,6 +61,7 @@ Two kinds, kept apart on purpose:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -677,6 +678,18 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def view(self, transform: Callable, *, targets: bool = True) -> ImageDataset:
+        """The same rows through another ``transform`` (and without targets if ``targets=False``).
+
+        Items and the checks already made are shared, not repeated: training reads the
+        validation rows of its dataset through the evaluation transform this way.
+        """
+        view = copy.copy(self)
+        view.transform = transform
+        if not targets:
+            view.targets = None
+        return view
 
     def row_name(self, index: int) -> str:
         """``"row 3"``, or ``"row 3 (index 'cat_017')"`` when X had a pandas index."""

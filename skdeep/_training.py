@@ -31,10 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._device import autocast
-from ._inference import predict_rows
+from ._inference import make_loader, predict_rows
+from ._inputs import ImageDataset
 from ._optim import LRSchedule, load_optimizer_state, optimizer_state
 
 TRAINING_STATE = "training.json"  # next to training.safetensors and the model/ folder
@@ -71,6 +72,51 @@ def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 
 
 @dataclass
+class TrainingData:
+    """What a fit reads: shuffled training batches, the validation set and the shuffling seed.
+
+    ``validation`` is ``(dataset, rows)``: the validation images through the evaluation
+    transform and their rows in the whole data (for the targets and weights), or None.
+    """
+
+    loader: DataLoader
+    validation: tuple[Dataset, np.ndarray] | None
+    generator: torch.Generator | None
+
+
+def training_data(dataset: ImageDataset, train_rows: np.ndarray, valid_rows: np.ndarray | None,
+                  *, eval_transform: Callable, batch_size: int, device: torch.device,
+                  num_workers: int, seed: int | None) -> TrainingData:
+    """The loaders of a fit on the ``train_rows`` of ``dataset`` (whose transform augments).
+
+    Shuffling is seeded by ``seed`` (None: not reproducible). The validation rows are read
+    through ``eval_transform``, without augmentation.
+    """
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    # A last batch of one image fails in BatchNorm's training mode: drop it.
+    drop_last = len(train_rows) % batch_size == 1 and len(train_rows) > 1
+    loader = make_loader(Subset(dataset, train_rows), batch_size=batch_size, device=device,
+                         num_workers=num_workers, shuffle=True, generator=generator,
+                         drop_last=drop_last)
+    validation = None
+    if valid_rows is not None:
+        validation = (Subset(dataset.view(eval_transform, targets=False), valid_rows), valid_rows)
+    return TrainingData(loader, validation, generator)
+
+
+@dataclass
+class Stage:
+    """One stage of training (the head alone, then the chosen layers): its optimizer's parameter
+    groups, the optimizer, its schedule, and what puts the network in its training modes."""
+
+    groups: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    names: list[str]  # the layers it trains besides the head
+    set_modes: Callable[[], None]
+
+
+@dataclass
 class Trainer:
     """Everything one epoch of training needs.
 
@@ -92,6 +138,11 @@ class Trainer:
     label_smoothing: float = 0.0
     grad_clip_norm: float | None = None
     bad_rows: dict[int, str] = field(default_factory=dict)
+
+    def enter(self, stage: Stage) -> None:
+        """Train with ``stage``'s optimizer, schedule and modes from now on."""
+        self.optimizer, self.schedule, self.set_modes = (stage.optimizer, stage.schedule,
+                                                         stage.set_modes)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)[:, self.logits_from:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
@@ -30,7 +29,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.data import Subset
 
 from . import _safe_format
 from ._augment import POLICY_NAMES, TTA_NAMES, AveragedViews, describe, train_transform, tta_views
@@ -41,30 +39,33 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from ._trainable_layers import (
-    BN_MODES,
-    find_head,
-    trainable_layers,
-    replace_head,
-    resolve_bn_mode,
-    set_train_modes,
-    set_trainable,
-    trained_layers,
-)
-from ._inference import make_loader, predict_rows
+from ._inference import predict_rows
 from ._inputs import warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
 from ._provenance import provenance
+from ._trainable_layers import (
+    BN_MODES,
+    TrainableLayer,
+    find_head,
+    replace_head,
+    resolve_bn_mode,
+    set_train_modes,
+    set_trainable,
+    trainable_layers,
+    trained_layers,
+)
 from ._training import (
     EarlyStopping,
     Run,
+    Stage,
     Trainer,
     make_scaler,
     read_training_state,
     restore_training_state,
     run_epochs,
     seeded_rngs,
+    training_data,
     write_training_state,
 )
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
@@ -630,62 +631,85 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     def _train(self, base, encoded, weights, train_rows, valid_rows, seed, callbacks, fingerprint,
                checkpoint) -> None:
-        model = self.model_
-        layers = trainable_layers(model, self.head_)
+        data = training_data(base, train_rows, valid_rows, eval_transform=self._transform(False),
+                             batch_size=self.batch_size, device=self.device_,
+                             num_workers=self.num_workers, seed=seed)
+        layers = trainable_layers(self.model_, self.head_)
         trained = trained_layers(layers, self.train_layers)
-        trained_names = [layer.name for layer in trained]
-        from_scratch = self.weights is None and isinstance(self.backbone, str)
         self.trainable_layers_ = [layer.paths for layer in layers]
         self.trained_layers_ = [layer.paths for layer in trained]
 
-        train_set = Subset(base, train_rows)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator().manual_seed(seed)
-        drop_last = len(train_rows) % self.batch_size == 1 and len(train_rows) > 1
-        loader = make_loader(train_set, batch_size=self.batch_size, device=self.device_,
-                             num_workers=self.num_workers, shuffle=True, generator=generator,
-                             drop_last=drop_last)
-        validation = None
-        if valid_rows is not None:
-            evaluation = copy.copy(base)
-            evaluation.transform, evaluation.targets = self._transform(False), None
-            validation = (Subset(evaluation, valid_rows), valid_rows)
+        def stage(names: list[str], epochs: int) -> Stage:
+            return self._stage(layers, names, epochs, steps_per_epoch=len(data.loader))
 
-        def stage(names: list[str], epochs: int):
-            """Optimizer, schedule and modes of a stage training the head and the layers ``names``
-            (no randomness: a resumed fit rebuilds it identically)."""
-            set_trainable(model, layers, self.head_, names)
-            groups = param_groups(
-                model, layers, self.head_, lr=self.lr,
-                backbone_lr_mult=1.0 if from_scratch else self.backbone_lr_mult,
-                layer_decay=self.layer_decay, weight_decay=self.weight_decay,
-            )
-            optimizer = make_optimizer(self.optimizer, groups, nesterov=self.nesterov)
-            schedule = LRSchedule(optimizer, self.scheduler, steps_per_epoch=len(loader),
-                                  epochs=epochs, warmup_epochs=self.warmup_epochs)
-            return groups, optimizer, schedule, lambda: set_train_modes(
-                model, layers, self.head_, names, self.bn_mode_)
-
-        main = stage(trained_names, self.epochs)
+        main = stage([layer.name for layer in trained], self.epochs)
         self.param_groups_ = [
             {"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
-             "n_params": int(sum(p.numel() for p in g["params"]))}
-            for g in main[0]
-        ]
+             "n_params": int(sum(p.numel() for p in g["params"]))} for g in main.groups]
         first_epoch = self.n_iter_ + 1 if checkpoint is None else checkpoint.document["first_epoch"]
         done = self.n_iter_ + 1 - first_epoch  # epochs of this run already trained
         # A checkpoint holds the stage of the epoch after it (see run_epochs): rebuild that one.
         head_first = done < self.freeze_epochs
-        _, optimizer, schedule, set_modes = stage([], self.freeze_epochs) if head_first else main
+        trainer = self._trainer(stage([], self.freeze_epochs) if head_first else main,
+                                encoded, weights)
+        stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
+        run = Run(trainer, stopper, data.generator, first_epoch=first_epoch,
+                  fingerprint=fingerprint, seeded=seed is not None)
+        if checkpoint is not None:
+            restore_training_state(run, checkpoint.document, checkpoint.tensors)
+        self.history_ = list(self.history_)  # appended to per epoch: never a list shared elsewhere
+        self.provenance_ = provenance(self)
+        self._run = run  # what save_checkpoint writes, during fit only
+        try:
+            _call(callbacks, "on_train_begin", self)
+            best = run_epochs(
+                trainer, data.loader, epochs=self.freeze_epochs + self.epochs - done,
+                first_epoch=self.n_iter_ + 1, validation=data.validation, early_stopping=stopper,
+                eval_batch_size=self.batch_size, num_workers=self.num_workers,
+                verbose=self.verbose, progress=self.progress,
+                check_bad_rows=lambda bad: self._check_readable(bad, encoded, train_rows),
+                on_epoch_end=lambda record: self._epoch_ended(record, callbacks),
+                unfreeze_after=first_epoch + self.freeze_epochs - 1 if head_first else None,
+                # a new optimizer and schedule for the layers' stage (rebuilt: it sets what trains)
+                unfreeze=lambda: trainer.enter(stage(main.names, self.epochs)),
+            )
+        finally:
+            del self._run
+            freeze(self.model_)
+            trainer.network.eval()
+        warn_bad_rows(trainer.bad_rows)
+        self.bad_rows_ = _rows_array(trainer.bad_rows)
+        self.best_epoch_ = self.n_iter_ if best is None else best
+        _call(callbacks, "on_train_end", self)
 
-        network = self._get_network()
-        trainer = Trainer(
-            network=network,
+    def _stage(self, layers: list[TrainableLayer], names: list[str], epochs: int, *,
+               steps_per_epoch: int) -> Stage:
+        """The stage training the head and the layers ``names`` for ``epochs`` epochs.
+
+        Sets which parameters train. Nothing random: a resumed fit rebuilds it identically.
+        """
+        model = self.model_
+        set_trainable(model, layers, self.head_, names)
+        from_scratch = self.weights is None and isinstance(self.backbone, str)
+        groups = param_groups(
+            model, layers, self.head_, lr=self.lr,
+            backbone_lr_mult=1.0 if from_scratch else self.backbone_lr_mult,
+            layer_decay=self.layer_decay, weight_decay=self.weight_decay,
+        )
+        optimizer = make_optimizer(self.optimizer, groups, nesterov=self.nesterov)
+        schedule = LRSchedule(optimizer, self.scheduler, steps_per_epoch=steps_per_epoch,
+                              epochs=epochs, warmup_epochs=self.warmup_epochs)
+        return Stage(groups, optimizer, schedule, names, lambda: set_train_modes(
+            model, layers, self.head_, names, self.bn_mode_))
+
+    def _trainer(self, stage: Stage, encoded: np.ndarray, weights: np.ndarray) -> Trainer:
+        """A trainer of the network on the encoded targets and sample weights, in ``stage``."""
+        return Trainer(
+            network=self._get_network(),
             logits_from=self.n_features_out_,
-            set_modes=set_modes,
-            optimizer=optimizer,
-            schedule=schedule,
+            set_modes=stage.set_modes,
+            optimizer=stage.optimizer,
+            schedule=stage.schedule,
             scaler=make_scaler(self.device_, self.precision_),
             targets=torch.as_tensor(encoded, dtype=torch.long, device=self.device_),
             weights=torch.as_tensor(weights, dtype=torch.float32, device=self.device_),
@@ -694,44 +718,6 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             label_smoothing=self.label_smoothing,
             grad_clip_norm=self.grad_clip_norm,
         )
-
-        def unfreeze() -> None:
-            _, trainer.optimizer, trainer.schedule, trainer.set_modes = stage(trained_names,
-                                                                               self.epochs)
-
-        stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
-        run = Run(trainer, stopper, generator, first_epoch=first_epoch,
-                  fingerprint=fingerprint, seeded=seed is not None)
-        if checkpoint is not None:
-            restore_training_state(run, checkpoint.document, checkpoint.tensors)
-        self.history_ = list(self.history_)  # appended to per epoch: never a list shared elsewhere
-        self.provenance_ = provenance(self)
-        self._run = run  # what save_checkpoint writes, during fit only
-        try:
-            for callback in callbacks:
-                if hasattr(callback, "on_train_begin"):
-                    callback.on_train_begin(self)
-            best = run_epochs(
-                trainer, loader, epochs=self.freeze_epochs + self.epochs - done,
-                first_epoch=self.n_iter_ + 1,
-                validation=validation, early_stopping=stopper,
-                eval_batch_size=self.batch_size, num_workers=self.num_workers,
-                verbose=self.verbose, progress=self.progress,
-                check_bad_rows=lambda bad: self._check_readable(bad, encoded, train_rows),
-                on_epoch_end=lambda record: self._epoch_ended(record, callbacks),
-                unfreeze_after=first_epoch + self.freeze_epochs - 1 if head_first else None,
-                unfreeze=unfreeze,
-            )
-        finally:
-            del self._run
-            freeze(model)
-            network.eval()
-        warn_bad_rows(trainer.bad_rows)
-        self.bad_rows_ = _rows_array(trainer.bad_rows)
-        self.best_epoch_ = self.n_iter_ if best is None else best
-        for callback in callbacks:
-            if hasattr(callback, "on_train_end"):
-                callback.on_train_end(self)
 
     def _epoch_ended(self, record: dict[str, Any], callbacks: list[Any]) -> bool:
         """Record the epoch, then run the callbacks; whether one of them asks to stop."""
@@ -1108,6 +1094,13 @@ def _fingerprint(encoded: np.ndarray, weights: np.ndarray, train_rows: np.ndarra
     for array in (encoded, weights, train_rows, valid_rows if valid_rows is not None else []):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes() + b"|")
     return digest.hexdigest()
+
+
+def _call(callbacks: list[Any], hook: str, estimator: FineTunedCNNClassifier) -> None:
+    """``callback.hook(estimator)`` for each callback that has the hook."""
+    for callback in callbacks:
+        if hasattr(callback, hook):
+            getattr(callback, hook)(estimator)
 
 
 def _rows_array(errors: dict[int, str]) -> np.ndarray:

@@ -209,6 +209,30 @@ def test_head_mode_freezes_the_whole_backbone_and_its_batchnorm_stats():
     assert [g["name"] for g in clf.param_groups_] == ["head", "head (no decay)"]
 
 
+def test_training_data_reads_validation_rows_through_the_evaluation_transform():
+    from skdeep._inputs import ImageDataset
+    from skdeep._training import training_data
+
+    def augmenting(image):
+        raise AssertionError("not called here")
+
+    def evaluating(image):
+        raise AssertionError("not called here")
+
+    X = np.zeros((6, 8, 8, 3), dtype=np.uint8)
+    base = ImageDataset(X, augmenting, (3, 8, 8), targets=np.arange(6))
+    data = training_data(base, np.array([0, 2, 3, 5]), np.array([1, 4]),
+                         eval_transform=evaluating, batch_size=2, device=torch.device("cpu"),
+                         num_workers=0, seed=0)
+    valid_set, valid_rows = data.validation
+    assert valid_set.dataset.transform is evaluating and valid_set.dataset.targets is None
+    assert valid_set.indices.tolist() == valid_rows.tolist() == [1, 4]
+    assert base.transform is augmenting and base.targets.tolist() == list(range(6))  # untouched
+    assert data.loader.dataset.dataset is base and len(data.loader) == 2
+    assert training_data(base, np.arange(6), None, eval_transform=evaluating, batch_size=4,
+                         device=torch.device("cpu"), num_workers=0, seed=None).validation is None
+
+
 def test_int_train_layers_trains_only_the_last_layers():
     X, y = make_images()
     backbone = mini_net()
