@@ -64,6 +64,12 @@ def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
 class CNNEstimatorMixin:
     """Shared behaviour of skdeep estimators (used with ``BaseEstimator``)."""
 
+    @property
+    def network_built(self) -> bool:
+        """Whether this object holds its network now (built on first use; a pickle leaves it out
+        when it can be rebuilt, and unpickling rebuilds it lazily)."""
+        return getattr(self, "_model", None) is not None
+
     def _resolve_runtime(self) -> None:
         self.device_ = resolve_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
@@ -138,8 +144,9 @@ class CNNEstimatorMixin:
 
     def _predict_rows(self, eager: FeatureExtractor, X: Any, desc: str) -> np.ndarray:
         """Rows of the network over X; unreadable images (on_error="nan") warned about, NaN."""
-        rows, errors = self._run_dataset(eager, self._dataset(X), desc)
-        warn_bad_rows(errors)
+        dataset = self._dataset(X)
+        rows, errors = self._run_dataset(eager, dataset, desc)
+        warn_bad_rows(errors, dataset)
         return rows
 
     def __sklearn_tags__(self):

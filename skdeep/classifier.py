@@ -677,7 +677,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             del self._run
             freeze(self.model_)
             trainer.network.eval()
-        warn_bad_rows(trainer.bad_rows)
+        warn_bad_rows(trainer.bad_rows, base)
         self.bad_rows_ = _rows_array(trainer.bad_rows)
         self.best_epoch_ = self.n_iter_ if best is None else best
         _call(callbacks, "on_train_end", self)
@@ -763,7 +763,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     def _architecture(self) -> nn.Module:
         """The fitted network's architecture with its new head, randomly initialised."""
-        model = dataclasses.replace(self.backbone_, _weights=None).build(progress=False)
+        model = self.backbone_.build_architecture()
         return replace_head(model, self.head_, len(self.classes_), self.dropout)
 
     def _get_network(self) -> FeatureExtractor:
@@ -798,7 +798,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             averaged = AveragedViews(forward, views, log_proba_from=self.n_features_out_)
             rows, errors = predict_rows(averaged, dataset, desc=desc,
                                         **self._inference_options(forward))
-        warn_bad_rows(errors)
+        warn_bad_rows(errors, dataset)
         self.bad_rows_ = _rows_array(errors)
         return rows
 

@@ -69,7 +69,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import CNNEstimatorMixin
 from ._device import torch_threads
-from ._inputs import BadImageWarning
+from ._inputs import BadImageError, BadImageWarning
 from .features import PretrainedCNNFeatures
 
 __all__ = ["BAD_IMAGES_TOPIC", "build_counts", "release_models", "transform"]
@@ -259,7 +259,7 @@ def _run(key: str, shipped: Any, items: Any, names: _RowNames) -> np.ndarray:
     global _builds
     with _lock:
         estimator = _ready(key, shipped)
-        unbuilt = [cnn for cnn in _cnn_estimators(estimator) if getattr(cnn, "_model", None) is None]
+        unbuilt = [cnn for cnn in _cnn_estimators(estimator) if not cnn.network_built]
         with torch_threads(_worker_threads()), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -270,7 +270,7 @@ def _run(key: str, shipped: Any, items: Any, names: _RowNames) -> np.ndarray:
                     raise
                 raise relabelled from exc
             finally:  # the network is built lazily, on the first miss of a feature cache
-                _builds += sum(getattr(cnn, "_model", None) is not None for cnn in unbuilt)
+                _builds += sum(cnn.network_built for cnn in unbuilt)
     _reemit(caught, names)
     return np.asarray(rows, dtype=np.float32)
 
@@ -384,6 +384,10 @@ class _RowNames:
         rows = ", ".join(str(self.offset + int(row)) for row in match.group(1).split(", "))
         return f"rows [{rows}{match.group(2) or ''}]{self._where()}"
 
+    def rows(self, rows: list[int]) -> list[int]:
+        """The block's ``rows`` as rows of the whole array (a partition's stay its own)."""
+        return [self.offset + row for row in rows]
+
     def message(self, text: str) -> str:
         if self.offset == 0 and self.partition is None:
             return text
@@ -410,6 +414,8 @@ class _RowNames:
         if type(relabelled) is not type(exc):
             return exc
         relabelled.__dict__.update(exc.__dict__)
+        if isinstance(exc, BadImageError):  # its rows attribute names them too
+            relabelled.rows = self.rows(exc.rows)
         return relabelled.with_traceback(exc.__traceback__)
 
 
@@ -418,7 +424,9 @@ def _reemit(caught: list[warnings.WarningMessage], names: _RowNames) -> None:
     for record in caught:
         if issubclass(record.category, BadImageWarning):
             text = names.message(str(record.message))
-            warnings.warn(record.category(text), stacklevel=2)
+            warning = record.message
+            warnings.warn(record.category(text, rows=names.rows(warning.rows), paths=warning.paths),
+                          stacklevel=2)
             _logger.warning(text)
             worker = _current_worker()
             if worker is not None:

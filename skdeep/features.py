@@ -23,7 +23,7 @@ from ._base import (
     state_dict_to_bytes,
 )
 from ._device import memory_format
-from ._inputs import warn_bad_rows
+from ._inputs import ImageDataset, warn_bad_rows
 from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
 from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
@@ -330,16 +330,18 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             blocks = self._uncached_blocks(dataset)
         else:
             blocks = self._cached_blocks(dataset, cache)
-        return self._warned(blocks)
+        return self._warned(blocks, dataset)
 
     @staticmethod
-    def _warned(blocks: Iterator[tuple[np.ndarray, dict[int, str]]]) -> Iterator[np.ndarray]:
-        """The rows of ``blocks``; their unreadable rows in one warning at the end."""
+    def _warned(blocks: Iterator[tuple[np.ndarray, dict[int, str]]],
+                dataset: ImageDataset) -> Iterator[np.ndarray]:
+        """The rows of ``blocks``; their unreadable rows (with their paths in ``dataset``) in one
+        warning at the end."""
         errors: dict[int, str] = {}
         for rows, block_errors in blocks:
             errors.update(block_errors)
             yield rows
-        warn_bad_rows(errors)
+        warn_bad_rows(errors, dataset)
 
     def _uncached_blocks(self, dataset) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
         # The extractor may also compute the cache_layers of a cache set at fit: not returned.

@@ -440,10 +440,13 @@ def test_unreadable_images_are_skipped_in_fit_and_flagged_in_predict(tmp_path):
     items = list(X)
     items[5] = str(tmp_path / "missing.png")
     clf = small(on_error="nan", validation_fraction=0, epochs=1)
-    with pytest.warns(BadImageWarning, match="row 5"):
+    with pytest.warns(BadImageWarning, match="row 5") as fitting:
         clf.fit(items, y)
-    with pytest.warns(BadImageWarning, match="row 5"):
+    with pytest.warns(BadImageWarning, match="row 5") as predicting:
         predicted = clf.predict(items)
+    for caught in (fitting, predicting):  # the warnings name the paths, not only the rows
+        warning = next(w.message for w in caught if isinstance(w.message, BadImageWarning))
+        assert warning.rows == [5] and warning.paths == [items[5]]
     assert predicted.dtype == clf.classes_.dtype and clf.bad_rows_.tolist() == [5]
     assert predicted[5] == clf.classes_[0] and predicted[4] in clf.classes_
     with pytest.raises(FileNotFoundError, match="row 5"):

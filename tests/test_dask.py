@@ -329,6 +329,10 @@ def test_on_error_nan_warns_in_process_schedulers_with_global_rows(bad_paths):
     assert len(messages) == 2
     assert re.search(r"row 5\b.*missing\.png", messages[0])
     assert re.search(r"row 9\b.*corrupt\.png", messages[1])
+    # the structured attributes are global too, and keep the paths
+    found = sorted((w.message.rows, w.message.paths) for w in caught
+                   if issubclass(w.category, BadImageWarning))
+    assert found == [([5], [bad_paths[5]]), ([9], [bad_paths[9]])]
 
 
 @pytest.mark.parametrize("bad_row", [5, 9], ids=["missing", "corrupt"])
@@ -343,8 +347,9 @@ def test_on_error_raise_names_the_row_and_path(client, fitted, paths, bad_paths,
     seen = error
 
     X = da.from_array(np.asarray(one_bad, dtype=object), chunks=4)
-    with pytest.raises(seen, match=rf"row {bad_row}\b.*{name}"):
+    with pytest.raises(seen, match=rf"row {bad_row}\b.*{name}") as on_cluster:
         skdask.transform(fitted, X).compute()
+    assert (on_cluster.value.rows, on_cluster.value.paths) == ([bad_row], [one_bad[bad_row]])
     X = dd.from_pandas(pd.Series(one_bad), npartitions=3)  # 4 rows per partition
     where = rf"row {bad_row % 4} of partition {bad_row // 4} \(index [^)]*\b{bad_row}\b"
     with pytest.raises(seen, match=rf"{where}.*{name}"):
