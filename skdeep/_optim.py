@@ -104,8 +104,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def make_optimizer(name: str, groups: list[dict[str, Any]], *, nesterov: bool = False,
-                   fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(name: str, groups: list[dict[str, Any]], *,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``groups`` (their lr and weight_decay are used as given).
 
     ``"sgd"`` uses momentum 0.9 (Nesterov's when ``nesterov``); ``"adamw"`` decouples weight
@@ -113,9 +113,9 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], *, nesterov: bool = 
     """
     default_lr = groups[0]["lr"]
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=default_lr, fused=fused or None)
+        return torch.optim.AdamW(groups, lr=default_lr)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=default_lr, fused=fused or None)
+        return torch.optim.Adam(groups, lr=default_lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=default_lr, momentum=SGD_MOMENTUM, nesterov=nesterov)
     if name == "rmsprop":

@@ -475,16 +475,16 @@ def layer_key(spec: dict[str, Any]) -> str:
 
 
 def image_keys(items: Any) -> list[str | None]:
-    """A content key per row of X (as returned by ``skdeep._inputs.as_items``).
+    """A content key per row of X, from an :class:`~skdeep._inputs.ImageDataset`'s ``items``.
 
-    ``None`` for an item that cannot be hashed (a missing file, an unknown type): such rows are
-    never looked up and go through the normal error path.
+    Those are a channel-last array of images, or a list whose image arrays are channel-last
+    (tensors were converted when the dataset was built). ``None`` for an item that cannot be
+    hashed (a missing file, an unknown type): such rows are never looked up and go through the
+    normal error path.
     """
-    if isinstance(items, (np.ndarray, torch.Tensor)):
-        array = items.numpy(force=True) if isinstance(items, torch.Tensor) else items
-        layout = "chw" if isinstance(items, torch.Tensor) else "hwc"
-        header = f"{layout}:{array.dtype.str}:{array.shape[1:]}".encode()
-        return [_sha256(header, np.ascontiguousarray(row).tobytes()) for row in array]
+    if isinstance(items, np.ndarray):
+        header = f"hwc:{items.dtype.str}:{items.shape[1:]}".encode()
+        return [_sha256(header, np.ascontiguousarray(row).tobytes()) for row in items]
     return [_item_key(item) for item in items]
 
 
@@ -497,11 +497,9 @@ def _item_key(item: Any) -> str | None:
             return hashlib.sha256(item).hexdigest()
         if isinstance(item, Image.Image):
             return _pil_key(item)
-        if isinstance(item, (np.ndarray, torch.Tensor)):
-            array = item.numpy(force=True) if isinstance(item, torch.Tensor) else item
-            layout = "chw" if isinstance(item, torch.Tensor) else "hwc"
-            header = f"{layout}1:{array.dtype.str}:{array.shape}".encode()
-            return _sha256(header, np.ascontiguousarray(array).tobytes())
+        if isinstance(item, np.ndarray):
+            header = f"hwc1:{item.dtype.str}:{item.shape}".encode()
+            return _sha256(header, np.ascontiguousarray(item).tobytes())
     except (OSError, ValueError, Image.DecompressionBombError):
         return None  # unreadable (or a closed PIL image): the normal error path reports it
     return None
