@@ -40,7 +40,7 @@ from ._base import (
     state_dict_to_bytes,
 )
 from ._inference import predict_rows
-from ._inputs import warn_bad_rows
+from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
 from ._provenance import provenance
@@ -1207,14 +1207,14 @@ def _check_label_types(items: np.ndarray) -> None:
     kinds = [_label_kind(item) for item in items]
     missing = [row for row, kind in enumerate(kinds) if kind == "None"]
     if missing:
-        raise ValueError(f"y has missing labels (None or NaN) at rows {_rows(missing)}: drop "
+        raise ValueError(f"y has missing labels (None or NaN) at rows {preview(missing, 5)}: drop "
                          "those rows or give them a label.")
     rows: dict[str, list[int]] = {}
     for row, kind in enumerate(kinds):
         rows.setdefault(kind, []).append(row)
     if len({_SORTED_AS.get(kind, kind) for kind in rows}) > 1:
         names = sorted(rows, key=lambda kind: -len(rows[kind]))  # most common, then first seen
-        others = "; ".join(f"{name} at rows {_rows(rows[name])}" for name in names[1:])
+        others = "; ".join(f"{name} at rows {preview(rows[name], 5)}" for name in names[1:])
         kinds = ", ".join(names[:-1]) + f" and {names[-1]}"
         raise ValueError(f"y mixes {kinds} labels ({others}): use one type "
                          "(all str, or all numbers).")
@@ -1237,10 +1237,6 @@ def _label_kind(item: Any) -> str:
         return "float"
     return type(item).__name__
 
-
-def _rows(rows: list[int], shown: int = 5) -> str:
-    listed = ", ".join(str(int(row)) for row in rows[:shown])
-    return listed + (", ..." if len(rows) > shown else "")
 
 
 def _renamed(estimator: Any, old: str, new: str) -> Any:
