@@ -469,10 +469,13 @@ def test_warm_start_continues_training():
 
 def test_pickle_and_joblib_round_trip(tmp_path):
     X, y = make_images()
+    assert not small().network_built
     clf = small().fit(X, y)
     expected = clf.predict_proba(X)
     restored = pickle.loads(pickle.dumps(clf))
+    assert clf.network_built and not restored.network_built  # rebuilt on first use
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
+    assert restored.network_built
     joblib.dump(clf, tmp_path / "clf.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X), expected)
     np.testing.assert_array_equal(restored.transform(X), clf.transform(X))
