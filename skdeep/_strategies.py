@@ -1,24 +1,90 @@
 """The strategies :func:`~skdeep.evaluation.evaluate` compares: their names and how they read.
 
-A strategy is named by the ``strategy`` column of ``EvaluationResult.scores``: :data:`PIXELS`
-(the raw-pixel baseline), a layer name (the frozen features of that layer) or :data:`FINETUNE`.
-The evaluation and its report both read these names, so they are defined once, here.
+A strategy is named by the ``strategy`` column of ``EvaluationResult.scores``:
+
+- :data:`PIXELS`, the raw-pixel baseline;
+- frozen CNN features: a layer name (``"blocks.4"``), two layers concatenated
+  (``"blocks.4+penultimate"``), either one at an input size other than the first compared
+  (``"blocks.4@224"``): see :func:`frozen_strategy`;
+- fine-tuning: :data:`FINETUNE`, or with the layers trained and test-time augmentation
+  (``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all-tta"``): see
+  :func:`finetune_strategy`.
+
+The evaluation and its report both read these names, so they are made and read here only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PIXELS = "pixels"
 FINETUNE = "finetune"
+
+_PAIR = "+"  # joins the layers of a concatenation
+_AT = "@"  # marks the input size of a frozen strategy
+_TTA = "-tta"  # marks a fine-tuned strategy predicting with test-time augmentation
 
 _LABELS = {PIXELS: "raw pixels + logistic regression", FINETUNE: "fine-tuned network"}
 _SHORT_LABELS = {PIXELS: "raw pixels", FINETUNE: "fine-tuned network"}
 
 
+def frozen_strategy(layers: Sequence[str], image_size: int | None = None) -> str:
+    """The name of frozen ``layers`` (concatenated) read at ``image_size`` (None: the first size).
+
+    >>> frozen_strategy(["blocks.4", "penultimate"]), frozen_strategy(["blocks.4"], 224)
+    ('blocks.4+penultimate', 'blocks.4@224')
+    """
+    name = _PAIR.join(layers)
+    return name if image_size is None else f"{name}{_AT}{int(image_size)}"
+
+
+def frozen_layers(strategy: str) -> list[str] | None:
+    """The layers of a frozen strategy (None for raw pixels and fine-tuning).
+
+    >>> frozen_layers("blocks.4+penultimate@224"), frozen_layers("pixels")
+    (['blocks.4', 'penultimate'], None)
+    """
+    if strategy == PIXELS or is_finetune(strategy):
+        return None
+    return strategy.split(_AT)[0].split(_PAIR)
+
+
+def finetune_strategy(train_layers: str | int | None = None, tta: bool = False) -> str:
+    """The name of fine-tuning with ``train_layers`` (None: as given by the user) and ``tta``.
+
+    >>> finetune_strategy(), finetune_strategy("head"), finetune_strategy(2, tta=True)
+    ('finetune', 'finetune-head', 'finetune-last2-tta')
+    """
+    name = FINETUNE
+    if train_layers is not None:
+        name += f"-last{int(train_layers)}" if not isinstance(train_layers, str) else f"-{train_layers}"
+    return name + (_TTA if tta else "")
+
+
+def is_finetune(strategy: str) -> bool:
+    """Whether a strategy fine-tunes the network (and so fits it on each fold)."""
+    return strategy == FINETUNE or strategy.startswith(FINETUNE + "-")
+
+
 def strategy_label(strategy: str) -> str:
     """What a strategy does, in words: ``"blocks.5 features + logistic regression"``."""
-    return _LABELS.get(strategy, f"{strategy} features + logistic regression")
+    if strategy in _LABELS:
+        return _LABELS[strategy]
+    if is_finetune(strategy):
+        return short_label(strategy)
+    return f"{short_label(strategy)} + logistic regression"
 
 
 def short_label(strategy: str) -> str:
     """A strategy's name in the summary table: ``"raw pixels"``, ``"blocks.5 features"``."""
-    return _SHORT_LABELS.get(strategy, f"{strategy} features")
+    if strategy in _SHORT_LABELS:
+        return _SHORT_LABELS[strategy]
+    if is_finetune(strategy):
+        what = strategy[len(FINETUNE) + 1:].removesuffix(_TTA.lstrip("-")).strip("-")
+        trained = {"head": "head only", "all": "all layers"}.get(
+            what, what.replace("last", "last ") + " units" if what else "")
+        label = _SHORT_LABELS[FINETUNE] + (f" ({trained})" if trained else "")
+        return label + (" + TTA" if strategy.endswith(_TTA) else "")
+    layers = frozen_layers(strategy)
+    size = strategy.partition(_AT)[2]
+    return " + ".join(layers) + " features" + (f" at {size} px" if size else "")

@@ -266,6 +266,12 @@ def _add_evaluate(commands) -> None:
                         metavar="N|auto|native",
                         help="network input side in pixels (default: auto = 96 for images of at "
                              "most 64 px, else native, the network's own size)")
+    method.add_argument("--image-sizes", type=_image_sizes, metavar="N,N|auto|native",
+                        help="compare these input sides, one forward pass each, e.g. auto,native "
+                             "(replaces --image-size; default: --image-size alone)")
+    method.add_argument("--no-pairs", dest="pairs", action="store_false",
+                        help="do not score the concatenations of two layers (they cost only "
+                             "logistic regressions; default: scored)")
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
@@ -305,6 +311,12 @@ def _add_extract(commands) -> None:
     method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
                         help="layer(s) to read, concatenated in order (repeatable; default: "
                              "penultimate; see `skdeep layers NAME`)")
+    method.add_argument("--image-sizes", type=_image_sizes, metavar="N,N|auto|native",
+                        help="compare these input sides, one forward pass each, e.g. auto,native "
+                             "(replaces --image-size; default: --image-size alone)")
+    method.add_argument("--no-pairs", dest="pairs", action="store_false",
+                        help="do not score the concatenations of two layers (they cost only "
+                             "logistic regressions; default: scored)")
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg; none flattens)")
     method.add_argument("--image-size", type=_image_size(auto=False), default=None,
@@ -463,6 +475,12 @@ def _image_size(*, auto: bool):
     return parse
 
 
+def _image_sizes(text: str) -> list[int | str | None]:
+    """``--image-sizes 96,native``: each entry as ``--image-size`` parses it."""
+    parse = _image_size(auto=True)
+    return [parse(part.strip()) for part in text.split(",")]
+
+
 def _pooling(text: str) -> str | None:
     if text.lower() == "none":
         return None
@@ -506,7 +524,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"Evaluating {source} ...", file=sys.stderr, flush=True)
     result = evaluate(
         X, y, backbone=args.backbone, weights=args.weights, layers=args.layers,
-        image_size=args.image_size, pooling=args.pooling, cv=args.folds, finetune=args.finetune,
+        image_size=args.image_size, image_sizes=args.image_sizes, pairs=args.pairs,
+        pooling=args.pooling, cv=args.folds, finetune=args.finetune,
         finetune_params=finetune_params, max_images=args.max_images, C=args.C,
         max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,

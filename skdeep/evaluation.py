@@ -20,6 +20,7 @@ learn from its training rows, so it is fitted from scratch on each fold.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 import warnings
@@ -46,7 +47,7 @@ from ._inputs import ImageDataset, as_items, encoded_size, preview
 from ._layers import POOLINGS, normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
-from ._strategies import FINETUNE, PIXELS, strategy_label
+from ._strategies import FINETUNE, PIXELS, frozen_strategy, is_finetune, strategy_label
 from .backbones import DEFAULT_BACKBONE, layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
@@ -73,6 +74,8 @@ _SIZE_PROBE = 16  # images looked at by image_size="auto"
         "y": ["array-like"],
         "layers": [str, list, tuple, None],
         "image_size": [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None],
+        "image_sizes": [list, tuple, None],
+        "pairs": ["boolean"],
         "pooling": [StrOptions(set(POOLINGS)), None],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "finetune": ["boolean"],
@@ -98,6 +101,8 @@ def evaluate(
     weights: Any = "DEFAULT",
     layers: str | Sequence[str] | None = None,
     image_size: int | str | None = "auto",
+    image_sizes: Sequence[int | str | None] | None = None,
+    pairs: bool = True,
     pooling: str | None = "avg",
     cv: int = 5,
     finetune: bool = False,
@@ -122,7 +127,8 @@ def evaluate(
 
     Every strategy is scored by accuracy on the same stratified folds. CNN features are computed
     once for all layers and all images (see the module docstring for why that is sound), then
-    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer.
+    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer,
+    and of every concatenation of two layers (``pairs``), at each input size compared.
 
     Parameters
     ----------
@@ -137,6 +143,18 @@ def evaluate(
     image_size : int, "auto" or None, default="auto"
         Network input side. ``"auto"``: 96 when the images are small (at most 64 pixels on
         their longest side, such as 28x28 Fashion-MNIST), else the weights' own size (``None``).
+    image_sizes : list of int, "auto", "native" or None, default=None
+        Input sides to compare, each as ``image_size`` takes it (``"native"`` is ``None``,
+        the weights' own size); ``["auto", "native"]`` asks "which size" for small images.
+        Each size costs one more forward pass over all images (at 224 px about 5 times the
+        cost at 96 px), so the default, ``None``, evaluates ``image_size`` alone; when given,
+        it replaces ``image_size``. Sizes that resolve to the same input are evaluated once.
+        The strategies of the first size keep their plain names (``"blocks.4"``); those of
+        the others carry their size (``"blocks.4@224"``).
+    pairs : bool, default=True
+        Also score every concatenation of two of the layers (``"blocks.4+penultimate"``,
+        what ``PretrainedCNNFeatures(layer=["blocks.4", "penultimate"])`` computes): the
+        features are already computed, so a pair costs only its logistic regressions.
     cv : int, default=5
         Number of stratified folds (every class needs at least ``cv`` images).
     finetune : bool, default=False
@@ -175,7 +193,7 @@ def evaluate(
     >>> images[labels == "bright"] |= 128
     >>> result = evaluate(images, labels, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
     >>> result.scores["strategy"].tolist()
-    ['pixels', 'blocks.1', 'penultimate']
+    ['pixels', 'blocks.1', 'penultimate', 'blocks.1+penultimate']
     >>> bool(result.scores["accuracy_mean"].min() > 0.9)
     True
     """
@@ -188,46 +206,66 @@ def evaluate(
         log(f"using a stratified subset of {len(keep)} images (max_images={max_images})")
     _check_folds(labels, cv)
     layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
-    size = _auto_image_size(items) if image_size == "auto" else image_size
+    sizes = _requested_sizes(image_sizes if image_sizes is not None else [image_size], items)
 
-    extractor = PretrainedCNNFeatures(
-        backbone=backbone, weights=weights, layer=layer_names, pooling=pooling, image_size=size,
-        batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
-        on_error=on_error, cache=cache, progress=progress, random_state=random_state,
-        compile=compile,
-    )
-    log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at "
-        f"{size or 'native'} px, layers {', '.join(layer_names)} (one forward pass)")
-    start = time.perf_counter()
-    features = extractor.fit().transform(items)
-    embedding_seconds = time.perf_counter() - start
+    extractors, features, seconds = [], [], {}
+    for size in sizes:
+        extractor = PretrainedCNNFeatures(
+            backbone=backbone, weights=weights, layer=layer_names, pooling=pooling,
+            image_size=size, batch_size=batch_size, device=device, precision=precision,
+            num_workers=num_workers, on_error=on_error, cache=cache, progress=progress,
+            random_state=random_state, compile=compile,
+        ).fit()
+        side = int(extractor.data_config_["input_size"][-1])
+        if side in seconds:  # "auto" and "native" may be the same input
+            log(f"image size {size or 'native'} is {side} px, already evaluated")
+            continue
+        log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at {side} px, "
+            f"layers {', '.join(layer_names)} (one forward pass)")
+        start = time.perf_counter()
+        features.append(extractor.transform(items))
+        seconds[side] = time.perf_counter() - start
+        extractors.append(extractor)
+    extractor, sides = extractors[0], list(seconds)
     pixels = _pixel_matrix(items, pixel_size, on_error=on_error, batch_size=batch_size,
                            num_workers=num_workers, progress=progress)
 
-    readable = ~(np.isnan(features).any(axis=1) | np.isnan(pixels).any(axis=1))
+    readable = ~(np.isnan(pixels).any(axis=1)
+                 | np.any([np.isnan(matrix).any(axis=1) for matrix in features], axis=0))
     unreadable = np.flatnonzero(~readable)
     if len(unreadable):
         log(f"{len(unreadable)} unreadable image(s) left out of every strategy")
         items, labels = _take(items, np.flatnonzero(readable)), labels[readable]
-        features, pixels = features[readable], pixels[readable]
+        features, pixels = [matrix[readable] for matrix in features], pixels[readable]
         classes = np.asarray([c for c in classes if np.any(labels == c)], dtype=classes.dtype)
         _check_labels(labels, len(labels))
         _check_folds(labels, cv)
 
-    columns = np.cumsum([0, *extractor.feature_widths_])
-    embeddings = {name: features[:, columns[i]:columns[i + 1]]
-                  for i, name in enumerate(extractor.layers_)}
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    strategies = [(PIXELS, strategy_label(PIXELS), None, linear, pixels)]
-    strategies += [(name, strategy_label(name), name, linear, matrix)
-                   for name, matrix in embeddings.items()]
+    strategies = [(PIXELS, strategy_label(PIXELS), None, linear, pixels, None)]
+    embeddings = {}
+    for index, (side, matrix) in enumerate(zip(sides, features)):
+        suffix = None if index == 0 else side  # the first size's strategies keep plain names
+        columns = np.cumsum([0, *extractor.feature_widths_])
+        by_layer = {name: matrix[:, columns[i]:columns[i + 1]]
+                    for i, name in enumerate(extractor.layers_)}
+        groups = [[name] for name in by_layer]
+        groups += [list(pair) for pair in itertools.combinations(by_layer, 2)] if pairs else []
+        for group in groups:
+            name = frozen_strategy(group, suffix)
+            data = (by_layer[group[0]] if len(group) == 1
+                    else _Concatenation([by_layer[layer] for layer in group]))
+            strategies.append((name, strategy_label(name), frozen_strategy(group), linear, data,
+                               side))
+        embeddings.update({frozen_strategy([name], suffix): by_layer[name] for name in by_layer})
     if finetune:
         model = _finetuned_classifier(
-            finetune_params, backbone=backbone, weights=weights, image_size=size, device=device,
+            finetune_params, backbone=backbone, weights=weights, image_size=sizes[0], device=device,
             precision=precision, num_workers=num_workers, progress=progress,
             random_state=random_state,
         )
-        strategies.append((FINETUNE, f"fine-tuned {_backbone_name(backbone)}", None, model, items))
+        strategies.append((FINETUNE, f"fine-tuned {_backbone_name(backbone)}", None, model, items,
+                           sides[0]))
 
     splits = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
                   .split(np.zeros(len(labels)), labels))
@@ -244,12 +282,15 @@ def evaluate(
         "random_state": random_state,
         "backbone": extractor.backbone_.name,
         "weights_id": extractor.backbone_.weights_id,
-        "image_size": int(extractor.data_config_["input_size"][-1]),
+        "image_size": sides[0],
+        "image_sizes": sides,
         "pooling": pooling,
         "layers": list(extractor.layers_),
+        "pairs": bool(pairs),
         "device": str(extractor.device_),
         "precision": extractor.precision_,
-        "embedding_seconds": round(embedding_seconds, 3),
+        "embedding_seconds": round(sum(seconds.values()), 3),
+        "embedding_seconds_by_size": {str(side): round(s, 3) for side, s in seconds.items()},
         "pixel_features": int(pixels.shape[1]),
         "logistic_regression": {"C": C, "max_iter": max_iter},
         "unreadable_rows": [int(i) for i in unreadable],
@@ -276,11 +317,11 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     from tqdm.auto import tqdm
 
     tasks = [(index, fold) for index in range(len(strategies)) for fold in range(len(splits))]
-    linear = [task for task in tasks if strategies[task[0]][0] != FINETUNE]
-    heavy = [task for task in tasks if strategies[task[0]][0] == FINETUNE]
+    linear = [task for task in tasks if not is_finetune(strategies[task[0]][0])]
+    heavy = [task for task in tasks if is_finetune(strategies[task[0]][0])]
 
     def call(task, single_thread):
-        _, _, _, estimator, data = strategies[task[0]]
+        _, _, _, estimator, data, _ = strategies[task[0]]
         train, test = splits[task[1]]
         return delayed(_fit_fold)(estimator, data, labels, train, test, single_thread=single_thread)
 
@@ -340,10 +381,10 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
 
 def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
     records = []
-    for name, model, layer, _, data in strategies:
+    for name, model, layer, _, data, side in strategies:
         part = folds[folds["strategy"] == name]
-        tabular = name != FINETUNE and isinstance(data, np.ndarray) and data.ndim == 2
-        n_features = data.shape[1] if tabular else None
+        tabular = not is_finetune(name) and isinstance(data, (np.ndarray, _Concatenation))
+        n_features = data.shape[1] if tabular and data.ndim == 2 else None
         records.append({
             "strategy": name,
             "model": model,
@@ -354,9 +395,11 @@ def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
             "fit_seconds": float(part["fit_seconds"].mean()),
             "predict_seconds": float(part["predict_seconds"].mean()),
             "converged": bool(part["converged"].all()),
+            "image_size": side,
         })
     table = pd.DataFrame(records)
     table["n_features"] = table["n_features"].astype("Int64")
+    table["image_size"] = table["image_size"].astype("Int64")
     return table
 
 
@@ -398,6 +441,25 @@ def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNC
             f"{sorted(known)}."
         )
     return FineTunedCNNClassifier(**settings)
+
+
+def _requested_sizes(sizes: Sequence[int | str | None], items) -> list[int | None]:
+    """``image_sizes`` (or ``[image_size]``) as the ``image_size`` of each extractor."""
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError("image_sizes is empty; give at least one size (or None for image_size).")
+    resolved = []
+    for size in sizes:
+        if size == "auto":
+            resolved.append(_auto_image_size(items))
+        elif size is None or size == "native":
+            resolved.append(None)
+        elif isinstance(size, Integral) and not isinstance(size, bool) and size >= 8:
+            resolved.append(int(size))
+        else:
+            raise ValueError(f"image_sizes has {size!r}; each size is an int >= 8, 'auto' or "
+                             "'native' (None).")
+    return resolved
 
 
 def _auto_image_size(items) -> int | None:
@@ -480,7 +542,19 @@ def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 def _take(data, rows: np.ndarray):
     if isinstance(data, list):
         return [data[i] for i in rows]
+    if isinstance(data, _Concatenation):
+        return np.hstack([part[rows] for part in data.parts])
     return data[rows]
+
+
+class _Concatenation:
+    """Layers' features side by side, joined only for the rows a fold takes: every pair of
+    layers need not be held in memory at once."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.ndim = 2
+        self.shape = (len(parts[0]), sum(part.shape[1] for part in parts))
 
 
 def _plain(value: Any) -> Any:

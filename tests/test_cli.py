@@ -287,7 +287,9 @@ def test_evaluate_folder_writes_the_report(labelled_folder, tmp_path, capsys):
     assert {p.name for p in report.iterdir()} == REPORT_FILES
     results = json.loads((report / "results.json").read_text())
     strategies = [row["strategy"] for row in results["scores"]]
-    assert strategies == ["pixels", "blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    singles = ["blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    pairs = [f"{a}+{b}" for i, a in enumerate(singles) for b in singles[i + 1:]]
+    assert strategies == ["pixels", *singles, *pairs]  # every pair of layers: 6 cheap fits
     assert results["config"]["image_size"] == 32 and results["config"]["n_images"] == 20
     assert results["best"] in strategies and results["recommendation"]
     folds = pd.read_csv(report / "folds.csv")
@@ -407,10 +409,10 @@ def test_evaluate_result_object(labelled_images, tmp_path):
     result = evaluate(images, names, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
     assert result.scores.columns.tolist()[:6] == [
         "strategy", "model", "layer", "n_features", "accuracy_mean", "accuracy_std"]
-    assert result.scores["n_features"].tolist() == [24 * 24 * 3, 24, 1280]
+    assert result.scores["n_features"].tolist() == [24 * 24 * 3, 24, 1280, 24 + 1280]
     assert result.best in set(result.scores["strategy"])
     assert result.embeddings["penultimate"].shape == (40, 1280)
-    assert set(result.predictions) == {"pixels", "blocks.1", "penultimate"}
+    assert set(result.predictions) == {"pixels", "blocks.1", "penultimate", "blocks.1+penultimate"}
     assert (result.predictions[result.best] == result.y).mean() == pytest.approx(
         result.scores.set_index("strategy").loc[result.best, "accuracy_mean"])
     label = "raw pixels" if result.best == "pixels" else f"{result.best} features"
