@@ -311,12 +311,6 @@ def _add_extract(commands) -> None:
     method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
                         help="layer(s) to read, concatenated in order (repeatable; default: "
                              "penultimate; see `skdeep layers NAME`)")
-    method.add_argument("--image-sizes", type=_image_sizes, metavar="N,N|auto|native",
-                        help="compare these input sides, one forward pass each, e.g. auto,native "
-                             "(replaces --image-size; default: --image-size alone)")
-    method.add_argument("--no-pairs", dest="pairs", action="store_false",
-                        help="do not score the concatenations of two layers (they cost only "
-                             "logistic regressions; default: scored)")
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg; none flattens)")
     method.add_argument("--image-size", type=_image_size(auto=False), default=None,

@@ -119,3 +119,8 @@ def test_cli_image_sizes_and_no_pairs(tmp_path, capsys, monkeypatch):
     assert seen["image_sizes"] == [96, None] and seen["pairs"] is False
     assert main(["evaluate", "--image-sizes", "96,4", "-o", str(tmp_path / "r")]) != 0
     assert "at least 8 pixels" in capsys.readouterr().err
+
+
+def test_extract_has_no_evaluate_only_flags(capsys):
+    assert main(["extract", "x", "-o", "y.npy", "--no-pairs"]) != 0
+    assert "--no-pairs" in capsys.readouterr().err
