@@ -17,8 +17,9 @@ import pandas as pd
 
 from ._atomic import atomic_write
 from ._strategies import (
-    FINETUNE,
     PIXELS,
+    finetune_settings,
+    finetune_strategy,
     frozen_layers,
     frozen_strategy,
     is_finetune,
@@ -39,14 +40,26 @@ _MAX_MAP_POINTS = 5000  # the 2-D map shows a random subset of larger data sets
 
 
 def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
-    """What to use, given the cross-validated scores: the best strategy, in words and code."""
+    """What to use, given the cross-validated scores, in words and code: the cheapest strategy
+    (``seconds`` per fold) whose mean accuracy is within one standard deviation of the most
+    accurate one's, ``best``."""
     by_name = scores.set_index("strategy")
     top = by_name.loc[best]
+    tied = by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
+    choice = str(tied["seconds"].idxmin()) if tied["seconds"].min() < top["seconds"] else best
+    chosen = by_name.loc[choice]
     pixels = by_name.loc[PIXELS]
     layers = by_name[by_name["layer"].notna()]
     best_layer = layers["accuracy_mean"].idxmax() if len(layers) else None
     lines = []
-    if best == PIXELS:
+    if choice != best:
+        lines.append(
+            f"The most accurate is the {short_label(best)} ({_score(top)}, "
+            f"{_seconds(top['seconds'])} per fold); the cheapest strategy within one standard "
+            f"deviation of it is the {short_label(choice)} ({_score(chosen)}, "
+            f"{_seconds(chosen['seconds'])} per fold), so that is the recommendation."
+        )
+    if choice == PIXELS:
         lines.append(
             f"Raw pixels ({_score(pixels)}) do as well as the best CNN features here"
             + (f" ({best_layer}: {_score(layers.loc[best_layer])})." if best_layer else ".")
@@ -54,37 +67,32 @@ def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
             "small for its input: try a larger --image-size, another --backbone"
             + (", or --finetune." if not config.get("finetune") else ".")
         )
-    elif best == FINETUNE:
+    elif is_finetune(choice):
         frozen = layers.loc[best_layer] if best_layer else None
-        ratio = None
-        if frozen is not None:  # the frozen pipeline's cost: its forward pass + its classifier
-            frozen_cost = frozen["fit_seconds"] + config.get("embedding_seconds", 0.0)
-            ratio = top["fit_seconds"] / max(frozen_cost, 1e-9)
+        ratio = chosen["seconds"] / max(frozen["seconds"], 1e-9) if frozen is not None else None
         lines.append(
-            f"Fine-tuning wins: {_score(top)}"
+            f"Fine-tuning wins: {_score(chosen)} for the {short_label(choice)}"
             + (f" vs {_score(frozen)} for frozen {best_layer} features" if frozen is not None else "")
             + f" and {_score(pixels)} for raw pixels"
             + (f", at {ratio:,.0f}x the cost of the frozen pipeline (forward pass + logistic "
                "regression)." if ratio else ".")
         )
-        lines.append("  " + _finetune_code(config))
+        lines.append("  " + _finetune_code(choice, config))
     else:
-        gain = 100 * (top["accuracy_mean"] - pixels["accuracy_mean"])
+        gain = 100 * (chosen["accuracy_mean"] - pixels["accuracy_mean"])
         lines.append(
-            f"Use the {short_label(best)} of {config['backbone']}: {_score(top)}, "
+            f"Use the {short_label(choice)} of {config['backbone']}: {_score(chosen)}, "
             f"{gain:+.1f} points over raw pixels ({_score(pixels)})."
         )
-        lines.append("  " + _pipeline_code(best, int(top["image_size"]), config))
+        lines.append("  " + _pipeline_code(choice, int(chosen["image_size"]), config))
         if not config.get("finetune"):
             lines.append("Fine-tuning (--finetune) may do better still, at a much higher cost.")
     lines += _depth_and_size(layers, config)
-    tied = scores[(scores["strategy"] != best)
-                  & (scores["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"])]
-    if len(tied):
-        names = ", ".join(tied["strategy"])
+    others = tied.index[tied.index != best]
+    if len(others):
         lines.append(
-            f"Within one standard deviation of the best: {names}; differences this small are "
-            f"not reliable with {config['n_images']} images."
+            f"Within one standard deviation of the best: {', '.join(others)}; differences this "
+            f"small are not reliable with {config['n_images']} images."
         )
     return "\n".join(lines)
 
@@ -123,9 +131,14 @@ def _pipeline_code(strategy: str, image_size: int, config: dict) -> str:
             f"LogisticRegression({lr_args}))")
 
 
-def _finetune_code(config: dict) -> str:
+def _finetune_code(strategy: str, config: dict) -> str:
+    train_layers, tta = finetune_settings(strategy)
+    settings = {**config.get("finetune_params", {}), "train_layers": train_layers}
+    settings.pop("tta", None)
+    if tta:
+        settings["tta"] = config["finetune_tta"]
     args = [f"backbone={config['backbone']!r}", f"image_size={config['image_size']}"]
-    args += [f"{key}={value!r}" for key, value in sorted(config.get("finetune_params", {}).items())]
+    args += [f"{key}={value!r}" for key, value in sorted(settings.items())]
     return f"FineTunedCNNClassifier({', '.join(args)})"
 
 
@@ -149,7 +162,7 @@ def format_summary(result: Result) -> str:
     if config["unreadable_rows"]:
         lines.append(f"{len(config['unreadable_rows'])} unreadable image(s) were left out.")
     lines.append("")
-    header = ("strategy", "features", "accuracy (mean +- std)", "fit time / fold")
+    header = ("strategy", "features", "accuracy (mean +- std)", "seconds / fold")
     rows = []
     for _, row in result.scores.iterrows():
         marker = " *" if row["strategy"] == result.best else ""
@@ -157,7 +170,7 @@ def format_summary(result: Result) -> str:
             short_label(row["strategy"]) + marker,
             "-" if pd.isna(row["n_features"]) else str(int(row["n_features"])),
             f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}",
-            _seconds(row["fit_seconds"]) + ("" if row["converged"] else " (!)"),
+            _seconds(row["seconds"]) + ("" if row["converged"] else " (!)"),
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
@@ -166,7 +179,14 @@ def format_summary(result: Result) -> str:
     for row in rows:
         lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
                                for i, (text, width) in enumerate(zip(row, widths))))
-    lines.append("All classifiers: StandardScaler + LogisticRegression; * marks the best.")
+    lines.append("Frozen features and raw pixels: StandardScaler + LogisticRegression; * marks "
+                 "the most accurate.")
+    lines.append("seconds / fold: computing the features (the whole forward pass) + fit + "
+                 "prediction"
+                 + (f"; a + TTA row is the fit of the row above it predicting with "
+                    f"tta={config['finetune_tta']!r}, its seconds include that fit"
+                    if config.get("finetune_tta") is not None else "")
+                 + ".")
     if not result.scores["converged"].all():
         lines.append("(!) LogisticRegression reached max_iter on some folds; raise --max-iter "
                      "or lower --C for fully converged fits.")
@@ -175,7 +195,7 @@ def format_summary(result: Result) -> str:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+    return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
 
 def to_jsonable(result: Result) -> dict:
@@ -267,7 +287,12 @@ def plot_accuracy_by_layer(result: Result):
     pairs = scores[[len(frozen_layers(name) or ()) == 2 for name in scores.index]]
     if len(pairs):
         references.append((str(pairs["accuracy_mean"].idxmax()), "tab:red", "-."))
-    references += [(name, "tab:green", ":") for name in scores.index if is_finetune(name)]
+    tuned = ("tab:green", "tab:olive", "tab:cyan")  # one colour per fit, solid with TTA
+    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name)[1]]
+    for name in filter(is_finetune, scores.index):
+        train_layers, tta = finetune_settings(name)
+        color = tuned[fits.index(finetune_strategy(train_layers)) % len(tuned)]
+        references.append((name, color, "-" if tta else ":"))
     span = (-0.5, max(len(x) - 0.5, 0.5))
     for name, color, style in references:
         mean, std = scores.loc[name, "accuracy_mean"], scores.loc[name, "accuracy_std"]

@@ -6,8 +6,8 @@ A strategy is named by the ``strategy`` column of ``EvaluationResult.scores``:
 - frozen CNN features: a layer name (``"blocks.4"``), two layers concatenated
   (``"blocks.4+penultimate"``), either one at an input size other than the first compared
   (``"blocks.4@224"``): see :func:`frozen_strategy`;
-- fine-tuning: :data:`FINETUNE`, or with the layers trained and test-time augmentation
-  (``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all-tta"``): see
+- fine-tuning, named by the layers trained and whether it predicts with test-time
+  augmentation (``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all-tta"``): see
   :func:`finetune_strategy`.
 
 The evaluation and its report both read these names, so they are made and read here only.
@@ -18,14 +18,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 PIXELS = "pixels"
-FINETUNE = "finetune"
+FINETUNE = "finetune"  # the prefix of every fine-tuning strategy
+
+#: evaluate(finetune=True) fine-tunes the new head only, the last this many units and all...
+FINETUNE_LAST_K = 2
+#: ...and predicts again with these test-time views (unless finetune_params gives "tta").
+FINETUNE_TTA = "flip"
 
 _PAIR = "+"  # joins the layers of a concatenation
 _AT = "@"  # marks the input size of a frozen strategy
 _TTA = "-tta"  # marks a fine-tuned strategy predicting with test-time augmentation
+_LAST = "last"  # train_layers=k: the last k units
 
-_LABELS = {PIXELS: "raw pixels + logistic regression", FINETUNE: "fine-tuned network"}
-_SHORT_LABELS = {PIXELS: "raw pixels", FINETUNE: "fine-tuned network"}
+_LABELS = {PIXELS: "raw pixels + logistic regression"}
+_SHORT_LABELS = {PIXELS: "raw pixels"}
+_TRAINED = {"head": "head only", "all": "all layers"}
 
 
 def frozen_strategy(layers: Sequence[str], image_size: int | None = None) -> str:
@@ -49,21 +56,32 @@ def frozen_layers(strategy: str) -> list[str] | None:
     return strategy.split(_AT)[0].split(_PAIR)
 
 
-def finetune_strategy(train_layers: str | int | None = None, tta: bool = False) -> str:
-    """The name of fine-tuning with ``train_layers`` (None: as given by the user) and ``tta``.
+def finetune_strategy(train_layers: str | int, tta: bool = False) -> str:
+    """The name of fine-tuning with ``train_layers`` (as the classifier takes it) and ``tta``.
 
-    >>> finetune_strategy(), finetune_strategy("head"), finetune_strategy(2, tta=True)
-    ('finetune', 'finetune-head', 'finetune-last2-tta')
+    >>> finetune_strategy("head"), finetune_strategy(2, tta=True)
+    ('finetune-head', 'finetune-last2-tta')
     """
-    name = FINETUNE
-    if train_layers is not None:
-        name += f"-last{int(train_layers)}" if not isinstance(train_layers, str) else f"-{train_layers}"
-    return name + (_TTA if tta else "")
+    trained = train_layers if isinstance(train_layers, str) else f"{_LAST}{int(train_layers)}"
+    return f"{FINETUNE}-{trained}" + (_TTA if tta else "")
+
+
+def finetune_settings(strategy: str) -> tuple[str | int, bool]:
+    """The ``train_layers`` of a fine-tuning strategy and whether it predicts with TTA.
+
+    The inverse of :func:`finetune_strategy`:
+
+    >>> finetune_settings("finetune-last2-tta"), finetune_settings("finetune-head")
+    ((2, True), ('head', False))
+    """
+    tta = strategy.endswith(_TTA)
+    trained = strategy[len(FINETUNE) + 1:len(strategy) - len(_TTA) if tta else None]
+    return (int(trained[len(_LAST):]) if trained.startswith(_LAST) else trained), tta
 
 
 def is_finetune(strategy: str) -> bool:
     """Whether a strategy fine-tunes the network (and so fits it on each fold)."""
-    return strategy == FINETUNE or strategy.startswith(FINETUNE + "-")
+    return strategy.startswith(FINETUNE + "-")
 
 
 def strategy_label(strategy: str) -> str:
@@ -80,11 +98,9 @@ def short_label(strategy: str) -> str:
     if strategy in _SHORT_LABELS:
         return _SHORT_LABELS[strategy]
     if is_finetune(strategy):
-        what = strategy[len(FINETUNE) + 1:].removesuffix(_TTA.lstrip("-")).strip("-")
-        trained = {"head": "head only", "all": "all layers"}.get(
-            what, what.replace("last", "last ") + " units" if what else "")
-        label = _SHORT_LABELS[FINETUNE] + (f" ({trained})" if trained else "")
-        return label + (" + TTA" if strategy.endswith(_TTA) else "")
+        train_layers, tta = finetune_settings(strategy)
+        trained = _TRAINED.get(train_layers) or f"last {train_layers} units"
+        return f"fine-tuned network ({trained})" + (" + TTA" if tta else "")
     layers = frozen_layers(strategy)
     size = strategy.partition(_AT)[2]
     return " + ".join(layers) + " features" + (f" at {size} px" if size else "")

@@ -6,7 +6,9 @@ stratified k-fold cross-validation on the same folds for every strategy:
 - **raw pixels** + logistic regression: the baseline any learned representation must beat;
 - **frozen CNN features** + logistic regression, for a sweep of layers from shallow to deep (the
   DeCAF protocol of Donahue et al., 2014): how transferable is each depth of the network?
-- optionally, **fine-tuning** the whole network (:class:`~skdeep.FineTunedCNNClassifier`).
+- optionally, **fine-tuning** (:class:`~skdeep.FineTunedCNNClassifier`) of the new head only,
+  of the last units and of the whole network, each fitted model also predicting with test-time
+  augmentation (the same fit, predicting again: no second fit).
 
 The features of every layer come from ONE forward pass over all images, before the folds are
 drawn, and each fold then only fits a scaler and a linear model on its training rows. This is
@@ -15,6 +17,10 @@ data, so embedding an image does not depend on which fold it is in; the result i
 cross-validating ``make_pipeline(PretrainedCNNFeatures(layer=...), StandardScaler(),
 LogisticRegression())`` once per layer, at a fraction of the cost. The fine-tuned network does
 learn from its training rows, so it is fitted from scratch on each fold.
+
+Every strategy is also timed, per fold, as a pipeline built from the images would be: the
+forward pass that makes its features (the whole pass, over all images, counted for each fold),
+its fit and its prediction. The recommendation weighs accuracy against that cost.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,16 +44,29 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from torch import nn
 
-from ._base import COMMON_PARAMETER_CONSTRAINTS
+from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
 from ._inference import predict_rows
 from ._inputs import ImageDataset, as_items, encoded_size, preview
 from ._layers import POOLINGS, normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
-from ._strategies import FINETUNE, PIXELS, frozen_strategy, is_finetune, strategy_label
+from ._strategies import (
+    FINETUNE_LAST_K,
+    FINETUNE_TTA,
+    PIXELS,
+    finetune_strategy,
+    frozen_strategy,
+    is_finetune,
+    strategy_label,
+)
 from .backbones import DEFAULT_BACKBONE, layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
@@ -158,9 +177,16 @@ def evaluate(
     cv : int, default=5
         Number of stratified folds (every class needs at least ``cv`` images).
     finetune : bool, default=False
-        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier` (slow on a CPU).
+        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, three fits per fold (slow
+        on a CPU): ``train_layers="head"``, the last 2 units and ``"all"`` (strategies
+        ``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all"``). Each fitted model then
+        predicts the fold's test images again with test-time augmentation, ``tta="flip"``, set
+        on the fitted model without a second fit (``"finetune-head-tta"``...).
     finetune_params : dict, default=None
-        Extra parameters of the fine-tuned classifier, e.g. ``{"epochs": 5}``.
+        Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``. Two keys choose what
+        is compared: ``train_layers=k`` (an int >= 1) the last units trained, and ``tta`` the
+        test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
+        TTA rows).
     max_images : int, default=None
         Evaluate a stratified random subset of this many images.
     pixel_size : int, default=32
@@ -182,6 +208,11 @@ def evaluate(
     Returns
     -------
     EvaluationResult
+        Its ``scores`` give each strategy's accuracy and ``seconds`` per fold: the forward pass
+        of its features, its fit and its prediction. A ``-tta`` strategy's seconds include the
+        fit it shares with the strategy without TTA (the same fitted model, predicting with
+        TTA): each row is the cost of that strategy alone. The recommendation picks the
+        cheapest strategy whose mean accuracy is within one standard deviation of the best.
 
     Examples
     --------
@@ -207,6 +238,12 @@ def evaluate(
     _check_folds(labels, cv)
     layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
     sizes = _requested_sizes(image_sizes if image_sizes is not None else [image_size], items)
+    if finetune:  # bad fine-tuning parameters fail here, before the forward passes
+        tuned, tta = _finetuned_classifiers(
+            finetune_params, backbone=backbone, weights=weights, image_size=sizes[0],
+            device=device, precision=precision, num_workers=num_workers, progress=progress,
+            random_state=random_state,
+        )
 
     extractors, features, seconds = [], [], {}
     for size in sizes:
@@ -227,8 +264,10 @@ def evaluate(
         seconds[side] = time.perf_counter() - start
         extractors.append(extractor)
     extractor, sides = extractors[0], list(seconds)
+    start = time.perf_counter()
     pixels = _pixel_matrix(items, pixel_size, on_error=on_error, batch_size=batch_size,
                            num_workers=num_workers, progress=progress)
+    pixel_seconds = time.perf_counter() - start
 
     readable = ~(np.isnan(pixels).any(axis=1)
                  | np.any([np.isnan(matrix).any(axis=1) for matrix in features], axis=0))
@@ -242,7 +281,8 @@ def evaluate(
         _check_folds(labels, cv)
 
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    strategies = [(PIXELS, strategy_label(PIXELS), None, linear, pixels, None)]
+    strategies = [_Strategy(PIXELS, strategy_label(PIXELS), None, linear, pixels, None,
+                            pixel_seconds)]
     embeddings = {}
     for index, (side, matrix) in enumerate(zip(sides, features)):
         suffix = None if index == 0 else side  # the first size's strategies keep plain names
@@ -255,17 +295,11 @@ def evaluate(
             name = frozen_strategy(group, suffix)
             data = (by_layer[group[0]] if len(group) == 1
                     else _Concatenation([by_layer[layer] for layer in group]))
-            strategies.append((name, strategy_label(name), frozen_strategy(group), linear, data,
-                               side))
+            strategies.append(_Strategy(name, strategy_label(name), frozen_strategy(group),
+                                        linear, data, side, seconds[side]))
         embeddings.update({frozen_strategy([name], suffix): by_layer[name] for name in by_layer})
     if finetune:
-        model = _finetuned_classifier(
-            finetune_params, backbone=backbone, weights=weights, image_size=sizes[0], device=device,
-            precision=precision, num_workers=num_workers, progress=progress,
-            random_state=random_state,
-        )
-        strategies.append((FINETUNE, f"fine-tuned {_backbone_name(backbone)}", None, model, items,
-                           sides[0]))
+        strategies += _finetune_strategies(tuned, tta, items, sides[0])
 
     splits = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
                   .split(np.zeros(len(labels)), labels))
@@ -296,6 +330,7 @@ def evaluate(
         "unreadable_rows": [int(i) for i in unreadable],
         "finetune": bool(finetune),
         "finetune_params": dict(finetune_params or {}),
+        **({"finetune_train_layers": list(tuned), "finetune_tta": tta} if finetune else {}),
     }
     recommendation = recommend(scores, best, config)
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
@@ -316,29 +351,45 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    tasks = [(index, fold) for index in range(len(strategies)) for fold in range(len(splits))]
-    linear = [task for task in tasks if not is_finetune(strategies[task[0]][0])]
-    heavy = [task for task in tasks if is_finetune(strategies[task[0]][0])]
+    index_of = {strategy.name: index for index, strategy in enumerate(strategies)}
+    again = {}  # fitted strategy -> the strategies that are it predicting again: [(index, params)]
+    for index, strategy in enumerate(strategies):
+        if isinstance(strategy.estimator, _Repredict):
+            again.setdefault(index_of[strategy.estimator.fitted], []).append(
+                (index, strategy.estimator.params))
+    fitted = [index for index, strategy in enumerate(strategies)
+              if not isinstance(strategy.estimator, _Repredict)]
+    tasks = [(index, fold) for index in fitted for fold in range(len(splits))]
+    linear = [task for task in tasks if not is_finetune(strategies[task[0]].name)]
+    heavy = [task for task in tasks if is_finetune(strategies[task[0]].name)]
 
     def call(task, single_thread):
-        _, _, _, estimator, data, _ = strategies[task[0]]
+        strategy = strategies[task[0]]
         train, test = splits[task[1]]
-        return delayed(_fit_fold)(estimator, data, labels, train, test, single_thread=single_thread)
+        return delayed(_fit_fold)(strategy.estimator, strategy.data, labels, train, test,
+                                  single_thread=single_thread,
+                                  again=[params for _, params in again.get(task[0], [])])
 
-    outcomes = {}
+    outcomes = {}  # (strategy index, fold) -> (predictions, fit s, predict s, converged)
+
+    def keep(task, outcome):
+        predicted, fit_seconds, predict_seconds, converged, repredicted = outcome
+        outcomes[task] = (predicted, fit_seconds, predict_seconds, converged)
+        for (index, _), (predicted, seconds) in zip(again.get(task[0], []), repredicted):
+            outcomes[(index, task[1])] = (predicted, fit_seconds, seconds, converged)  # same fit
     with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
               leave=False) as bar:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         for task, outcome in zip(linear, parallel(call(task, True) for task in linear)):
-            outcomes[task] = outcome
+            keep(task, outcome)
             bar.update()
         for task in heavy:
             function, args, kwargs = call(task, False)
-            outcomes[task] = function(*args, **kwargs)
+            keep(task, function(*args, **kwargs))
             bar.update()
 
     rows, predictions = [], {}
-    for index, (name, *_rest) in enumerate(strategies):
+    for index, name in enumerate(strategy.name for strategy in strategies):
         predicted = np.empty(len(labels), dtype=labels.dtype)
         for fold, (train, test) in enumerate(splits):
             test_predictions, fit_seconds, predict_seconds, converged = outcomes[(index, fold)]
@@ -355,8 +406,10 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     return rows, predictions
 
 
-def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
-    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged)."""
+def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=()):
+    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged,
+    repredicted), where ``repredicted`` holds (predictions, s) of the fitted model predicting
+    ``test`` again with each parameter set of ``again`` (set after the fit: no refit)."""
     from threadpoolctl import threadpool_limits
 
     model = clone(estimator)
@@ -366,9 +419,15 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
         start = time.perf_counter()
         model.fit(_take(data, train), labels[train])
         fit_seconds = time.perf_counter() - start
+        test_data = _take(data, test)
         start = time.perf_counter()
-        predicted = np.asarray(model.predict(_take(data, test)))
+        predicted = np.asarray(model.predict(test_data))
         predict_seconds = time.perf_counter() - start
+        repredicted = []
+        for params in again:
+            model.set_params(**params)
+            start = time.perf_counter()
+            repredicted.append((np.asarray(model.predict(test_data)), time.perf_counter() - start))
     converged = True
     for caught_warning in caught:  # count convergence notices, pass everything else on
         if issubclass(caught_warning.category, ConvergenceWarning):
@@ -376,26 +435,30 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
         else:
             warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                    caught_warning.filename, caught_warning.lineno)
-    return predicted, fit_seconds, predict_seconds, converged
+    return predicted, fit_seconds, predict_seconds, converged, repredicted
 
 
 def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
     records = []
-    for name, model, layer, _, data, side in strategies:
-        part = folds[folds["strategy"] == name]
-        tabular = not is_finetune(name) and isinstance(data, (np.ndarray, _Concatenation))
+    for strategy in strategies:
+        part = folds[folds["strategy"] == strategy.name]
+        data = strategy.data
+        tabular = not is_finetune(strategy.name) and isinstance(data, (np.ndarray, _Concatenation))
         n_features = data.shape[1] if tabular and data.ndim == 2 else None
+        fit_seconds = float(part["fit_seconds"].mean())
+        predict_seconds = float(part["predict_seconds"].mean())
         records.append({
-            "strategy": name,
-            "model": model,
-            "layer": layer,
+            "strategy": strategy.name,
+            "model": strategy.model,
+            "layer": strategy.layer,
             "n_features": n_features,
             "accuracy_mean": float(part["accuracy"].mean()),
             "accuracy_std": float(part["accuracy"].std(ddof=0)),
-            "fit_seconds": float(part["fit_seconds"].mean()),
-            "predict_seconds": float(part["predict_seconds"].mean()),
+            "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds,
+            "seconds": strategy.feature_seconds + fit_seconds + predict_seconds,
             "converged": bool(part["converged"].all()),
-            "image_size": side,
+            "image_size": strategy.side,
         })
     table = pd.DataFrame(records)
     table["n_features"] = table["n_features"].astype("Int64")
@@ -431,8 +494,62 @@ class _PixelGrid:
         return torch.from_numpy(np.array(grid, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNClassifier:
-    settings = {**defaults, **(params or {})}
+class _Strategy(NamedTuple):
+    """One row of the scores: a model fitted on ``data`` for each fold."""
+
+    name: str
+    model: str  # what it is, in words
+    layer: str | None  # the frozen layer(s) it reads
+    estimator: Any  # an estimator, cloned and fitted per fold, or a _Repredict
+    data: Any  # a feature matrix, a _Concatenation or the images
+    side: int | None  # the network's input side
+    feature_seconds: float = 0.0  # the computation of ``data``, over all images
+
+
+class _Repredict:
+    """A strategy that is another's fitted model (``fitted``, its name) predicting again with
+    ``params`` set: test-time augmentation costs a prediction, not a second fit."""
+
+    def __init__(self, fitted: str, params: dict) -> None:
+        self.fitted = fitted
+        self.params = params
+
+
+def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, Any]:
+    """The classifiers fine-tuning the head, the last k units and all layers, by their
+    ``train_layers``, and the ``tta`` they predict with again (None: no TTA rows)."""
+    params = dict(params or {})
+    last = params.pop("train_layers", FINETUNE_LAST_K)
+    if isinstance(last, bool) or not isinstance(last, Integral) or last < 1:
+        raise ValueError(
+            f"finetune_params has train_layers={last!r}; evaluate compares 'head', the last k "
+            "units and 'all', and train_layers=k, an int >= 1, chooses k."
+        )
+    tta = params.pop("tta", FINETUNE_TTA)
+    validate_parameter_constraints({"tta": VIEW_PARAMETER_CONSTRAINTS["tta"]}, {"tta": tta},
+                                   caller_name="evaluate's finetune_params")
+    models = {train_layers: _finetuned_classifier({**params, "train_layers": train_layers},
+                                                  **defaults)
+              for train_layers in ("head", int(last), "all")}
+    return models, tta
+
+
+def _finetune_strategies(models: dict, tta: Any, items, side: int | None) -> list[_Strategy]:
+    """A strategy per fine-tuned classifier, each followed by the same fitted model predicting
+    with ``tta`` (unless None)."""
+    strategies = []
+    for train_layers, model in models.items():
+        name = finetune_strategy(train_layers)
+        strategies.append(_Strategy(name, strategy_label(name), None, model, items, side))
+        if tta is not None:
+            again = finetune_strategy(train_layers, tta=True)
+            strategies.append(_Strategy(again, strategy_label(again), None,
+                                        _Repredict(name, {"tta": tta}), items, side))
+    return strategies
+
+
+def _finetuned_classifier(params: dict, **defaults: Any) -> FineTunedCNNClassifier:
+    settings = {**defaults, **params}
     known = FineTunedCNNClassifier().get_params()
     unknown = sorted(set(settings) - set(known))
     if unknown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -13,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skdeep import PretrainedCNNFeatures
 from skdeep._device import torch_threads
+from skdeep._report import recommend
 from skdeep.cli import main
 from skdeep.evaluation import evaluate
 
@@ -91,7 +93,9 @@ def test_the_recommended_pipeline_of_a_pair_at_another_size_is_runnable_code(dat
     images, labels = data
     result = evaluate(images, labels, image_sizes=[32, 48], layers=["blocks.1", "blocks.2"],
                       **FROZEN)
-    text = recommend(result.scores, "blocks.1+blocks.2@48", result.config)
+    scores = result.scores.copy()  # the pair at 48 px alone at the top, whatever its cost
+    scores.loc[scores["strategy"] != "blocks.1+blocks.2@48", "accuracy_mean"] = 0.0
+    text = recommend(scores, "blocks.1+blocks.2@48", result.config)
     assert "layer=['blocks.1', 'blocks.2'], image_size=48" in text
 
 
@@ -124,3 +128,98 @@ def test_cli_image_sizes_and_no_pairs(tmp_path, capsys, monkeypatch):
 def test_extract_has_no_evaluate_only_flags(capsys):
     assert main(["extract", "x", "-o", "y.npy", "--no-pairs"]) != 0
     assert "--no-pairs" in capsys.readouterr().err
+
+
+# --- fine-tuning: head, last k, all, each with and without TTA (item 5) -------------------------
+
+TUNE = dict(FROZEN, image_size=16, layers=["blocks.1"], finetune=True)
+FAST_FIT = {"epochs": 1, "batch_size": 8, "validation_fraction": 0}
+
+
+def test_finetune_compares_layers_trained_and_tta_from_one_fit_each(data, monkeypatch):
+    from skdeep import FineTunedCNNClassifier
+
+    images, labels = data
+    fits = []
+    real_fit = FineTunedCNNClassifier.fit
+
+    def counted_fit(self, X, y, **kwargs):
+        fits.append(self.train_layers)
+        return real_fit(self, X, y, **kwargs)
+
+    monkeypatch.setattr(FineTunedCNNClassifier, "fit", counted_fit)
+    result = evaluate(images, labels, finetune_params=FAST_FIT, **TUNE)
+    assert result.scores["strategy"].tolist()[2:] == [
+        "finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
+        "finetune-all", "finetune-all-tta"]
+    assert sorted(fits, key=str) == sorted(["head", 2, "all"] * 2, key=str)  # no fit for TTA
+    folds = result.folds.set_index(["strategy", "fold"])
+    for trained in ("head", "last2", "all"):  # the TTA row shares its fit, adds its prediction
+        plain, tta = folds.loc[f"finetune-{trained}"], folds.loc[f"finetune-{trained}-tta"]
+        np.testing.assert_array_equal(tta["fit_seconds"], plain["fit_seconds"])
+    # seconds: the forward pass of the frozen features, then fit + prediction (a TTA row's own)
+    scores = result.scores.set_index("strategy")
+    forward = {"blocks.1": result.config["embedding_seconds"]}
+    np.testing.assert_allclose(scores["seconds"].drop("pixels"),
+                               (scores["fit_seconds"] + scores["predict_seconds"]).drop("pixels")
+                               + [forward.get(name, 0.0) for name in scores.index[1:]],
+                               atol=1e-3)  # the config rounds seconds to milliseconds
+    # the TTA predictions are the fold's fitted model predicting with tta="flip"
+    train, test = next(StratifiedKFold(2, shuffle=True, random_state=0).split(images, labels))
+    model = FineTunedCNNClassifier(backbone=TINY, weights=None, image_size=16, precision="fp32",
+                                   random_state=0, train_layers="head", **FAST_FIT)
+    real_fit(model, images[train], labels[train])
+    np.testing.assert_array_equal(result.predictions["finetune-head-tta"][test],
+                                  model.set_params(tta="flip").predict(images[test]))
+    np.testing.assert_array_equal(result.predictions["finetune-head"][test],
+                                  model.set_params(tta=None).predict(images[test]))
+
+
+def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
+    images, labels = data
+    result = evaluate(images, labels, finetune_params={**FAST_FIT, "train_layers": 1, "tta": None},
+                      **TUNE)
+    assert result.scores["strategy"].tolist()[2:] == ["finetune-head", "finetune-last1",
+                                                      "finetune-all"]
+    assert result.config["finetune_tta"] is None
+    with pytest.raises(ValueError, match="finetune_params has train_layers='head'; evaluate "
+                                         "compares 'head', the last k units and 'all'"):
+        evaluate(images, labels, finetune_params={"train_layers": "head"}, **TUNE)
+    with pytest.raises(ValueError, match="'tta' parameter of evaluate's finetune_params"):
+        evaluate(images, labels, finetune_params={"tta": "flips"}, **TUNE)
+    with pytest.raises(ValueError, match=r"unknown fine-tuning parameter\(s\) \['epoch'\]"):
+        evaluate(images, labels, finetune_params={"epoch": 1}, **TUNE)
+
+
+def _table(rows):
+    names = ["strategy", "layer", "accuracy_mean", "accuracy_std", "seconds"]
+    return pd.DataFrame([dict(zip(names, row), image_size=96) for row in rows])
+
+
+CONFIG = {"backbone": "efficientnet_lite0", "image_size": 96, "n_images": 500, "finetune": True,
+          "finetune_params": {"epochs": 3, "tta": "symmetric"}, "finetune_tta": "symmetric",
+          "logistic_regression": {"C": 1.0, "max_iter": 1000}}
+
+
+def test_recommendation_is_the_cheapest_within_one_std_of_the_best():
+    scores = _table([("pixels", None, 0.70, 0.01, 1.0), ("blocks.4", "blocks.4", 0.80, 0.01, 5.0),
+                     ("finetune-head", None, 0.88, 0.01, 20.0),
+                     ("finetune-head-tta", None, 0.89, 0.01, 24.0),
+                     ("finetune-all", None, 0.90, 0.02, 100.0),
+                     ("finetune-all-tta", None, 0.905, 0.02, 110.0)])
+    text = recommend(scores, "finetune-all-tta", CONFIG)
+    assert text.startswith("The most accurate is the fine-tuned network (all layers) + TTA "
+                           "(0.905 +- 0.020, 110 s per fold); the cheapest strategy within one "
+                           "standard deviation of it is the fine-tuned network (head only) + TTA "
+                           "(0.890 +- 0.010, 24 s per fold), so that is the recommendation.")
+    assert ("FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3, "
+            "train_layers='head', tta='symmetric')") in text
+    assert "Within one standard deviation of the best: finetune-head-tta, finetune-all" in text
+    # frozen features within one std of the best fine-tuning, at a fraction of its cost
+    scores.loc[scores["strategy"] == "blocks.4", "accuracy_mean"] = 0.89
+    text = recommend(scores, "finetune-all-tta", CONFIG)
+    assert "is the blocks.4 features (0.890 +- 0.010, 5.00 s per fold)" in text
+    assert "PretrainedCNNFeatures(layer='blocks.4', image_size=96)" in text
+    # the most accurate is also the cheapest of those tied: no trade to explain
+    text = recommend(scores, "blocks.4", CONFIG)
+    assert text.startswith("Use the blocks.4 features")
