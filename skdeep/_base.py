@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from numbers import Integral
 from typing import Any
@@ -20,6 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
+from ._augment import POLICY_NAMES, TTA_NAMES, AveragedViews, View
 from ._compiled import CompiledForward, compile_pays
 from ._device import PRECISIONS, auto_batch_size, resolve_device, resolve_precision
 from ._inference import iter_row_chunks, predict_rows
@@ -39,6 +40,12 @@ COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
     "progress": ["boolean"],
     "random_state": ["random_state"],
     "compile": [StrOptions({"auto"}), "boolean"],
+}
+
+#: The augmentation policy and the test-time views: the same vocabulary in both estimators.
+VIEW_PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "augment": [StrOptions(set(POLICY_NAMES)), "boolean", callable],
+    "tta": [StrOptions(set(TTA_NAMES)), Interval(Integral, 2, None, closed="left"), None],
 }
 
 
@@ -110,26 +117,46 @@ class CNNEstimatorMixin:
         self._compiled = CompiledForward(eager, self.device_, self.precision_)
         return self._compiled
 
-    def _run_dataset(self, eager: FeatureExtractor, dataset,
-                     desc: str) -> tuple[np.ndarray, dict[int, str]]:
+    def _run_dataset(self, eager: FeatureExtractor, dataset, desc: str, *,
+                     views: Sequence[View] = (), log_proba_from: int | None = None
+                     ) -> tuple[np.ndarray, dict[int, str]]:
         """Rows of the network over ``dataset``, with this estimator's runtime settings.
 
         Returns ``(rows, {row: error})``. The network is ``eager`` or, under ``compile``, its
-        compiled graph, fed batches of one shape (see :func:`~skdeep._inference.predict_rows`).
+        compiled graph, fed batches of one shape (see :func:`~skdeep._inference.predict_rows`);
+        with several test-time ``views`` its rows are averaged over them (see
+        :meth:`_view_forward`).
         """
-        forward = self._inference_forward(eager, len(dataset))
-        return predict_rows(forward, dataset, desc=desc, **self._inference_options(forward))
+        forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
+        return predict_rows(forward, dataset, desc=desc, **options)
 
-    def _dataset_chunks(self, eager: FeatureExtractor, dataset,
-                        desc: str) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
+    def _dataset_chunks(self, eager: FeatureExtractor, dataset, desc: str, *,
+                        views: Sequence[View] = (), log_proba_from: int | None = None
+                        ) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
         """:meth:`_run_dataset` chunk by chunk, as they come back to the host.
 
         Yields ``(rows, {dataset row: error})`` for consecutive rows (see
         :func:`~skdeep._inference.iter_row_chunks`); the network is chosen now, not at the
         first chunk.
         """
-        forward = self._inference_forward(eager, len(dataset))
-        return iter_row_chunks(forward, dataset, desc=desc, **self._inference_options(forward))
+        forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
+        return iter_row_chunks(forward, dataset, desc=desc, **options)
+
+    def _view_forward(self, eager: FeatureExtractor, n_images: int, views: Sequence[View],
+                      log_proba_from: int | None) -> tuple[Any, dict[str, Any]]:
+        """What the inference loop runs for test-time ``views``, and the loop's options.
+
+        With at most one view, the network alone (eager or compiled). With several, one batched
+        forward pass per view, averaged (:class:`~skdeep._augment.AveragedViews`; columns from
+        ``log_proba_from`` on are logits, averaged as probabilities). ``compile=`` counts every
+        view's images, and each view keeps the batch's shape and dtype, so that one compiled
+        graph serves them all.
+        """
+        forward = self._inference_forward(eager, n_images * max(1, len(views)))
+        options = self._inference_options(forward)
+        if len(views) > 1:
+            return AveragedViews(forward, views, log_proba_from=log_proba_from), options
+        return forward, options
 
     def _inference_options(self, forward) -> dict[str, Any]:
         """The runtime arguments of the inference loop for ``forward`` (eager or compiled)."""

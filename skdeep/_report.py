@@ -16,7 +16,16 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write
-from ._strategies import FINETUNE, PIXELS, short_label, strategy_label
+from ._strategies import (
+    PIXELS,
+    finetune_settings,
+    finetune_strategy,
+    frozen_layers,
+    frozen_strategy,
+    is_finetune,
+    short_label,
+    strategy_label,
+)
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
 # summary() and save() call this module, and the dependency goes one way.
@@ -31,14 +40,26 @@ _MAX_MAP_POINTS = 5000  # the 2-D map shows a random subset of larger data sets
 
 
 def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
-    """What to use, given the cross-validated scores: the best strategy, in words and code."""
+    """What to use, given the cross-validated scores, in words and code: the cheapest strategy
+    (``seconds`` per fold) whose mean accuracy is within one standard deviation of the most
+    accurate one's, ``best``."""
     by_name = scores.set_index("strategy")
     top = by_name.loc[best]
+    tied = by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
+    choice = str(tied["seconds"].idxmin()) if tied["seconds"].min() < top["seconds"] else best
+    chosen = by_name.loc[choice]
     pixels = by_name.loc[PIXELS]
     layers = by_name[by_name["layer"].notna()]
     best_layer = layers["accuracy_mean"].idxmax() if len(layers) else None
     lines = []
-    if best == PIXELS:
+    if choice != best:
+        lines.append(
+            f"The most accurate is the {short_label(best)} ({_score(top)}, "
+            f"{_seconds(top['seconds'])} per fold); the cheapest strategy within one standard "
+            f"deviation of it is the {short_label(choice)} ({_score(chosen)}, "
+            f"{_seconds(chosen['seconds'])} per fold), so that is the recommendation."
+        )
+    if choice == PIXELS:
         lines.append(
             f"Raw pixels ({_score(pixels)}) do as well as the best CNN features here"
             + (f" ({best_layer}: {_score(layers.loc[best_layer])})." if best_layer else ".")
@@ -46,49 +67,63 @@ def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
             "small for its input: try a larger --image-size, another --backbone"
             + (", or --finetune." if not config.get("finetune") else ".")
         )
-    elif best == FINETUNE:
+    elif is_finetune(choice):
         frozen = layers.loc[best_layer] if best_layer else None
-        ratio = None
-        if frozen is not None:  # the frozen pipeline's cost: its forward pass + its classifier
-            frozen_cost = frozen["fit_seconds"] + config.get("embedding_seconds", 0.0)
-            ratio = top["fit_seconds"] / max(frozen_cost, 1e-9)
+        ratio = chosen["seconds"] / max(frozen["seconds"], 1e-9) if frozen is not None else None
         lines.append(
-            f"Fine-tuning wins: {_score(top)}"
+            f"Fine-tuning wins: {_score(chosen)} for the {short_label(choice)}"
             + (f" vs {_score(frozen)} for frozen {best_layer} features" if frozen is not None else "")
             + f" and {_score(pixels)} for raw pixels"
             + (f", at {ratio:,.0f}x the cost of the frozen pipeline (forward pass + logistic "
                "regression)." if ratio else ".")
         )
-        lines.append("  " + _finetune_code(config))
+        lines.append("  " + _finetune_code(choice, config))
     else:
-        gain = 100 * (top["accuracy_mean"] - pixels["accuracy_mean"])
+        gain = 100 * (chosen["accuracy_mean"] - pixels["accuracy_mean"])
         lines.append(
-            f"Use the {best} features of {config['backbone']}: {_score(top)}, "
+            f"Use the {short_label(choice)} of {config['backbone']}: {_score(chosen)}, "
             f"{gain:+.1f} points over raw pixels ({_score(pixels)})."
         )
-        lines.append("  " + _pipeline_code(best, config))
+        lines.append("  " + _pipeline_code(choice, int(chosen["image_size"]), config))
         if not config.get("finetune"):
             lines.append("Fine-tuning (--finetune) may do better still, at a much higher cost.")
-    tied = scores[(scores["strategy"] != best)
-                  & (scores["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"])]
-    if len(tied):
-        names = ", ".join(tied["strategy"])
+    lines += _depth_and_size(layers, config)
+    others = tied.index[tied.index != best]
+    if len(others):
         lines.append(
-            f"Within one standard deviation of the best: {names}; differences this small are "
-            f"not reliable with {config['n_images']} images."
+            f"Within one standard deviation of the best: {', '.join(others)}; differences this "
+            f"small are not reliable with {config['n_images']} images."
         )
     return "\n".join(lines)
+
+
+def _depth_and_size(frozen: pd.DataFrame, config: dict) -> list[str]:
+    """Which depth (one layer or a pair) and which input size, when several were compared."""
+    width = frozen.index.map(lambda name: len(frozen_layers(name)))
+    single, pair = frozen[width == 1], frozen[width == 2]
+    lines = []
+    if len(pair):
+        one, two = single["accuracy_mean"].idxmax(), pair["accuracy_mean"].idxmax()
+        lines.append(f"Depth: best single layer {one} ({_score(single.loc[one])}), best pair "
+                     f"{two} ({_score(pair.loc[two])}).")
+    if len(set(frozen["image_size"])) > 1:
+        by_size = frozen.groupby("image_size")["accuracy_mean"].max()
+        lines.append("Size: best frozen accuracy " + ", ".join(
+            f"{mean:.3f} at {size} px" for size, mean in by_size.items()) + ".")
+    return lines
 
 
 def _score(row: pd.Series) -> str:
     return f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}"
 
 
-def _pipeline_code(layer: str, config: dict) -> str:
+def _pipeline_code(strategy: str, image_size: int, config: dict) -> str:
     args = []
     if config["backbone"] != "efficientnet_lite0":
         args.append(f"backbone={config['backbone']!r}")
-    args += [f"layer={layer!r}", f"image_size={config['image_size']}"]
+    layers = frozen_layers(strategy)
+    layer = layers[0] if len(layers) == 1 else layers
+    args += [f"layer={layer!r}", f"image_size={image_size}"]
     lr = config["logistic_regression"]
     lr_args = ", ".join(f"{k}={v!r}" for k, v in (("C", lr["C"]),) if v != 1.0)
     lr_args = ", ".join(filter(None, [lr_args, f"max_iter={lr['max_iter']}"]))
@@ -96,9 +131,14 @@ def _pipeline_code(layer: str, config: dict) -> str:
             f"LogisticRegression({lr_args}))")
 
 
-def _finetune_code(config: dict) -> str:
+def _finetune_code(strategy: str, config: dict) -> str:
+    train_layers, tta = finetune_settings(strategy)
+    settings = {**config.get("finetune_params", {}), "train_layers": train_layers}
+    settings.pop("tta", None)
+    if tta:
+        settings["tta"] = config["finetune_tta"]
     args = [f"backbone={config['backbone']!r}", f"image_size={config['image_size']}"]
-    args += [f"{key}={value!r}" for key, value in sorted(config.get("finetune_params", {}).items())]
+    args += [f"{key}={value!r}" for key, value in sorted(settings.items())]
     return f"FineTunedCNNClassifier({', '.join(args)})"
 
 
@@ -111,13 +151,18 @@ def format_summary(result: Result) -> str:
         f"Backbone {config['backbone']} ({config['weights_id']}), input {config['image_size']} px, "
         f"{config['pooling']} pooling, {config['precision']} on {config['device']}.",
         f"CNN features of {len(config['layers'])} layers computed once for all images in "
-        f"{config['embedding_seconds']:.1f} s. The network is frozen and does not learn from the "
-        "images, so sharing the features across folds leaks nothing.",
+        f"{config['embedding_seconds']:.1f} s"
+        + (f" (one pass at each of {', '.join(map(str, config['image_sizes']))} px)"
+           if len(config.get("image_sizes", ())) > 1 else "")
+        + ". The network is frozen and does not learn from the images, so sharing the features "
+        "across folds leaks nothing."
+        + (" A pair such as a+b is the two layers' features concatenated."
+           if config.get("pairs") else ""),
     ]
     if config["unreadable_rows"]:
         lines.append(f"{len(config['unreadable_rows'])} unreadable image(s) were left out.")
     lines.append("")
-    header = ("strategy", "features", "accuracy (mean +- std)", "fit time / fold")
+    header = ("strategy", "features", "accuracy (mean +- std)", "seconds / fold")
     rows = []
     for _, row in result.scores.iterrows():
         marker = " *" if row["strategy"] == result.best else ""
@@ -125,7 +170,7 @@ def format_summary(result: Result) -> str:
             short_label(row["strategy"]) + marker,
             "-" if pd.isna(row["n_features"]) else str(int(row["n_features"])),
             f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}",
-            _seconds(row["fit_seconds"]) + ("" if row["converged"] else " (!)"),
+            _seconds(row["seconds"]) + ("" if row["converged"] else " (!)"),
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
@@ -134,7 +179,14 @@ def format_summary(result: Result) -> str:
     for row in rows:
         lines.append("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
                                for i, (text, width) in enumerate(zip(row, widths))))
-    lines.append("All classifiers: StandardScaler + LogisticRegression; * marks the best.")
+    lines.append("Frozen features and raw pixels: StandardScaler + LogisticRegression; * marks "
+                 "the most accurate.")
+    lines.append("seconds / fold: computing the features (the whole forward pass) + fit + "
+                 "prediction"
+                 + (f"; a + TTA row is the fit of the row above it predicting with "
+                    f"tta={config['finetune_tta']!r}, its seconds include that fit"
+                    if config.get("finetune_tta") is not None else "")
+                 + ".")
     if not result.scores["converged"].all():
         lines.append("(!) LogisticRegression reached max_iter on some folds; raise --max-iter "
                      "or lower --C for fully converged fits.")
@@ -143,7 +195,7 @@ def format_summary(result: Result) -> str:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+    return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
 
 def to_jsonable(result: Result) -> dict:
@@ -212,24 +264,37 @@ def _figure(width: float, height: float):
 
 
 def plot_accuracy_by_layer(result: Result):
-    """Accuracy of each layer's features, shallow to deep, against raw pixels (and fine-tuning)."""
+    """Accuracy of each layer's features, shallow to deep, one line per input size, against raw
+    pixels, the best pair of layers and fine-tuning."""
     scores = result.scores.set_index("strategy")
-    layers = scores[scores["layer"].notna()]
     config = result.config
+    sizes = config.get("image_sizes", [config["image_size"]])
     figure = _figure(7.5, 4.5)
     ax = figure.add_subplot()
-    x = np.arange(len(layers))
-    ax.errorbar(x, layers["accuracy_mean"], yerr=layers["accuracy_std"], marker="o",
-                capsize=4, linewidth=2, color="tab:blue",
-                label=f"{config['backbone']} features + logistic regression")
-    for i, (mean, std) in enumerate(zip(layers["accuracy_mean"], layers["accuracy_std"])):
-        ax.annotate(f"{mean:.3f}", (x[i], mean + std), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=9)
-    references = [(PIXELS, "tab:gray", "--"), (FINETUNE, "tab:green", ":")]
-    span = (-0.5, max(len(layers) - 0.5, 0.5))
+    x = np.arange(len(config["layers"]))
+    colors = ("tab:blue", "tab:orange", "tab:purple", "tab:brown")
+    for index, size in enumerate(sizes):
+        names = [frozen_strategy([layer], None if index == 0 else size)
+                 for layer in config["layers"]]
+        layers = scores.loc[names]
+        ax.errorbar(x, layers["accuracy_mean"], yerr=layers["accuracy_std"], marker="o",
+                    capsize=4, linewidth=2, color=colors[index % len(colors)],
+                    label=f"{config['backbone']} features at {size} px + logistic regression")
+        for i, (mean, std) in enumerate(zip(layers["accuracy_mean"], layers["accuracy_std"])):
+            ax.annotate(f"{mean:.3f}", (x[i], mean + std), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=9)
+    references = [(PIXELS, "tab:gray", "--")]
+    pairs = scores[[len(frozen_layers(name) or ()) == 2 for name in scores.index]]
+    if len(pairs):
+        references.append((str(pairs["accuracy_mean"].idxmax()), "tab:red", "-."))
+    tuned = ("tab:green", "tab:olive", "tab:cyan")  # one colour per fit, solid with TTA
+    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name)[1]]
+    for name in filter(is_finetune, scores.index):
+        train_layers, tta = finetune_settings(name)
+        color = tuned[fits.index(finetune_strategy(train_layers)) % len(tuned)]
+        references.append((name, color, "-" if tta else ":"))
+    span = (-0.5, max(len(x) - 0.5, 0.5))
     for name, color, style in references:
-        if name not in scores.index:
-            continue
         mean, std = scores.loc[name, "accuracy_mean"], scores.loc[name, "accuracy_std"]
         ax.axhline(mean, color=color, linestyle=style, linewidth=1.5,
                    label=f"{strategy_label(name)} ({mean:.3f})")
@@ -241,7 +306,7 @@ def plot_accuracy_by_layer(result: Result):
     if chance >= bottom:  # only when it is in view: a distant chance line squashes the data
         ax.axhline(chance, color="black", linewidth=0.8, alpha=0.4, label=f"chance ({chance:.2f})")
     ax.set_xlim(*span)
-    ax.set_xticks(x, list(layers.index))
+    ax.set_xticks(x, list(config["layers"]))
     ax.set_xlabel("layer (shallow to deep)")
     ax.set_ylabel(f"accuracy ({config['cv']}-fold mean \u00b1 std)")
     ax.set_ylim(bottom, top)
@@ -285,8 +350,8 @@ def plot_confusion_matrix(result: Result):
 
 def plot_embedding_map(result: Result, method: str = "pca"):
     """The features of the best layer in 2-D (PCA, or t-SNE), coloured by class."""
-    layer = _map_layer(result)
-    features, labels = result.embeddings[layer], result.y
+    layer, features = _map_features(result)
+    labels = result.y
     if len(labels) > _MAX_MAP_POINTS:  # a readable plot, and t-SNE in seconds
         rows = np.random.default_rng(result.config["random_state"]).choice(
             len(labels), _MAX_MAP_POINTS, replace=False)
@@ -307,7 +372,7 @@ def plot_embedding_map(result: Result, method: str = "pca"):
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     shown = f", {len(labels)} of {len(result.y)} images" if len(labels) < len(result.y) else ""
-    ax.set_title(f"{names[2]} of the {layer} features ({features.shape[1]} dimensions, "
+    ax.set_title(f"{names[2]} of the {short_label(layer)} ({features.shape[1]} dimensions, "
                  f"standardised{shown}), coloured by class", fontsize=10)
     return figure
 
@@ -330,14 +395,18 @@ def embed_2d(features: np.ndarray, method: str, random_state: int) -> np.ndarray
                 random_state=random_state).fit_transform(reduced)
 
 
-def _map_layer(result: Result) -> str:
-    """The best strategy's layer, or the best layer when pixels or fine-tuning won."""
+def _map_features(result: Result) -> tuple[str, np.ndarray]:
+    """The best strategy's CNN features (a pair's side by side), or the best frozen strategy's
+    when pixels or fine-tuning won: (its name, the matrix)."""
     scores = result.scores
-    layers = scores[scores["layer"].notna()]
-    row = layers[layers["strategy"] == result.best]
-    if len(row):
-        return str(row["layer"].iloc[0])
-    return str(layers.loc[layers["accuracy_mean"].idxmax(), "layer"])
+    frozen = scores[scores["layer"].notna()]
+    best = result.best if frozen_layers(result.best) else str(
+        frozen.loc[frozen["accuracy_mean"].idxmax(), "strategy"])
+    size = int(frozen.set_index("strategy").loc[best, "image_size"])
+    first = size == result.config["image_size"]
+    parts = [result.embeddings[frozen_strategy([layer], None if first else size)]
+             for layer in frozen_layers(best)]
+    return best, parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
 def _class_colors(n: int):

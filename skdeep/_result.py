@@ -22,7 +22,11 @@ class EvaluationResult:
         fine-tuning): ``strategy``, ``model``, ``layer``, ``n_features``, ``accuracy_mean``,
         ``accuracy_std`` (over folds), ``fit_seconds`` and ``predict_seconds`` (means per fold;
         for CNN features, the classifier only: the shared forward pass is in
-        ``config["embedding_seconds"]``).
+        ``config["embedding_seconds"]``), and ``seconds``, the cost of the strategy per fold:
+        its features' forward pass (or the raw pixels' reading) + fit + prediction. A
+        fine-tuning ``-tta`` row is the fit of the row before it predicting again with
+        test-time augmentation: its ``fit_seconds`` are that fit's, its ``predict_seconds``
+        the TTA prediction's, so its ``seconds`` include the fit.
     folds : DataFrame
         One row per strategy and fold: ``accuracy``, ``fit_seconds``, ``predict_seconds``,
         ``n_train``, ``n_test``, ``converged``.
@@ -37,7 +41,8 @@ class EvaluationResult:
     best : str
         The strategy with the highest mean accuracy.
     recommendation : str
-        What to use, in words and code.
+        What to use, in words and code: the cheapest strategy (``seconds``) whose mean accuracy
+        is within one standard deviation of ``best``'s.
     config : dict
         The settings and facts of the run (backbone, weights id, image size, folds, timings...).
     """

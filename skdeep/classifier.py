@@ -31,15 +31,15 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import _safe_format
-from ._augment import POLICY_NAMES, TTA_NAMES, AveragedViews, describe, train_transform, tta_views
+from ._augment import describe, train_transform, tta_views
 from ._base import (
     COMMON_PARAMETER_CONSTRAINTS,
+    VIEW_PARAMETER_CONSTRAINTS,
     CNNEstimatorMixin,
     seed_of,
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from ._inference import predict_rows
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
@@ -307,6 +307,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     _parameter_constraints: dict = {
         **COMMON_PARAMETER_CONSTRAINTS,
+        **VIEW_PARAMETER_CONSTRAINTS,
         "train_layers": [StrOptions({"all", "head"}), Interval(Integral, 0, None, closed="left")],
         "bn_mode": [StrOptions(set(BN_MODES))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -320,8 +321,6 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
-        "augment": [StrOptions(set(POLICY_NAMES)), "boolean", callable],
-        "tta": [StrOptions(set(TTA_NAMES)), Interval(Integral, 2, None, closed="left"), None],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "grad_clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -787,17 +786,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         """``[embedding | logits]`` rows; under ``tta``, ``[mean embedding | log mean proba]``."""
         check_is_fitted(self)
         network = self._get_network().eval()
-        views = self._tta_views()
+        # tta=None is one view, the image itself: the network alone, as without TTA
         dataset = self._dataset(X)
-        if len(views) == 1:  # tta=None: the network alone, as without TTA
-            rows, errors = self._run_dataset(network, dataset, desc)
-        else:
-            # compile= counts every view's images; each view keeps the batch's shape and dtype,
-            # so a compiled graph serves them all
-            forward = self._inference_forward(network, len(dataset) * len(views))
-            averaged = AveragedViews(forward, views, log_proba_from=self.n_features_out_)
-            rows, errors = predict_rows(averaged, dataset, desc=desc,
-                                        **self._inference_options(forward))
+        rows, errors = self._run_dataset(network, dataset, desc, views=self._tta_views(),
+                                         log_proba_from=self.n_features_out_)
         warn_bad_rows(errors, dataset)
         self.bad_rows_ = _rows_array(errors)
         return rows

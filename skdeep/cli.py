@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._augment import TTA_NAMES
 from ._device import PRECISIONS
 from ._inputs import ON_ERROR
 from ._layers import POOLINGS
+from ._strategies import FINETUNE_LAST_K, FINETUNE_TTA
 from .backbones import DEFAULT_BACKBONE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -52,21 +54,27 @@ examples:
 Run `skdeep COMMAND --help` for the options of a command. Everything runs offline with the
 default backbone (efficientnet_lite0), whose ImageNet weights ship with skdeep."""
 
-_EVALUATE_DESCRIPTION = """\
+_EVALUATE_DESCRIPTION = f"""\
 Which way of classifying these images works best? Cross-validated comparison of
   1. raw pixels + logistic regression (the baseline),
   2. frozen CNN features + logistic regression, for a sweep of layers from shallow to deep
      (the DeCAF protocol: how well does each depth of the network transfer?),
-  3. with --finetune, the network fine-tuned on the images (FineTunedCNNClassifier).
-All strategies use the same stratified folds and StandardScaler + LogisticRegression.
+  3. with --finetune, the network fine-tuned on the images (FineTunedCNNClassifier): the
+     new head only, the last {FINETUNE_LAST_K} units and all layers, each fitted model also
+     predicting with test-time augmentation (--finetune-tta, default {FINETUNE_TTA}): the same
+     fit, predicting again.
+All strategies use the same stratified folds; features and pixels feed StandardScaler +
+LogisticRegression.
 
 The features of all layers come from ONE forward pass over all images before the folds are
 drawn: the network is frozen and does not learn from the data, so this leaks nothing and is
 the same as cross-validating a PretrainedCNNFeatures pipeline per layer, only much faster.
 
-Prints a table (mean +- std accuracy and fit time per strategy) and a recommendation, and
-writes a report folder: results.csv, folds.csv, results.json, summary.txt and the plots
-accuracy_by_layer.png, confusion_matrix.png (best strategy) and embedding_map.png."""
+Prints a table (mean +- std accuracy and seconds per fold: features + fit + prediction, a
+TTA row including its fit) and a recommendation: the cheapest strategy whose mean accuracy is
+within one standard deviation of the best one's. Writes a report folder: results.csv,
+folds.csv, results.json, summary.txt and the plots accuracy_by_layer.png,
+confusion_matrix.png (best strategy) and embedding_map.png."""
 
 _EVALUATE_EPILOG = f"""\
 INPUT:
@@ -85,6 +93,7 @@ examples:
   skdeep evaluate labels.csv --label-column species --backbone resnet50
   skdeep evaluate --layers blocks.2,blocks.4,penultimate --image-size 128 --map tsne
   skdeep evaluate photos/ --finetune --finetune-epochs 5   # slow without a GPU
+  skdeep evaluate tiles/ --finetune --finetune-tta symmetric   # no up direction
 
 The report goes to ./{DEFAULT_REPORT}/ unless -o is given; its files are replaced."""
 
@@ -266,6 +275,12 @@ def _add_evaluate(commands) -> None:
                         metavar="N|auto|native",
                         help="network input side in pixels (default: auto = 96 for images of at "
                              "most 64 px, else native, the network's own size)")
+    method.add_argument("--image-sizes", type=_image_sizes, metavar="N,N|auto|native",
+                        help="compare these input sides, one forward pass each, e.g. auto,native "
+                             "(replaces --image-size; default: --image-size alone)")
+    method.add_argument("--no-pairs", dest="pairs", action="store_false",
+                        help="do not score the concatenations of two layers (they cost only "
+                             "logistic regressions; default: scored)")
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
@@ -275,10 +290,16 @@ def _add_evaluate(commands) -> None:
     method.add_argument("--max-iter", type=_int_at_least(1), default=1000, metavar="N",
                         help="iterations of the logistic regression (default: 1000)")
     method.add_argument("--finetune", action="store_true",
-                        help="also cross-validate a fine-tuned network (FineTunedCNNClassifier); "
-                             "slow without a GPU")
+                        help="also cross-validate fine-tuning (FineTunedCNNClassifier) of the "
+                             f"head only, the last {FINETUNE_LAST_K} units and all layers, each "
+                             "with and without test-time augmentation: 3 fits per fold, slow "
+                             "without a GPU")
     method.add_argument("--finetune-epochs", type=_int_at_least(1), metavar="N",
                         help="epochs of fine-tuning (default: the classifier's own, 10)")
+    method.add_argument("--finetune-tta", type=_tta, metavar="{flip,symmetric,none,N}",
+                        help="test-time views of the fine-tuned models' TTA rows: flip, "
+                             "symmetric (8 dihedral views), N random views or none (default: "
+                             f"{FINETUNE_TTA})")
     method.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                         help="processes fitting the logistic regressions of different folds at "
                              "once; -1 = one per core (default: 1)")
@@ -413,6 +434,21 @@ def _int_at_least(low: int):
     return parse
 
 
+_NO_TTA = "none"
+
+
+def _tta(text: str) -> str | int:
+    """--finetune-tta: a view name, an int >= 2 or "none" (kept as such: None means not given)."""
+    if text in (*TTA_NAMES, _NO_TTA):
+        return text
+    try:
+        return _int_at_least(2)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected {', '.join(TTA_NAMES)}, {_NO_TTA} or a number of views >= 2, got {text!r}"
+        ) from None
+
+
 def _jobs(text: str) -> int:
     value = _int_at_least(-1)(text)
     if value == 0:
@@ -463,6 +499,12 @@ def _image_size(*, auto: bool):
     return parse
 
 
+def _image_sizes(text: str) -> list[int | str | None]:
+    """``--image-sizes 96,native``: each entry as ``--image-size`` parses it."""
+    parse = _image_size(auto=True)
+    return [parse(part.strip()) for part in text.split(",")]
+
+
 def _pooling(text: str) -> str | None:
     if text.lower() == "none":
         return None
@@ -497,17 +539,22 @@ def _output_file(text: str) -> str:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
-    if args.finetune_epochs is not None and not args.finetune:
-        raise _UsageError("--finetune-epochs needs --finetune")
-    finetune_params = {"epochs": args.finetune_epochs} if args.finetune_epochs else None
+    given = {"epochs": args.finetune_epochs, "tta": args.finetune_tta}
+    for name, value in given.items():
+        if value is not None and not args.finetune:
+            raise _UsageError(f"--finetune-{name} needs --finetune")
+    finetune_params = {name: value for name, value in given.items() if value is not None}
+    if args.finetune_tta == _NO_TTA:
+        finetune_params["tta"] = None
     _check_folder(Path(args.output), Path(args.output))
     X, y, source = _labelled_input(args)
     progress = _progress(args)
     print(f"Evaluating {source} ...", file=sys.stderr, flush=True)
     result = evaluate(
         X, y, backbone=args.backbone, weights=args.weights, layers=args.layers,
-        image_size=args.image_size, pooling=args.pooling, cv=args.folds, finetune=args.finetune,
-        finetune_params=finetune_params, max_images=args.max_images, C=args.C,
+        image_size=args.image_size, image_sizes=args.image_sizes, pairs=args.pairs,
+        pooling=args.pooling, cv=args.folds, finetune=args.finetune,
+        finetune_params=finetune_params or None, max_images=args.max_images, C=args.C,
         max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
         cache=args.cache, random_state=args.seed, n_jobs=args.jobs, progress=progress,

@@ -6,7 +6,9 @@ stratified k-fold cross-validation on the same folds for every strategy:
 - **raw pixels** + logistic regression: the baseline any learned representation must beat;
 - **frozen CNN features** + logistic regression, for a sweep of layers from shallow to deep (the
   DeCAF protocol of Donahue et al., 2014): how transferable is each depth of the network?
-- optionally, **fine-tuning** the whole network (:class:`~skdeep.FineTunedCNNClassifier`).
+- optionally, **fine-tuning** (:class:`~skdeep.FineTunedCNNClassifier`) of the new head only,
+  of the last units and of the whole network, each fitted model also predicting with test-time
+  augmentation (the same fit, predicting again: no second fit).
 
 The features of every layer come from ONE forward pass over all images, before the folds are
 drawn, and each fold then only fits a scaler and a linear model on its training rows. This is
@@ -15,17 +17,22 @@ data, so embedding an image does not depend on which fold it is in; the result i
 cross-validating ``make_pipeline(PretrainedCNNFeatures(layer=...), StandardScaler(),
 LogisticRegression())`` once per layer, at a fraction of the cost. The fine-tuned network does
 learn from its training rows, so it is fitted from scratch on each fold.
+
+Every strategy is also timed, per fold, as a pipeline built from the images would be: the
+forward pass that makes its features (the whole pass, over all images, counted for each fold),
+its fit and its prediction. The recommendation weighs accuracy against that cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,16 +44,29 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from torch import nn
 
-from ._base import COMMON_PARAMETER_CONSTRAINTS
+from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
 from ._inference import predict_rows
 from ._inputs import ImageDataset, as_items, encoded_size, preview
 from ._layers import POOLINGS, normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
-from ._strategies import FINETUNE, PIXELS, strategy_label
+from ._strategies import (
+    FINETUNE_LAST_K,
+    FINETUNE_TTA,
+    PIXELS,
+    finetune_strategy,
+    frozen_strategy,
+    is_finetune,
+    strategy_label,
+)
 from .backbones import DEFAULT_BACKBONE, layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
@@ -73,6 +93,8 @@ _SIZE_PROBE = 16  # images looked at by image_size="auto"
         "y": ["array-like"],
         "layers": [str, list, tuple, None],
         "image_size": [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None],
+        "image_sizes": [list, tuple, None],
+        "pairs": ["boolean"],
         "pooling": [StrOptions(set(POOLINGS)), None],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "finetune": ["boolean"],
@@ -98,6 +120,8 @@ def evaluate(
     weights: Any = "DEFAULT",
     layers: str | Sequence[str] | None = None,
     image_size: int | str | None = "auto",
+    image_sizes: Sequence[int | str | None] | None = None,
+    pairs: bool = True,
     pooling: str | None = "avg",
     cv: int = 5,
     finetune: bool = False,
@@ -122,7 +146,8 @@ def evaluate(
 
     Every strategy is scored by accuracy on the same stratified folds. CNN features are computed
     once for all layers and all images (see the module docstring for why that is sound), then
-    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer.
+    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer,
+    and of every concatenation of two layers (``pairs``), at each input size compared.
 
     Parameters
     ----------
@@ -137,12 +162,31 @@ def evaluate(
     image_size : int, "auto" or None, default="auto"
         Network input side. ``"auto"``: 96 when the images are small (at most 64 pixels on
         their longest side, such as 28x28 Fashion-MNIST), else the weights' own size (``None``).
+    image_sizes : list of int, "auto", "native" or None, default=None
+        Input sides to compare, each as ``image_size`` takes it (``"native"`` is ``None``,
+        the weights' own size); ``["auto", "native"]`` asks "which size" for small images.
+        Each size costs one more forward pass over all images (at 224 px about 5 times the
+        cost at 96 px), so the default, ``None``, evaluates ``image_size`` alone; when given,
+        it replaces ``image_size``. Sizes that resolve to the same input are evaluated once.
+        The strategies of the first size keep their plain names (``"blocks.4"``); those of
+        the others carry their size (``"blocks.4@224"``).
+    pairs : bool, default=True
+        Also score every concatenation of two of the layers (``"blocks.4+penultimate"``,
+        what ``PretrainedCNNFeatures(layer=["blocks.4", "penultimate"])`` computes): the
+        features are already computed, so a pair costs only its logistic regressions.
     cv : int, default=5
         Number of stratified folds (every class needs at least ``cv`` images).
     finetune : bool, default=False
-        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier` (slow on a CPU).
+        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, three fits per fold (slow
+        on a CPU): ``train_layers="head"``, the last 2 units and ``"all"`` (strategies
+        ``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all"``). Each fitted model then
+        predicts the fold's test images again with test-time augmentation, ``tta="flip"``, set
+        on the fitted model without a second fit (``"finetune-head-tta"``...).
     finetune_params : dict, default=None
-        Extra parameters of the fine-tuned classifier, e.g. ``{"epochs": 5}``.
+        Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``. Two keys choose what
+        is compared: ``train_layers=k`` (an int >= 1) the last units trained, and ``tta`` the
+        test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
+        TTA rows).
     max_images : int, default=None
         Evaluate a stratified random subset of this many images.
     pixel_size : int, default=32
@@ -164,6 +208,11 @@ def evaluate(
     Returns
     -------
     EvaluationResult
+        Its ``scores`` give each strategy's accuracy and ``seconds`` per fold: the forward pass
+        of its features, its fit and its prediction. A ``-tta`` strategy's seconds include the
+        fit it shares with the strategy without TTA (the same fitted model, predicting with
+        TTA): each row is the cost of that strategy alone. The recommendation picks the
+        cheapest strategy whose mean accuracy is within one standard deviation of the best.
 
     Examples
     --------
@@ -175,7 +224,7 @@ def evaluate(
     >>> images[labels == "bright"] |= 128
     >>> result = evaluate(images, labels, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
     >>> result.scores["strategy"].tolist()
-    ['pixels', 'blocks.1', 'penultimate']
+    ['pixels', 'blocks.1', 'penultimate', 'blocks.1+penultimate']
     >>> bool(result.scores["accuracy_mean"].min() > 0.9)
     True
     """
@@ -188,46 +237,69 @@ def evaluate(
         log(f"using a stratified subset of {len(keep)} images (max_images={max_images})")
     _check_folds(labels, cv)
     layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
-    size = _auto_image_size(items) if image_size == "auto" else image_size
+    sizes = _requested_sizes(image_sizes if image_sizes is not None else [image_size], items)
+    if finetune:  # bad fine-tuning parameters fail here, before the forward passes
+        tuned, tta = _finetuned_classifiers(
+            finetune_params, backbone=backbone, weights=weights, image_size=sizes[0],
+            device=device, precision=precision, num_workers=num_workers, progress=progress,
+            random_state=random_state,
+        )
 
-    extractor = PretrainedCNNFeatures(
-        backbone=backbone, weights=weights, layer=layer_names, pooling=pooling, image_size=size,
-        batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
-        on_error=on_error, cache=cache, progress=progress, random_state=random_state,
-        compile=compile,
-    )
-    log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at "
-        f"{size or 'native'} px, layers {', '.join(layer_names)} (one forward pass)")
+    extractors, features, seconds = [], [], {}
+    for size in sizes:
+        extractor = PretrainedCNNFeatures(
+            backbone=backbone, weights=weights, layer=layer_names, pooling=pooling,
+            image_size=size, batch_size=batch_size, device=device, precision=precision,
+            num_workers=num_workers, on_error=on_error, cache=cache, progress=progress,
+            random_state=random_state, compile=compile,
+        ).fit()
+        side = int(extractor.data_config_["input_size"][-1])
+        if side in seconds:  # "auto" and "native" may be the same input
+            log(f"image size {size or 'native'} is {side} px, already evaluated")
+            continue
+        log(f"embedding {len(labels)} images with {_backbone_name(backbone)} at {side} px, "
+            f"layers {', '.join(layer_names)} (one forward pass)")
+        start = time.perf_counter()
+        features.append(extractor.transform(items))
+        seconds[side] = time.perf_counter() - start
+        extractors.append(extractor)
+    extractor, sides = extractors[0], list(seconds)
     start = time.perf_counter()
-    features = extractor.fit().transform(items)
-    embedding_seconds = time.perf_counter() - start
     pixels = _pixel_matrix(items, pixel_size, on_error=on_error, batch_size=batch_size,
                            num_workers=num_workers, progress=progress)
+    pixel_seconds = time.perf_counter() - start
 
-    readable = ~(np.isnan(features).any(axis=1) | np.isnan(pixels).any(axis=1))
+    readable = ~(np.isnan(pixels).any(axis=1)
+                 | np.any([np.isnan(matrix).any(axis=1) for matrix in features], axis=0))
     unreadable = np.flatnonzero(~readable)
     if len(unreadable):
         log(f"{len(unreadable)} unreadable image(s) left out of every strategy")
         items, labels = _take(items, np.flatnonzero(readable)), labels[readable]
-        features, pixels = features[readable], pixels[readable]
+        features, pixels = [matrix[readable] for matrix in features], pixels[readable]
         classes = np.asarray([c for c in classes if np.any(labels == c)], dtype=classes.dtype)
         _check_labels(labels, len(labels))
         _check_folds(labels, cv)
 
-    columns = np.cumsum([0, *extractor.feature_widths_])
-    embeddings = {name: features[:, columns[i]:columns[i + 1]]
-                  for i, name in enumerate(extractor.layers_)}
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    strategies = [(PIXELS, strategy_label(PIXELS), None, linear, pixels)]
-    strategies += [(name, strategy_label(name), name, linear, matrix)
-                   for name, matrix in embeddings.items()]
+    strategies = [_Strategy(PIXELS, strategy_label(PIXELS), None, linear, pixels, None,
+                            pixel_seconds)]
+    embeddings = {}
+    for index, (side, matrix) in enumerate(zip(sides, features)):
+        suffix = None if index == 0 else side  # the first size's strategies keep plain names
+        columns = np.cumsum([0, *extractor.feature_widths_])
+        by_layer = {name: matrix[:, columns[i]:columns[i + 1]]
+                    for i, name in enumerate(extractor.layers_)}
+        groups = [[name] for name in by_layer]
+        groups += [list(pair) for pair in itertools.combinations(by_layer, 2)] if pairs else []
+        for group in groups:
+            name = frozen_strategy(group, suffix)
+            data = (by_layer[group[0]] if len(group) == 1
+                    else _Concatenation([by_layer[layer] for layer in group]))
+            strategies.append(_Strategy(name, strategy_label(name), frozen_strategy(group),
+                                        linear, data, side, seconds[side]))
+        embeddings.update({frozen_strategy([name], suffix): by_layer[name] for name in by_layer})
     if finetune:
-        model = _finetuned_classifier(
-            finetune_params, backbone=backbone, weights=weights, image_size=size, device=device,
-            precision=precision, num_workers=num_workers, progress=progress,
-            random_state=random_state,
-        )
-        strategies.append((FINETUNE, f"fine-tuned {_backbone_name(backbone)}", None, model, items))
+        strategies += _finetune_strategies(tuned, tta, items, sides[0])
 
     splits = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
                   .split(np.zeros(len(labels)), labels))
@@ -244,17 +316,21 @@ def evaluate(
         "random_state": random_state,
         "backbone": extractor.backbone_.name,
         "weights_id": extractor.backbone_.weights_id,
-        "image_size": int(extractor.data_config_["input_size"][-1]),
+        "image_size": sides[0],
+        "image_sizes": sides,
         "pooling": pooling,
         "layers": list(extractor.layers_),
+        "pairs": bool(pairs),
         "device": str(extractor.device_),
         "precision": extractor.precision_,
-        "embedding_seconds": round(embedding_seconds, 3),
+        "embedding_seconds": round(sum(seconds.values()), 3),
+        "embedding_seconds_by_size": {str(side): round(s, 3) for side, s in seconds.items()},
         "pixel_features": int(pixels.shape[1]),
         "logistic_regression": {"C": C, "max_iter": max_iter},
         "unreadable_rows": [int(i) for i in unreadable],
         "finetune": bool(finetune),
         "finetune_params": dict(finetune_params or {}),
+        **({"finetune_train_layers": list(tuned), "finetune_tta": tta} if finetune else {}),
     }
     recommendation = recommend(scores, best, config)
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
@@ -275,29 +351,45 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
-    tasks = [(index, fold) for index in range(len(strategies)) for fold in range(len(splits))]
-    linear = [task for task in tasks if strategies[task[0]][0] != FINETUNE]
-    heavy = [task for task in tasks if strategies[task[0]][0] == FINETUNE]
+    index_of = {strategy.name: index for index, strategy in enumerate(strategies)}
+    again = {}  # fitted strategy -> the strategies that are it predicting again: [(index, params)]
+    for index, strategy in enumerate(strategies):
+        if isinstance(strategy.estimator, _Repredict):
+            again.setdefault(index_of[strategy.estimator.fitted], []).append(
+                (index, strategy.estimator.params))
+    fitted = [index for index, strategy in enumerate(strategies)
+              if not isinstance(strategy.estimator, _Repredict)]
+    tasks = [(index, fold) for index in fitted for fold in range(len(splits))]
+    linear = [task for task in tasks if not is_finetune(strategies[task[0]].name)]
+    heavy = [task for task in tasks if is_finetune(strategies[task[0]].name)]
 
     def call(task, single_thread):
-        _, _, _, estimator, data = strategies[task[0]]
+        strategy = strategies[task[0]]
         train, test = splits[task[1]]
-        return delayed(_fit_fold)(estimator, data, labels, train, test, single_thread=single_thread)
+        return delayed(_fit_fold)(strategy.estimator, strategy.data, labels, train, test,
+                                  single_thread=single_thread,
+                                  again=[params for _, params in again.get(task[0], [])])
 
-    outcomes = {}
+    outcomes = {}  # (strategy index, fold) -> (predictions, fit s, predict s, converged)
+
+    def keep(task, outcome):
+        predicted, fit_seconds, predict_seconds, converged, repredicted = outcome
+        outcomes[task] = (predicted, fit_seconds, predict_seconds, converged)
+        for (index, _), (predicted, seconds) in zip(again.get(task[0], []), repredicted):
+            outcomes[(index, task[1])] = (predicted, fit_seconds, seconds, converged)  # same fit
     with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
               leave=False) as bar:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         for task, outcome in zip(linear, parallel(call(task, True) for task in linear)):
-            outcomes[task] = outcome
+            keep(task, outcome)
             bar.update()
         for task in heavy:
             function, args, kwargs = call(task, False)
-            outcomes[task] = function(*args, **kwargs)
+            keep(task, function(*args, **kwargs))
             bar.update()
 
     rows, predictions = [], {}
-    for index, (name, *_rest) in enumerate(strategies):
+    for index, name in enumerate(strategy.name for strategy in strategies):
         predicted = np.empty(len(labels), dtype=labels.dtype)
         for fold, (train, test) in enumerate(splits):
             test_predictions, fit_seconds, predict_seconds, converged = outcomes[(index, fold)]
@@ -314,8 +406,10 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     return rows, predictions
 
 
-def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
-    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged)."""
+def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=()):
+    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged,
+    repredicted), where ``repredicted`` holds (predictions, s) of the fitted model predicting
+    ``test`` again with each parameter set of ``again`` (set after the fit: no refit)."""
     from threadpoolctl import threadpool_limits
 
     model = clone(estimator)
@@ -325,9 +419,15 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
         start = time.perf_counter()
         model.fit(_take(data, train), labels[train])
         fit_seconds = time.perf_counter() - start
+        test_data = _take(data, test)
         start = time.perf_counter()
-        predicted = np.asarray(model.predict(_take(data, test)))
+        predicted = np.asarray(model.predict(test_data))
         predict_seconds = time.perf_counter() - start
+        repredicted = []
+        for params in again:
+            model.set_params(**params)
+            start = time.perf_counter()
+            repredicted.append((np.asarray(model.predict(test_data)), time.perf_counter() - start))
     converged = True
     for caught_warning in caught:  # count convergence notices, pass everything else on
         if issubclass(caught_warning.category, ConvergenceWarning):
@@ -335,28 +435,34 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool):
         else:
             warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                    caught_warning.filename, caught_warning.lineno)
-    return predicted, fit_seconds, predict_seconds, converged
+    return predicted, fit_seconds, predict_seconds, converged, repredicted
 
 
 def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
     records = []
-    for name, model, layer, _, data in strategies:
-        part = folds[folds["strategy"] == name]
-        tabular = name != FINETUNE and isinstance(data, np.ndarray) and data.ndim == 2
-        n_features = data.shape[1] if tabular else None
+    for strategy in strategies:
+        part = folds[folds["strategy"] == strategy.name]
+        data = strategy.data
+        tabular = not is_finetune(strategy.name) and isinstance(data, (np.ndarray, _Concatenation))
+        n_features = data.shape[1] if tabular and data.ndim == 2 else None
+        fit_seconds = float(part["fit_seconds"].mean())
+        predict_seconds = float(part["predict_seconds"].mean())
         records.append({
-            "strategy": name,
-            "model": model,
-            "layer": layer,
+            "strategy": strategy.name,
+            "model": strategy.model,
+            "layer": strategy.layer,
             "n_features": n_features,
             "accuracy_mean": float(part["accuracy"].mean()),
             "accuracy_std": float(part["accuracy"].std(ddof=0)),
-            "fit_seconds": float(part["fit_seconds"].mean()),
-            "predict_seconds": float(part["predict_seconds"].mean()),
+            "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds,
+            "seconds": strategy.feature_seconds + fit_seconds + predict_seconds,
             "converged": bool(part["converged"].all()),
+            "image_size": strategy.side,
         })
     table = pd.DataFrame(records)
     table["n_features"] = table["n_features"].astype("Int64")
+    table["image_size"] = table["image_size"].astype("Int64")
     return table
 
 
@@ -388,8 +494,62 @@ class _PixelGrid:
         return torch.from_numpy(np.array(grid, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNClassifier:
-    settings = {**defaults, **(params or {})}
+class _Strategy(NamedTuple):
+    """One row of the scores: a model fitted on ``data`` for each fold."""
+
+    name: str
+    model: str  # what it is, in words
+    layer: str | None  # the frozen layer(s) it reads
+    estimator: Any  # an estimator, cloned and fitted per fold, or a _Repredict
+    data: Any  # a feature matrix, a _Concatenation or the images
+    side: int | None  # the network's input side
+    feature_seconds: float = 0.0  # the computation of ``data``, over all images
+
+
+class _Repredict:
+    """A strategy that is another's fitted model (``fitted``, its name) predicting again with
+    ``params`` set: test-time augmentation costs a prediction, not a second fit."""
+
+    def __init__(self, fitted: str, params: dict) -> None:
+        self.fitted = fitted
+        self.params = params
+
+
+def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, Any]:
+    """The classifiers fine-tuning the head, the last k units and all layers, by their
+    ``train_layers``, and the ``tta`` they predict with again (None: no TTA rows)."""
+    params = dict(params or {})
+    last = params.pop("train_layers", FINETUNE_LAST_K)
+    if isinstance(last, bool) or not isinstance(last, Integral) or last < 1:
+        raise ValueError(
+            f"finetune_params has train_layers={last!r}; evaluate compares 'head', the last k "
+            "units and 'all', and train_layers=k, an int >= 1, chooses k."
+        )
+    tta = params.pop("tta", FINETUNE_TTA)
+    validate_parameter_constraints({"tta": VIEW_PARAMETER_CONSTRAINTS["tta"]}, {"tta": tta},
+                                   caller_name="evaluate's finetune_params")
+    models = {train_layers: _finetuned_classifier({**params, "train_layers": train_layers},
+                                                  **defaults)
+              for train_layers in ("head", int(last), "all")}
+    return models, tta
+
+
+def _finetune_strategies(models: dict, tta: Any, items, side: int | None) -> list[_Strategy]:
+    """A strategy per fine-tuned classifier, each followed by the same fitted model predicting
+    with ``tta`` (unless None)."""
+    strategies = []
+    for train_layers, model in models.items():
+        name = finetune_strategy(train_layers)
+        strategies.append(_Strategy(name, strategy_label(name), None, model, items, side))
+        if tta is not None:
+            again = finetune_strategy(train_layers, tta=True)
+            strategies.append(_Strategy(again, strategy_label(again), None,
+                                        _Repredict(name, {"tta": tta}), items, side))
+    return strategies
+
+
+def _finetuned_classifier(params: dict, **defaults: Any) -> FineTunedCNNClassifier:
+    settings = {**defaults, **params}
     known = FineTunedCNNClassifier().get_params()
     unknown = sorted(set(settings) - set(known))
     if unknown:
@@ -398,6 +558,25 @@ def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNC
             f"{sorted(known)}."
         )
     return FineTunedCNNClassifier(**settings)
+
+
+def _requested_sizes(sizes: Sequence[int | str | None], items) -> list[int | None]:
+    """``image_sizes`` (or ``[image_size]``) as the ``image_size`` of each extractor."""
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError("image_sizes is empty; give at least one size (or None for image_size).")
+    resolved = []
+    for size in sizes:
+        if size == "auto":
+            resolved.append(_auto_image_size(items))
+        elif size is None or size == "native":
+            resolved.append(None)
+        elif isinstance(size, Integral) and not isinstance(size, bool) and size >= 8:
+            resolved.append(int(size))
+        else:
+            raise ValueError(f"image_sizes has {size!r}; each size is an int >= 8, 'auto' or "
+                             "'native' (None).")
+    return resolved
 
 
 def _auto_image_size(items) -> int | None:
@@ -480,7 +659,19 @@ def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 def _take(data, rows: np.ndarray):
     if isinstance(data, list):
         return [data[i] for i in rows]
+    if isinstance(data, _Concatenation):
+        return np.hstack([part[rows] for part in data.parts])
     return data[rows]
+
+
+class _Concatenation:
+    """Layers' features side by side, joined only for the rows a fold takes: every pair of
+    layers need not be held in memory at once."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.ndim = 2
+        self.shape = (len(parts[0]), sum(part.shape[1] for part in parts))
 
 
 def _plain(value: Any) -> Any:

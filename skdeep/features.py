@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from numbers import Integral
 from typing import Any
 
@@ -15,8 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import Subset
 
+from ._augment import View, tta_views
 from ._base import (
     COMMON_PARAMETER_CONSTRAINTS,
+    VIEW_PARAMETER_CONSTRAINTS,
     CNNEstimatorMixin,
     seed_of,
     state_dict_from_bytes,
@@ -97,6 +99,25 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         compiles on CPUs when a call has enough images to pay for that; ``True`` always,
         ``False`` never. Outputs agree with eager to floating-point rounding (cache entries are
         shared). A network that cannot be compiled runs eager, with one warning.
+    tta : None, "flip", "symmetric" or int, default=None
+        Test-time augmentation: each image's features are the mean of its features over several
+        views of it, one batched forward pass per view (the views are made on the device from
+        the decoded batch), so that features become (nearly) invariant to the changes the
+        views make. ``"flip"``: the image and its mirror image; ``"symmetric"``: the 8
+        rotations and reflections of the square (needs a square input); an int ``n``: the
+        image and ``n - 1`` random views of the ``augment`` policy, seeded by
+        ``random_state`` (their draws follow the order of the images in ``X``: the same ``X``
+        and seed give the same features). Costs one forward pass per view. Read at ``fit``;
+        the cache keeps ``"flip"`` and ``"symmetric"`` features apart from plain ones and
+        ignores an int ``tta`` (with a warning: a random view depends on the image's place
+        among those embedded, so cached and fresh features would differ).
+    augment : {"natural", "symmetric", "light"}, bool or callable, default=True
+        The augmentation policy, as for :class:`FineTunedCNNClassifier`. A frozen network
+        never trains, so here it only shapes the random views of an int ``tta``: ``"natural"``
+        (``True``) random-resized-crops and horizontal flips, ``"symmetric"`` both flips,
+        90-degree rotations and a mild crop, ``"light"`` the mild crop alone; a callable
+        receives each image as a ``uint8`` tensor (C, H, W) and returns one of the same shape.
+        Ignored unless ``tta`` is an int.
 
     Attributes
     ----------
@@ -136,6 +157,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         **COMMON_PARAMETER_CONSTRAINTS,
+        **VIEW_PARAMETER_CONSTRAINTS,
         "layer": [str, list, tuple],
         "pooling": [StrOptions(set(POOLINGS)), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -161,6 +183,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         progress: bool = False,
         random_state: Any = None,
         compile: str | bool = "auto",
+        tta: str | int | None = None,
+        augment: bool | str | Callable = True,
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -177,6 +201,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.random_state = random_state
         self.compile = compile
+        self.tta = tta
+        self.augment = augment
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> PretrainedCNNFeatures:
@@ -198,12 +224,16 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         # Everything the cache keys and the network read is fixed here, so that set_params after
         # fit can never make transform store one setting's features under another's key.
         self._fitted_pooling = self.pooling
+        self._fitted_tta, self._fitted_augment = self.tta, self.augment
+        self._tta_seed = seed_of(self.random_state)  # None: fresh random views at every call
         extra = normalize_layers(self.cache_layers) if self.cache_layers is not None else []
         self.backbone_ = resolve_backbone(
             self.backbone, self.weights, random_state=seed_of(self.random_state),
             image_size=self.image_size,
         )
         self.data_config_ = self.backbone_.data_config
+        # Refused now rather than at transform: "symmetric" needs a square input, an int a policy.
+        self._views()
         self._resolve_runtime()
         self._model = None
         self._extractor = None
@@ -254,7 +284,22 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
                 "weights at every fit, so features cannot be reused.", UserWarning, stacklevel=3,
             )
             return None
+        if isinstance(self._fitted_tta, Integral):
+            # An image's random views depend on where it sits in the batch stream, so features
+            # computed for the misses of one call would differ from those of a full pass: a cache
+            # would make the same image's features depend on what was cached before.
+            warnings.warn(
+                f"cache is ignored: tta={self._fitted_tta} draws random views, so an image's "
+                "features depend on its place among the images embedded; use tta='flip' or "
+                "'symmetric' to cache test-time augmented features.", UserWarning, stacklevel=3,
+            )
+            return None
         return cache
+
+    def _views(self) -> list[View]:
+        """The fitted ``tta``'s views (drawn afresh per call, so that a call is reproducible)."""
+        return tta_views(self._fitted_tta, self.data_config_, augment=self._fitted_augment,
+                         seed=self._tta_seed)
 
     def _layer_specs(self) -> list[dict]:
         """What each compute layer's key stands for: fitted state only, never current params."""
@@ -266,6 +311,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             "precision": self.precision_,
             "pooling": self._fitted_pooling,
         }
+        if self._fitted_tta is not None:  # absent without TTA: plain features keep their keys
+            common["tta"] = self._fitted_tta
         return [{**common, "layer": name} for name in self._compute_layers]
 
     def _layer_keys(self) -> list[str]:
@@ -345,7 +392,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
 
     def _uncached_blocks(self, dataset) -> Iterator[tuple[np.ndarray, dict[int, str]]]:
         # The extractor may also compute the cache_layers of a cache set at fit: not returned.
-        for rows, errors in self._dataset_chunks(self._get_extractor(), dataset, "embedding"):
+        for rows, errors in self._dataset_chunks(self._get_extractor(), dataset, "embedding",
+                                                   views=self._views()):
             yield rows[:, : self.n_features_out_], errors
 
     def _cached_blocks(self, dataset, cache: FeatureCache
@@ -364,7 +412,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         cache.count(hits=len(keys) - len(misses), misses=len(misses))
         done = committed = 0  # rows handed on; misses computed and stored
         chunks = (self._dataset_chunks(self._get_extractor(), Subset(dataset, misses.tolist()),
-                                       "embedding") if len(misses) else ())
+                                       "embedding", views=self._views())
+                  if len(misses) else ())
         try:
             for computed, errors in chunks:
                 rows = misses[committed:committed + len(computed)]
@@ -420,7 +469,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             return rows, {}
         cache.count(hits=-len(gone), misses=len(gone))
         subset = Subset(dataset, hits[gone].tolist())
-        computed, errors = self._run_dataset(self._get_extractor(), subset, desc="embedding")
+        computed, errors = self._run_dataset(self._get_extractor(), subset, desc="embedding",
+                                             views=self._views())
         self._store(cache, [hit_keys[pos] for pos in gone], computed, errors.keys())
         rows[gone] = computed[:, : self.n_features_out_]
         return rows, {int(hits[gone[pos]]): message for pos, message in errors.items()}

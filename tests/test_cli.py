@@ -26,6 +26,8 @@ from skdeep.cli import main
 from skdeep.datasets import find_images
 from skdeep.evaluation import _auto_image_size, evaluate, layer_sweep
 
+from _helpers import TINY, make_images
+
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
                 "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"}
@@ -105,6 +107,8 @@ def test_no_command_prints_help_and_fails(capsys):
     (["evaluate", "--jobs", "0"], "positive number of processes"),
     (["evaluate", "--device", "gpu0"], "'gpu0' is not a device"),
     (["evaluate", "--finetune-epochs", "2"], "--finetune-epochs needs --finetune"),
+    (["evaluate", "--finetune-tta", "flip"], "--finetune-tta needs --finetune"),
+    (["evaluate", "--finetune", "--finetune-tta", "flips"], "expected flip, symmetric, none or"),
     (["layers"], "required: NAME"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
@@ -287,7 +291,9 @@ def test_evaluate_folder_writes_the_report(labelled_folder, tmp_path, capsys):
     assert {p.name for p in report.iterdir()} == REPORT_FILES
     results = json.loads((report / "results.json").read_text())
     strategies = [row["strategy"] for row in results["scores"]]
-    assert strategies == ["pixels", "blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    singles = ["blocks.1", "blocks.3", "blocks.5", "penultimate"]
+    pairs = [f"{a}+{b}" for i, a in enumerate(singles) for b in singles[i + 1:]]
+    assert strategies == ["pixels", *singles, *pairs]  # every pair of layers: 6 cheap fits
     assert results["config"]["image_size"] == 32 and results["config"]["n_images"] == 20
     assert results["best"] in strategies and results["recommendation"]
     folds = pd.read_csv(report / "folds.csv")
@@ -327,17 +333,21 @@ def test_evaluate_bundled_sample_subset(tmp_path, capsys):
 
 
 class _FakeFineTuned(ClassifierMixin, BaseEstimator):
-    """Stands in for FineTunedCNNClassifier: majority class, records what it was fitted on."""
+    """Stands in for FineTunedCNNClassifier: majority class, records what it was fitted on and
+    the ``tta`` of each prediction."""
 
     fitted_on = []
+    predicted_with = []
 
     def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
-                 epochs=10, device="auto", precision="auto", num_workers=0, progress=False,
-                 random_state=None):
+                 train_layers="all", epochs=10, tta=None, device="auto", precision="auto",
+                 num_workers=0, progress=False, random_state=None):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
+        self.train_layers = train_layers
         self.epochs = epochs
+        self.tta = tta
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
@@ -351,35 +361,51 @@ class _FakeFineTuned(ClassifierMixin, BaseEstimator):
         return self
 
     def predict(self, X):
+        type(self).predicted_with.append((self.train_layers, self.tta))
         return np.full(len(X), self.majority_)
+
+
+FINETUNED = ["finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
+             "finetune-all", "finetune-all-tta"]
 
 
 def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
     import skdeep.evaluation
 
     monkeypatch.setattr(skdeep.evaluation, "FineTunedCNNClassifier", _FakeFineTuned)
-    _FakeFineTuned.fitted_on = []
+    _FakeFineTuned.fitted_on, _FakeFineTuned.predicted_with = [], []
     code, out, err = _run(["evaluate", labelled_folder, "--folds", "2", "--finetune",
-                           "--finetune-epochs", "3", "--layers", "penultimate", "-o",
-                           tmp_path / "r", *FAST], capsys)
+                           "--finetune-epochs", "3", "--finetune-tta", "symmetric", "--layers",
+                           "penultimate", "-o", tmp_path / "r", *FAST], capsys)
     assert code == 0, err
-    assert "fine-tuned network" in out and "0.500 +- 0.000" in out
-    assert len(_FakeFineTuned.fitted_on) == 2  # a fresh fit per fold, on the images
-    n_train, params = _FakeFineTuned.fitted_on[0]
-    assert n_train == 10 and params["epochs"] == 3 and params["image_size"] == 32
-    assert params["random_state"] == 0
+    assert "fine-tuned network (last 2 units) + TTA" in out and "0.500 +- 0.000" in out
+    assert "predicting with tta='symmetric', its seconds include that fit" in out
+    # a fresh fit per fold and per layers trained, on the images; TTA is no second fit
+    assert [params["train_layers"] for _, params in _FakeFineTuned.fitted_on] == [
+        "head", "head", 2, 2, "all", "all"]
+    for n_train, params in _FakeFineTuned.fitted_on:
+        assert n_train == 10 and params["epochs"] == 3 and params["image_size"] == 32
+        assert params["random_state"] == 0 and params["tta"] is None
+    # each fitted model predicts twice: as fitted, then with the TTA set on it
+    assert _FakeFineTuned.predicted_with == [
+        (trained, tta) for trained in ("head", 2, "all") for _fold in range(2)
+        for tta in (None, "symmetric")]
     scores = pd.read_csv(tmp_path / "r" / "results.csv")
-    assert scores["strategy"].tolist() == ["pixels", "penultimate", "finetune"]
+    assert scores["strategy"].tolist() == ["pixels", "penultimate", *FINETUNED]
 
 
-@pytest.mark.slow
-def test_evaluate_real_finetune(labelled_images):
-    images, labels = labelled_images
-    result = evaluate(images, labels, image_size=32, cv=2, layers=["penultimate"], finetune=True,
-                      finetune_params={"epochs": 1, "batch_size": 8})
-    row = result.scores.set_index("strategy").loc["finetune"]
-    assert 0 <= row["accuracy_mean"] <= 1 and row["fit_seconds"] > 0
-    assert len(result.predictions["finetune"]) == len(labels)
+def test_evaluate_real_finetune():
+    images, labels = make_images(n=16, n_classes=2, seed=1)
+    result = evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
+                      layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
+                      finetune_params={"epochs": 1, "batch_size": 8, "validation_fraction": 0})
+    scores = result.scores.set_index("strategy")
+    assert scores.index.tolist()[2:] == FINETUNED
+    for name in FINETUNED:
+        assert 0 <= scores.loc[name, "accuracy_mean"] <= 1 and scores.loc[name, "fit_seconds"] > 0
+        assert len(result.predictions[name]) == len(labels)
+    assert result.config["finetune_train_layers"] == ["head", 2, "all"]
+    assert result.config["finetune_tta"] == "flip"
 
 
 # --- evaluate (Python) -------------------------------------------------------------------------
@@ -407,10 +433,10 @@ def test_evaluate_result_object(labelled_images, tmp_path):
     result = evaluate(images, names, image_size=32, cv=2, layers=["blocks.1", "penultimate"])
     assert result.scores.columns.tolist()[:6] == [
         "strategy", "model", "layer", "n_features", "accuracy_mean", "accuracy_std"]
-    assert result.scores["n_features"].tolist() == [24 * 24 * 3, 24, 1280]
+    assert result.scores["n_features"].tolist() == [24 * 24 * 3, 24, 1280, 24 + 1280]
     assert result.best in set(result.scores["strategy"])
     assert result.embeddings["penultimate"].shape == (40, 1280)
-    assert set(result.predictions) == {"pixels", "blocks.1", "penultimate"}
+    assert set(result.predictions) == {"pixels", "blocks.1", "penultimate", "blocks.1+penultimate"}
     assert (result.predictions[result.best] == result.y).mean() == pytest.approx(
         result.scores.set_index("strategy").loc[result.best, "accuracy_mean"])
     label = "raw pixels" if result.best == "pixels" else f"{result.best} features"
@@ -511,7 +537,8 @@ def test_auto_image_size(tmp_path):
 
 def _scores(rows):
     frame = pd.DataFrame(rows, columns=["strategy", "layer", "accuracy_mean", "accuracy_std",
-                                        "fit_seconds"])
+                                        "seconds"])
+    frame["image_size"] = 96
     return frame
 
 
@@ -527,12 +554,13 @@ def test_recommendation_texts():
     assert "+15.0 points over raw pixels" in text
     assert "PretrainedCNNFeatures(layer='blocks.5', image_size=96)" in text
     assert "Within one standard deviation of the best: penultimate" in text
-    finetune_wins = _scores([("pixels", None, 0.7, 0.01, 1.0), ("blocks.5", "blocks.5", 0.8, 0.01, 0.5),
-                             ("finetune", None, 0.95, 0.01, 50.0)])
-    text = recommend(finetune_wins, "finetune", {**config, "finetune": True, "embedding_seconds": 4.5,
-                                                 "finetune_params": {"epochs": 3}})
+    finetune_wins = _scores([("pixels", None, 0.7, 0.01, 1.0), ("blocks.5", "blocks.5", 0.8, 0.01, 5.0),
+                             ("finetune-all", None, 0.95, 0.01, 50.0)])
+    text = recommend(finetune_wins, "finetune-all", {**config, "finetune": True,
+                                                     "finetune_params": {"epochs": 3}})
     assert text.startswith("Fine-tuning wins: 0.950") and "10x the cost of the frozen" in text
-    assert "FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3)" in text
+    assert ("FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3, "
+            "train_layers='all')") in text
 
 
 def test_no_stray_warnings_on_a_clean_run(labelled_images):

@@ -16,7 +16,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 from torchvision.transforms import v2
 
-from skdeep import Callback, Checkpoint, FineTunedCNNClassifier
+from skdeep import Callback, Checkpoint, FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep._augment import AveragedViews, train_transform, tta_views
 from skdeep._device import torch_threads
 from skdeep.backbones import resolve_backbone
@@ -435,3 +435,128 @@ def test_clone_and_get_params_carry_the_new_parameters():
     assert (defaults["augment"], defaults["tta"]) == (True, None)
     with pytest.raises(InvalidParameterError, match="freeze_epochs"):
         tiny(freeze_epochs=-1).fit(*make_images())
+
+
+# --- 2. test-time augmentation of frozen features -------------------------------------------------
+
+
+def frozen(**params) -> PretrainedCNNFeatures:
+    defaults = dict(backbone=TINY, weights=None, image_size=32, batch_size=8, precision="fp32",
+                    random_state=0, compile=False)
+    return PretrainedCNNFeatures(**{**defaults, **params})
+
+
+def test_tta_flip_features_are_the_mean_of_the_image_and_its_mirror_image():
+    X, _ = make_images(n=10)
+    cnn = frozen(tta="flip").fit()
+    averaged = cnn.transform(X)
+    plain = frozen().fit().transform(X)
+    assert averaged.shape == plain.shape and averaged.dtype == np.float32
+    assert not np.allclose(averaged, plain)
+    # by hand: the network on the decoded batch and on its mirror image
+    batch = torch.stack([cnn._dataset(X)[row][0] for row in range(len(X))])
+    with torch.no_grad():
+        views = [cnn._get_extractor()(images).numpy() for images in (batch, batch.flip(-1))]
+    np.testing.assert_allclose(plain, views[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(averaged, (views[0] + views[1]) / 2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tta, n_views", [(None, 1), ("flip", 2), ("symmetric", 8), (3, 3)])
+def test_tta_features_run_one_batched_forward_per_view(monkeypatch, tta, n_views):
+    X, _ = make_images(n=10)
+    cnn = frozen(tta=tta).fit()
+    network = cnn._get_extractor()
+    shapes = []
+    real = type(network).forward
+    monkeypatch.setattr(network, "forward", lambda images: shapes.append(images.shape)
+                        or real(network, images))
+    assert cnn.transform(X).shape == (10, cnn.n_features_out_)
+    assert shapes == [(8, 3, 32, 32)] * n_views + [(2, 3, 32, 32)] * n_views
+
+
+def test_a_cache_filled_without_tta_is_not_served_to_tta(tmp_path):
+    X, _ = make_images(n=6)
+    plain = frozen(cache=tmp_path / "c").fit().transform(X)
+    cnn = frozen(cache=tmp_path / "c", tta="flip").fit()
+    averaged = cnn.transform(X)
+    assert cnn.cache_info().misses == 2 * len(X)  # the TTA features were computed, not read
+    assert not np.allclose(averaged, plain)
+    np.testing.assert_allclose(averaged, frozen(tta="flip").fit().transform(X), rtol=1e-5,
+                               atol=1e-6)
+    # and the other way round: the plain entries are still the plain features
+    np.testing.assert_array_equal(frozen(cache=tmp_path / "c").fit().transform(X), plain)
+
+
+@pytest.mark.parametrize("params", [
+    dict(tta=3, random_state=0),
+    dict(tta=3, random_state=None, backbone="efficientnet_lite0", weights="DEFAULT"),
+    dict(tta=3, augment=v2.RandomHorizontalFlip()),
+])
+def test_an_int_tta_does_not_use_the_cache(tmp_path, params):
+    # A random view depends on the image's place in the stream of images embedded: features
+    # cached for the misses of one call would differ from a full pass over the same images.
+    with pytest.warns(UserWarning, match=r"cache is ignored: tta=3 draws random views"):
+        cnn = frozen(cache=tmp_path / "c", **params).fit()
+        assert cnn._feature_cache() is None
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_int_tta_with_a_cache_gives_the_features_of_a_full_pass(tmp_path):
+    X, _ = make_images(n=10)
+    with pytest.warns(UserWarning, match="cache is ignored"):
+        frozen(cache=tmp_path / "c", tta=3, random_state=0).fit().transform(X[:4])
+    with pytest.warns(UserWarning, match="cache is ignored"):
+        cached = frozen(cache=tmp_path / "c", tta=3, random_state=0).fit().transform(X)
+    np.testing.assert_array_equal(cached, frozen(tta=3, random_state=0).fit().transform(X))
+
+
+def test_int_tta_features_are_reproducible_with_a_seed_and_follow_the_policy():
+    X, _ = make_images(n=10)
+    first = frozen(tta=4, augment="light").fit()
+    again = first.transform(X)
+    np.testing.assert_array_equal(again, first.transform(X))
+    np.testing.assert_array_equal(again, frozen(tta=4, augment="light").fit().transform(X))
+    assert not np.allclose(again, frozen(tta=4, augment="light", random_state=1).fit()
+                           .transform(X))
+    assert not np.allclose(again, frozen(tta=4, augment="symmetric").fit().transform(X))
+    assert not np.allclose(again, frozen().fit().transform(X))
+
+
+def test_tta_and_augment_of_the_features_clone_and_grid_search():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    cnn = frozen(tta="symmetric", augment="light")
+    params = clone(cnn).get_params()
+    assert (params["tta"], params["augment"]) == ("symmetric", "light")
+    assert (PretrainedCNNFeatures().get_params()["tta"],
+            PretrainedCNNFeatures().get_params()["augment"]) == (None, True)
+    X, y = make_images(n=16)
+    pipe = Pipeline([("cnn", frozen()), ("clf", LogisticRegression(max_iter=200))])
+    search = GridSearchCV(pipe, {"cnn__tta": [None, "flip", 2]}, cv=2).fit(X, y)
+    assert [p["cnn__tta"] for p in search.cv_results_["params"]] == [None, "flip", 2]
+    assert search.best_estimator_.named_steps["cnn"]._fitted_tta == search.best_params_["cnn__tta"]
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (dict(tta="rotate"), InvalidParameterError, "tta"),
+    (dict(tta=1), InvalidParameterError, "tta"),
+    (dict(tta=True), InvalidParameterError, "tta"),
+    (dict(augment="upside"), InvalidParameterError, "augment"),
+    (dict(tta=3, augment=False), ValueError, "augment=False"),
+])
+def test_bad_tta_and_augment_of_the_features_are_refused_at_fit(params, error, match):
+    with pytest.raises(error, match=match):
+        frozen(**params).fit()
+
+
+def test_symmetric_tta_is_refused_for_a_non_square_input_by_its_size():
+    import timm
+
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 48)}
+    cnn = PretrainedCNNFeatures(backbone=model, weights=None, tta="symmetric", compile=False)
+    with pytest.raises(ValueError, match=r"square input; the input size is 32x48: set image_size"):
+        cnn.fit()
+    assert cnn.set_params(tta="flip").fit().data_config_["input_size"] == (3, 32, 48)
