@@ -286,7 +286,7 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
 
     outcomes = {}
     with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
-              leave=False) as bar:
+              leave=True) as bar:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         for task, outcome in zip(linear, parallel(call(task, True) for task in linear)):
             outcomes[task] = outcome

@@ -35,6 +35,7 @@ from skdeep import (
     Checkpoint,
     CSVLogger,
     FineTunedCNNClassifier,
+    PretrainedCNNFeatures,
     WeightsUnavailableError,
 )
 from skdeep import _weights
@@ -157,6 +158,27 @@ def test_small_data_cross_val_score_with_the_defaults():
     with pytest.warns(UserWarning, match="too few"):
         scores = cross_val_score(tiny(epochs=1), X, y, cv=5, error_score="raise")
     assert np.isfinite(scores).all()
+
+
+# --- 8. progress bars stay on screen (and in notebooks and logs) when done -----------------------
+
+
+def test_progress_bars_are_left_on_screen_when_done(monkeypatch):
+    import tqdm.auto
+
+    made = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("leave", True))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    images, labels = make_images(8)
+    PretrainedCNNFeatures(backbone=TINY, weights=None, image_size=32, random_state=0,
+                          progress=True).fit().transform(images)
+    tiny(epochs=1, early_stopping=False, progress=True).fit(images, labels)
+    assert len(made) >= 2 and all(made), made  # embedding and training bars
 
 
 # --- 9. offline: HF_HUB_OFFLINE is respected, the steps are real; pretrained tags are listed -----
