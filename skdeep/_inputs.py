@@ -297,8 +297,8 @@ def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
         raise ValueError("X is empty: there are no images to transform.")
     if len(shape) == 2:
         raise ValueError(
-            f"X has shape {shape}: 2-D input is not a batch of images. A single gray image is "
-            "X[None]; a table of numbers is not images."
+            f"X has shape {shape}: 2-D input is not a batch of images. {_reshape_hint(shape)} "
+            "A single gray image is X[None]; a table of numbers is not images."
         )
     if len(shape) not in (3, 4):
         raise ValueError(f"X has shape {shape}: expected (N, H, W) or an {layout}.")
@@ -323,6 +323,21 @@ def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
         raise ValueError(f"X has shape {shape}: images must not be empty.")
     _check_values(X, "X", rows=True)
     return np.moveaxis(X, 1, -1) if channel_first and X.ndim == 4 else X
+
+
+def _reshape_hint(shape: tuple[int, ...]) -> str:
+    """How to turn rows of flattened images (``(N, 784)``, MNIST's layout) back into images."""
+    width = shape[1]
+    side = math.isqrt(width)
+    if side * side == width:
+        return f"If each row is a flattened {side}x{side} gray image, pass X.reshape(-1, {side}, {side})."
+    color = math.isqrt(width // 3)
+    if width % 3 == 0 and color * color * 3 == width:
+        return (f"If each row is a flattened {color}x{color} RGB image, pass "
+                f"X.reshape(-1, {color}, {color}, 3) (pixel by pixel) or "
+                f"np.moveaxis(X.reshape(-1, 3, {color}, {color}), 1, -1) (plane by plane, as CIFAR).")
+    return ("If each row is a flattened image, pass X.reshape(-1, H, W) (gray) or "
+            f"X.reshape(-1, H, W, 3) (RGB), with H * W (* 3) = {width}.")
 
 
 def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:

@@ -325,13 +325,18 @@ def _add_backbones(commands) -> None:
                    description="List the backbone names accepted by --backbone (and by "
                                "backbone= in Python), one per line.",
                    epilog="examples:\n  skdeep backbones --source bundled\n"
-                          "  skdeep backbones resnet\n  skdeep backbones 'timm/convnext*' --offline")
+                          "  skdeep backbones resnet\n  skdeep backbones 'timm/convnext*' --offline\n"
+                          "  skdeep backbones 'timm/resnet18*' --tags   # the pretrained tags")
     sub.add_argument("pattern", nargs="?", metavar="PATTERN",
                      help="only names containing PATTERN (case-insensitive; * and ? are wildcards)")
     sub.add_argument("--source", choices=("all", "bundled", "torchvision", "timm"), default="all",
                      help="which family to list (default: all)")
     sub.add_argument("--offline", action="store_true",
                      help="only backbones whose pretrained weights are already on this machine")
+    sub.add_argument("--tags", action="store_true",
+                     help="list timm models once per set of pretrained weights, with its tag "
+                          "(timm/resnet18.a1_in1k, timm/resnet18.tv_in1k...), all accepted by "
+                          "--backbone")
 
 
 def _add_layers(commands) -> None:
@@ -598,7 +603,7 @@ def _run_backbones(args: argparse.Namespace) -> int:
 
     from .backbones import list_backbones
 
-    names = list_backbones(args.source, available_offline=args.offline)
+    names = list_backbones(args.source, available_offline=args.offline, tags=args.tags)
     if args.pattern:
         pattern = args.pattern.lower()
         if not any(char in pattern for char in "*?["):

@@ -228,6 +228,26 @@ def test_list_backbones_lists_timm_pretrained_tags():
     resolve_backbone(tagged[tagged.index("timm/resnet18.a1_in1k")])  # a listed name resolves
 
 
+@pytest.mark.parametrize("width, hint", [
+    (784, "X.reshape(-1, 28, 28)"),
+    (3072, "np.moveaxis(X.reshape(-1, 3, 32, 32), 1, -1)"),
+    (100 * 3 + 1, "X.reshape(-1, H, W) (gray) or X.reshape(-1, H, W, 3) (RGB), with H * W (* 3) = 301"),
+])
+def test_flattened_images_are_refused_with_the_reshape_that_fixes_them(width, hint):
+    flat = np.zeros((5, width), np.uint8)
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        PretrainedCNNFeatures(backbone=TINY, weights=None, random_state=0).fit().transform(flat)
+
+
+def test_cli_backbones_tags_lists_the_pretrained_tags(capsys):
+    from skdeep.cli import main
+
+    assert main(["backbones", "timm/resnet18*", "--tags"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"timm/resnet18.a1_in1k", "timm/resnet18.tv_in1k"} <= set(names)
+    assert all(name.startswith("timm/resnet18") and "." in name for name in names)  # tagged
+
+
 # --- 10. packaging -------------------------------------------------------------------------------
 
 
