@@ -80,7 +80,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         Store each image's features on disk (see :class:`FeatureCache`) and reuse them across
         folds, grid candidates and sessions. With a warm cache, ``fit`` and ``transform`` build
         no network at all. Keys cover the architecture, the weights (by hash), preprocessing,
-        precision, layer, pooling and the image content, all as fitted.
+        precision, layer, pooling and the image content, all as fitted. A relative path is
+        resolved at fit time (see ``cache_``).
     cache_layers : str or list of str, default=None
         Further layers computed in the same forward pass as ``layer`` and stored in the cache
         on each miss, so that a grid over ``cnn__layer`` costs one pass per image. Only used
@@ -117,6 +118,11 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         Where the network runs.
     precision_ : str
         The resolved precision.
+    cache_ : FeatureCache or None
+        The feature cache of ``cache``, a relative path resolved against the working directory
+        at fit time: a pickled model loaded elsewhere uses the same folder. Setting ``cache``
+        after fit takes effect without a refit: ``set_params(cache=None)`` switches the cache
+        off, another folder or :class:`FeatureCache` is used from then on.
 
     See Also
     --------
@@ -207,6 +213,10 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._model = None
         self._extractor = None
         self._compiled = None
+        # A relative cache path is resolved now, against the working directory of fit: a model
+        # pickled and loaded elsewhere keeps using the folder it was fitted with.
+        self.cache_ = as_cache(self.cache)
+        self._fitted_cache = self.cache
         cache = self._feature_cache()
         extra = extra if cache is not None else []
         self._compute_layers = self.layers_ + [name for name in extra if name not in self.layers_]
@@ -246,7 +256,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         return self._extractor
 
     def _feature_cache(self) -> FeatureCache | None:
-        cache = as_cache(self.cache)
+        cache = self._current_cache()
         if cache is not None and self.backbone_.weights_id is None:
             warnings.warn(
                 "cache is ignored: weights=None without an int random_state gives different "
@@ -254,6 +264,15 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             )
             return None
         return cache
+
+    def _current_cache(self) -> FeatureCache | None:
+        """``cache_``, unless ``cache`` was changed after fit: ``None`` switches the cache off
+        (a loaded model serves without one, no refit), another cache is used from now on."""
+        if self.cache is None:
+            return None
+        if self.cache is self._fitted_cache or self.cache == self._fitted_cache:
+            return self.cache_
+        return as_cache(self.cache)
 
     def _layer_specs(self) -> list[dict]:
         """What each compute layer's key stands for: fitted state only, never current params."""
@@ -441,7 +460,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         -------
         info : CacheInfo or None
         """
-        cache = as_cache(self.cache)
+        cache = self._current_cache() if hasattr(self, "cache_") else as_cache(self.cache)
         return None if cache is None else cache.info()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

@@ -136,6 +136,39 @@ def test_atomic_write_gives_files_the_mode_of_the_umask(tmp_path, umask, mode):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv"]  # no temporary left
 
 
+# --- 3. a relative cache path is resolved at fit; a loaded model runs with the cache off ----------
+
+
+def test_a_pickled_pipeline_keeps_its_cache_folder_and_runs_with_the_cache_off(tmp_path,
+                                                                               monkeypatch):
+    import pickle
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fitted_in, served_in = tmp_path / "train", tmp_path / "serve"
+    fitted_in.mkdir(), served_in.mkdir()
+    images, _ = make_images(4)
+    monkeypatch.chdir(fitted_in)
+    cnn = PretrainedCNNFeatures(backbone=TINY, weights=None, image_size=32, random_state=0,
+                                cache="cache")
+    pipe = make_pipeline(cnn, StandardScaler()).fit(images)
+    assert cnn.cache_.path == fitted_in / "cache"
+    expected = pipe.transform(images)
+    blob = pickle.dumps(pipe)
+
+    monkeypatch.chdir(served_in)
+    loaded = pickle.loads(blob)
+    np.testing.assert_allclose(loaded.transform(images), expected, rtol=1e-5)
+    assert loaded[0].cache_info().hits == len(images)  # read from the folder of fit
+    assert not (served_in / "cache").exists()
+
+    loaded = pickle.loads(blob).set_params(pretrainedcnnfeatures__cache=None)
+    np.testing.assert_allclose(loaded.transform(images), expected, rtol=1e-5)
+    assert loaded[0].cache_info() is None
+    assert list(served_in.iterdir()) == []  # no folder made, no refit needed
+
+
 # --- 4. small data: no validation split possible -> train on everything, one warning -------------
 
 
