@@ -52,6 +52,12 @@ examples:
 Run `skdeep COMMAND --help` for the options of a command. Everything runs offline with the
 default backbone (efficientnet_lite0), whose ImageNet weights ship with skdeep."""
 
+_IMAGE_SIZE_NOTE = """\
+image size: `auto` (the default of extract and evaluate alike) feeds small images (<= 64 px,
+such as the 28x28 sample) to the network at 96 px, a good trade of accuracy and speed; larger
+images use the network's own size (224 for efficientnet_lite0). Bigger inputs are slower and,
+for small images, rarely better."""
+
 _EVALUATE_DESCRIPTION = """\
 Which way of classifying these images works best? Cross-validated comparison of
   1. raw pixels + logistic regression (the baseline),
@@ -75,9 +81,7 @@ INPUT:
   a .csv/.parquet   a table with a path column and a label column (--path-column,
                     --label-column); relative paths are looked up next to the table first
 
-image size: `auto` feeds small images (<= 64 px, such as the 28x28 sample) to the network at
-96 px, a good trade of accuracy and speed; larger images use the network's own size (224 for
-efficientnet_lite0). Bigger inputs are slower and, for small images, rarely better.
+{_IMAGE_SIZE_NOTE}
 
 examples:
   skdeep evaluate                                    # ~1-2 minutes on a 2-core CPU
@@ -92,7 +96,7 @@ _EXTRACT_DESCRIPTION = """\
 Embed images with a pretrained CNN (frozen) and save one row of features per image: the
 pooled activations of the chosen layer(s), with the image path as the row index."""
 
-_EXTRACT_EPILOG = """\
+_EXTRACT_EPILOG = f"""\
 INPUT:
   a folder          every image under it, recursively (sorted); index = INPUT/relative/path
   a .csv/.parquet   a table with a path column (--path-column); index = the paths as written,
@@ -115,6 +119,8 @@ many are done), so memory does not grow with the number of images. If the run st
 killed process, an unreadable image), run the same command again: it reuses the rows written,
 says how many, and computes the rest; the result is the same as an uninterrupted run's.
 --overwrite starts afresh instead. A partial file of other inputs or settings is never reused.
+
+{_IMAGE_SIZE_NOTE}
 
 Unreadable images stop the run with an error naming the file, unless --on-error nan, which
 gives them a row of NaN and a warning. --cache DIR keeps the features of every image on disk,
@@ -262,10 +268,7 @@ def _add_evaluate(commands) -> None:
     method.add_argument("--layers", type=_layer_list, metavar="L1,L2,...",
                         help="layers to compare, shallow to deep (default: a sweep of 3 stage "
                              "outputs and penultimate; see `skdeep layers NAME --sweep`)")
-    method.add_argument("--image-size", type=_image_size(auto=True), default="auto",
-                        metavar="N|auto|native",
-                        help="network input side in pixels (default: auto = 96 for images of at "
-                             "most 64 px, else native, the network's own size)")
+    _image_size_option(method)
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
@@ -307,9 +310,7 @@ def _add_extract(commands) -> None:
                              "penultimate; see `skdeep layers NAME`)")
     method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
                         help="how a feature map becomes a vector (default: avg; none flattens)")
-    method.add_argument("--image-size", type=_image_size(auto=False), default=None,
-                        metavar="N|native",
-                        help="network input side in pixels (default: native, the network's own)")
+    _image_size_option(method)
     method.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed of the random initialisation with --weights none")
     runtime = sub.add_argument_group("runtime")
@@ -362,6 +363,12 @@ def _table_columns(group, *, labels: bool) -> None:
     if labels:
         group.add_argument("--label-column", default="label", metavar="NAME",
                            help="column of labels when INPUT is a table (default: label)")
+
+
+def _image_size_option(group) -> None:
+    group.add_argument("--image-size", type=_image_size, default="auto", metavar="N|auto|native",
+                       help="network input side in pixels (default: auto = 96 for images of at "
+                            "most 64 px, else native, the network's own size)")
 
 
 def _backbone_options(group) -> None:
@@ -448,24 +455,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _image_size(*, auto: bool):
-    def parse(text: str) -> int | str | None:
-        lowered = text.lower()
-        if lowered == "native":
-            return None
-        if auto and lowered == "auto":
-            return "auto"
-        try:
-            value = int(text)
-        except ValueError:
-            words = "an integer, 'auto' or 'native'" if auto else "an integer or 'native'"
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if value < 8:
-            raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
-        return value
+def _image_size(text: str) -> int | str | None:
+    lowered = text.lower()
+    if lowered == "native":
+        return None
+    if lowered == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, 'auto' or 'native', got {text!r}") from None
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
 
-    parse.__name__ = "image size"
-    return parse
+
+_image_size.__name__ = "image size"
 
 
 def _pooling(text: str) -> str | None:
@@ -532,6 +538,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
+    from ._inputs import auto_image_size
     from ._outputs import ResumableOutput, input_fingerprint
     from .features import PretrainedCNNFeatures
 
@@ -539,9 +546,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     target = Path(args.output)
     _check_output(target, paths)
     layers = args.layer or ["penultimate"]
+    # The rule of `skdeep evaluate` too: the same images get the same input size in both.
+    size = auto_image_size(files) if args.image_size == "auto" else args.image_size
     cnn = PretrainedCNNFeatures(
         backbone=args.backbone, weights=args.weights, layer=layers, pooling=args.pooling,
-        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
+        image_size=size, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
         cache=args.cache, progress=_progress(args), random_state=args.seed,
         compile=_COMPILE[args.compile],

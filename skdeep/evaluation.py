@@ -42,7 +42,7 @@ from torch import nn
 
 from ._base import COMMON_PARAMETER_CONSTRAINTS
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items, encoded_size, preview
+from ._inputs import ImageDataset, as_items, auto_image_size, preview
 from ._layers import POOLINGS, normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
@@ -54,13 +54,6 @@ from .features import PretrainedCNNFeatures
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
 # home is the module of their concept, their public address stays skdeep.evaluation.
 __all__ = ["EvaluationResult", "evaluate", "layer_sweep"]
-
-#: ``image_size="auto"``: images at most this many pixels on their longest side count as small...
-SMALL_IMAGE_SIDE = 64
-#: ...and are fed to the network at this size (upscaled), a good trade of accuracy and speed.
-SMALL_IMAGE_INPUT = 96
-
-_SIZE_PROBE = 16  # images looked at by image_size="auto"
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -188,7 +181,7 @@ def evaluate(
         log(f"using a stratified subset of {len(keep)} images (max_images={max_images})")
     _check_folds(labels, cv)
     layer_names = normalize_layers(layers) if layers is not None else layer_sweep(backbone)
-    size = _auto_image_size(items) if image_size == "auto" else image_size
+    size = auto_image_size(items) if image_size == "auto" else image_size
 
     extractor = PretrainedCNNFeatures(
         backbone=backbone, weights=weights, layer=layer_names, pooling=pooling, image_size=size,
@@ -398,35 +391,6 @@ def _finetuned_classifier(params: dict | None, **defaults: Any) -> FineTunedCNNC
             f"{sorted(known)}."
         )
     return FineTunedCNNClassifier(**settings)
-
-
-def _auto_image_size(items) -> int | None:
-    """96 for small images (longest side <= 64 px), else None (the weights' own input size).
-
-    ``items`` is what :func:`~skdeep._inputs.as_items` returns: a channel-last array or a list.
-    """
-    if isinstance(items, np.ndarray):
-        side = max(items.shape[1:3])
-    else:
-        sides = [_longest_side(item) for item in items[:_SIZE_PROBE]]
-        sides = [s for s in sides if s is not None]
-        if not sides:
-            return None
-        side = max(sides)
-    return SMALL_IMAGE_INPUT if side <= SMALL_IMAGE_SIDE else None
-
-
-def _longest_side(item) -> int | None:
-    """The longest side of one item, reading only the header of a file (None if unreadable)."""
-    try:
-        if isinstance(item, (np.ndarray, torch.Tensor)):
-            shape = tuple(item.shape)
-            return max(shape[:2]) if isinstance(item, np.ndarray) or len(shape) == 2 else max(shape[1:3])
-        if isinstance(item, Image.Image):
-            return max(item.size)
-        return max(encoded_size(item))  # a FIFO or an EPS is refused here, never opened
-    except Exception:  # an unreadable image is reported (or skipped) by the embedding step
-        return None
 
 
 # --- validation --------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from skdeep import BadImageWarning, PretrainedCNNFeatures
+from skdeep._inputs import auto_image_size
 from skdeep._report import recommend
 from skdeep.cli import main
 from skdeep.datasets import find_images
-from skdeep.evaluation import _auto_image_size, evaluate, layer_sweep
+from skdeep.evaluation import evaluate, layer_sweep
 
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
@@ -499,14 +500,25 @@ def test_layer_sweep_decaf_for_alexnet():
 
 
 def test_auto_image_size(tmp_path):
-    assert _auto_image_size(np.zeros((3, 28, 28), np.uint8)) == 96
-    assert _auto_image_size(np.zeros((3, 200, 100, 3), np.uint8)) is None
+    assert auto_image_size(np.zeros((3, 28, 28), np.uint8)) == 96
+    assert auto_image_size(np.zeros((3, 200, 100, 3), np.uint8)) is None
     small, large = tmp_path / "s.png", tmp_path / "l.png"
     _image(np.zeros((20, 30, 3), np.uint8)).save(small)
     _image(np.zeros((120, 90, 3), np.uint8)).save(large)
-    assert _auto_image_size([str(small)]) == 96
-    assert _auto_image_size([str(small), str(large)]) is None
-    assert _auto_image_size([str(tmp_path / "missing.png")]) is None
+    assert auto_image_size([str(small)]) == 96
+    assert auto_image_size([str(small), str(large)]) is None
+    assert auto_image_size([str(tmp_path / "missing.png")]) is None
+
+
+def test_extract_and_evaluate_share_one_image_size_rule(labelled_folder, tmp_path, capsys):
+    # 16 px images: both commands feed them at the size auto_image_size chooses, by default.
+    code, _, err = _run(["extract", labelled_folder, "-o", tmp_path / "f.npy", "--no-progress"],
+                        capsys)
+    assert code == 0, err
+    assert f"at {auto_image_size(find_images(labelled_folder))} px" in err
+    for command in ("extract", "evaluate"):
+        _, out, _ = _run([command, "--help"], capsys)
+        assert "--image-size N|auto|native" in out and "default: auto" in out
 
 
 def _scores(rows):
