@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ._defaults import PRECISIONS
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

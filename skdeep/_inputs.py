@@ -76,11 +76,8 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset, get_worker_info
 
-ON_ERROR = ("raise", "nan")
-#: ``image_size="auto"``: images at most this many pixels on their longest side count as small...
-SMALL_IMAGE_SIDE = 64
-#: ...and are fed to the network at this size (upscaled), a good trade of accuracy and speed.
-SMALL_IMAGE_INPUT = 96
+from ._defaults import ON_ERROR, SMALL_IMAGE_INPUT, SMALL_IMAGE_SIDE
+
 #: Items of a list that ``image_size="auto"`` looks at.
 SIZE_PROBE = 16
 

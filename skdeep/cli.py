@@ -24,10 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._device import PRECISIONS
-from ._inputs import ON_ERROR
-from ._layers import POOLINGS
-from .backbones import DEFAULT_BACKBONE
+# Only the standard library and skdeep._defaults here: torch, timm, scikit-learn and pandas take
+# seconds to import, so each command imports what it uses when it runs, and --help is instant.
+from ._defaults import (
+    DEFAULT_BACKBONE,
+    ON_ERROR,
+    POOLINGS,
+    PRECISIONS,
+    SMALL_IMAGE_INPUT,
+    SMALL_IMAGE_SIDE,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
@@ -52,11 +58,11 @@ examples:
 Run `skdeep COMMAND --help` for the options of a command. Everything runs offline with the
 default backbone (efficientnet_lite0), whose ImageNet weights ship with skdeep."""
 
-_IMAGE_SIZE_NOTE = """\
-image size: `auto` (the default of extract and evaluate alike) feeds small images (<= 64 px,
-such as the 28x28 sample) to the network at 96 px, a good trade of accuracy and speed; larger
-images use the network's own size (224 for efficientnet_lite0). Bigger inputs are slower and,
-for small images, rarely better."""
+_IMAGE_SIZE_NOTE = f"""\
+image size: `auto` (the default of extract and evaluate alike) feeds small images (at most
+{SMALL_IMAGE_SIDE} px, such as the 28x28 sample) to the network at {SMALL_IMAGE_INPUT} px, a good trade of accuracy and
+speed; larger images use the network's own size (224 for {DEFAULT_BACKBONE}). Bigger inputs are
+slower and, for small images, rarely better."""
 
 _EVALUATE_DESCRIPTION = """\
 Which way of classifying these images works best? Cross-validated comparison of
@@ -269,7 +275,7 @@ def _add_evaluate(commands) -> None:
                         help="layers to compare, shallow to deep (default: a sweep of 3 stage "
                              "outputs and penultimate; see `skdeep layers NAME --sweep`)")
     _image_size_option(method)
-    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar=_POOLING_METAVAR,
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
                         help="stratified cross-validation folds (default: 5)")
@@ -308,7 +314,7 @@ def _add_extract(commands) -> None:
     method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
                         help="layer(s) to read, concatenated in order (repeatable; default: "
                              "penultimate; see `skdeep layers NAME`)")
-    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar=_POOLING_METAVAR,
                         help="how a feature map becomes a vector (default: avg; none flattens)")
     _image_size_option(method)
     method.add_argument("--seed", type=_int_at_least(0), default=None,
@@ -367,8 +373,9 @@ def _table_columns(group, *, labels: bool) -> None:
 
 def _image_size_option(group) -> None:
     group.add_argument("--image-size", type=_image_size, default="auto", metavar="N|auto|native",
-                       help="network input side in pixels (default: auto = 96 for images of at "
-                            "most 64 px, else native, the network's own size)")
+                       help=f"network input side in pixels (default: auto = {SMALL_IMAGE_INPUT} "
+                            f"for images of at most {SMALL_IMAGE_SIDE} px, else native, the "
+                            "network's own size)")
 
 
 def _backbone_options(group) -> None:
@@ -380,6 +387,7 @@ def _backbone_options(group) -> None:
                             "or none for random initialisation (default: DEFAULT)")
 
 
+_POOLING_METAVAR = "{" + ",".join((*POOLINGS, "none")) + "}"
 _COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the compile= parameter
 
 

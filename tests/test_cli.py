@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+import skdeep
 from skdeep import BadImageWarning, PretrainedCNNFeatures
 from skdeep._inputs import auto_image_size
 from skdeep._report import recommend
@@ -154,6 +155,37 @@ def test_debug_shows_the_real_exception(labelled_folder, tmp_path):
     with pytest.raises(ValueError, match="Unknown backbone"):
         main(["extract", str(labelled_folder), "-o", str(tmp_path / "f.npy"),
               "--backbone", "nope", "--debug"])
+
+
+HEAVY = ("torch", "timm", "sklearn", "pandas", "torchvision", "PIL", "numpy")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["extract", "--help"], ["evaluate", "--nope"],
+                                  ["extract", "in/", "-o", "x.bad"]])
+def test_help_and_argument_errors_import_nothing_heavy(argv):
+    # `skdeep --help` took 5 s, importing torch and timm: the parser must need none of them.
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['skdeep', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('skdeep', run_name='__main__')\n"
+             "except SystemExit as exc:\n    code = exc.code\n"
+             f"heavy = sorted(name for name in {HEAVY!r} if name in sys.modules)\n"
+             "print(code, heavy, file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        os.path.dirname(os.path.dirname(skdeep.__file__)), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                            text=True, timeout=120, env=env)
+    code, _, heavy = result.stderr.strip().splitlines()[-1].partition(" ")
+    assert code == ("0" if "--help" in argv else "2"), result.stderr
+    assert heavy == "[]", result.stderr
+    assert "usage:" in result.stdout or "skdeep: error: " in result.stderr
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    for name in skdeep.__all__:
+        assert getattr(skdeep, name) is not None
+    assert set(skdeep.__all__) <= set(dir(skdeep))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        skdeep.nope
 
 
 def test_python_dash_m(tmp_path):
