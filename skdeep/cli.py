@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _expected_errors() as exc:
             if args.debug:
                 raise
-            message = _one_line(exc)
+            message = in_flags(_one_line(exc))
             if isinstance(exc, (_out_of_memory_error(), MemoryError)):
                 message = f"out of memory ({message}); lower --batch-size or --image-size"
             elif isinstance(exc, sqlite3.DatabaseError):  # a damaged one is replaced, not here
@@ -780,6 +781,76 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+# --- Python words -> flag words -----------------------------------------------------------------
+
+#: The parameters of the estimators and of evaluate that the command sets, with their flag. The
+#: messages of the library name parameters (``on_error='nan'``); the command shows them as flags.
+PARAMETER_FLAGS = {
+    "backbone": "--backbone",
+    "weights": "--weights",
+    "layer": "--layer",
+    "layers": "--layers",
+    "pooling": "--pooling",
+    "image_size": "--image-size",
+    "batch_size": "--batch-size",
+    "device": "--device",
+    "precision": "--precision",
+    "num_workers": "--workers",
+    "on_error": "--on-error",
+    "cache": "--cache",
+    "random_state": "--seed",
+    "compile": "--compile",
+    "cv": "--folds",
+    "max_images": "--max-images",
+}
+#: The library's functions the messages point at, and the command that shows the same.
+FUNCTION_COMMANDS = {
+    "skdeep.list_backbones()": "`skdeep backbones`",
+    "skdeep.list_layers(backbone)": "`skdeep layers BACKBONE`",
+    "skdeep.list_layers()": "`skdeep layers BACKBONE`",
+}
+_VALUE = r"""'[^']*'|"[^"]*"|[\w+-]+(?:\.[\w+-]+)*"""  # not a sentence's full stop
+_PARAMETER = re.compile(r"(?<![\w.])(" + "|".join(PARAMETER_FLAGS) + r")=(" + _VALUE + ")")
+# compile=True/False is --compile on/off; None (weights=None...) is written none.
+_FLAG_VALUES = {"None": "none", "True": "on", "False": "off"}
+
+
+def in_flags(message: str) -> str:
+    """``message`` with the Python it names in the words of the command line.
+
+    ``on_error='nan'`` becomes ``--on-error nan``, ``weights=None`` ``--weights none``, and
+    ``skdeep.list_backbones()`` ``skdeep backbones``: an error raised by the library reads, on the
+    command line, as advice the user can type. The two tables above are the whole mapping.
+
+    Parameters
+    ----------
+    message : str
+        An error or warning message of the library.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from skdeep.cli import in_flags
+    >>> in_flags("row 3 cannot be read (on_error='nan' gives such rows NaN instead)")
+    'row 3 cannot be read (--on-error nan gives such rows NaN instead)'
+    >>> in_flags("Unknown backbone 'resnet1800'. skdeep.list_backbones() lists the names")
+    "Unknown backbone 'resnet1800'. `skdeep backbones` lists the names"
+    """
+    for function, command in FUNCTION_COMMANDS.items():
+        message = message.replace(function, command)
+    return _PARAMETER.sub(_as_flag, message)
+
+
+def _as_flag(match: re.Match) -> str:
+    value = match.group(2)
+    if value[0] in "'\"" and not any(char.isspace() for char in value[1:-1]):
+        value = value[1:-1]  # a quoted word reads unquoted on a command line
+    return f"{PARAMETER_FLAGS[match.group(1)]} {_FLAG_VALUES.get(value, value)}"
+
+
 # --- small helpers -----------------------------------------------------------------------------
 
 
@@ -797,7 +868,7 @@ def _print_lines(lines: Sequence[str]) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"skdeep: warning: {_one_line(message)}", file=sys.stderr)
+    print(f"skdeep: warning: {in_flags(_one_line(message))}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException | Warning | str) -> str:

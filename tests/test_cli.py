@@ -151,6 +151,35 @@ def test_unreadable_image_is_named(labelled_folder, tmp_path, capsys):
     assert "cannot read image" in line and "broken.png" in line and "row" in line
 
 
+def test_errors_speak_in_flags(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "f.npy"
+    (labelled_folder / "dark" / "broken.png").write_bytes(b"not an image")
+    cases = [
+        (["extract", labelled_folder, "-o", out, *FAST], "--on-error nan", "on_error"),
+        (["extract", labelled_folder, "-o", out, "--backbone", "resnet1800"], "`skdeep backbones`",
+         "list_backbones"),
+        (["extract", labelled_folder, "-o", out, "--layer", "blocks.99"],
+         "`skdeep layers BACKBONE`", "list_layers"),
+    ]
+    for argv, flag, python in cases:
+        code, _, err = _run(argv, capsys)
+        line = _one_error_line(err)
+        assert code == 1 and flag in line and python not in line, line
+
+
+def test_in_flags_maps_parameters_and_functions_to_the_command_line():
+    from skdeep.cli import in_flags
+
+    assert in_flags("timm has no pretrained weights for 'x'; use weights=None.") == (
+        "timm has no pretrained weights for 'x'; use --weights none.")
+    assert in_flags("or pass weights='/tmp/a b.pth', num_workers=0") == (
+        "or pass --weights '/tmp/a b.pth', --workers 0")  # a value with a space stays quoted
+    assert in_flags("skdeep.list_layers(backbone) lists them") == (
+        "`skdeep layers BACKBONE` lists them")
+    assert in_flags("x.weights=None and prefix_on_error='nan'") == (
+        "x.weights=None and prefix_on_error='nan'")  # only whole parameter names
+
+
 def test_debug_shows_the_real_exception(labelled_folder, tmp_path):
     with pytest.raises(ValueError, match="Unknown backbone"):
         main(["extract", str(labelled_folder), "-o", str(tmp_path / "f.npy"),
