@@ -39,7 +39,9 @@ class EvaluationResult:
     recommendation : str
         What to use, in words and code.
     config : dict
-        The settings and facts of the run (backbone, weights id, image size, folds, timings...).
+        The settings and facts of the run (backbone, weights id, image size, folds, timings...),
+        and under ``"provenance"`` the ``provenance_`` of the feature extractor (versions,
+        weights SHA-256, preprocessing, device, precision, time): ``results.json`` keeps it.
     """
 
     scores: pd.DataFrame

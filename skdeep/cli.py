@@ -118,6 +118,10 @@ OUT (the format follows the extension):
                     encoding, a leading ") is written as a JSON string: read the file back with
                     skdeep.cli.read_paths(FILE). Only .npy keeps file names that are not UTF-8.
 
+What made the features (skdeep, torch, timm... versions, the backbone and the SHA-256 of its
+weights, preprocessing, device, precision, when) is written with them: into the parquet
+schema metadata (key "skdeep.provenance", JSON), or to OUT.json next to a .csv or .npy.
+
 OUT is checked before any image is read (its folder writable, the paths storable), and is
 replaced only once completely written: a failed run leaves the earlier files as they were.
 
@@ -591,7 +595,7 @@ def _run_extract(args: argparse.Namespace) -> int:
                  pd.Series(files[reused:], index=range(reused, len(files)), dtype=object))
             for rows in cnn.iter_transform(X):
                 output.write(rows)
-        written = output.finish()
+        written = output.finish(cnn.provenance_)
     except KeyboardInterrupt:
         kept = output.rows_done
         _release(output)
@@ -693,7 +697,9 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def _check_output(target: Path, paths: list[str]) -> None:
     """Fail now, not after the work, if ``target`` cannot be written or cannot hold ``paths``."""
-    for path in _output_files(target):
+    from ._outputs import output_files
+
+    for path in output_files(target):
         if path.is_dir():
             raise IsADirectoryError(f"cannot write {path}: it is a folder; choose another OUT")
     _check_folder(target.parent, target)
@@ -726,13 +732,6 @@ def _check_folder(folder: Path, output: Path) -> None:
     except OSError as exc:
         raise type(exc)(f"cannot write {output}: no file can be created in {existing} "
                         f"({exc.strerror or exc}); choose another output folder") from exc
-
-
-def _output_files(target: Path) -> list[Path]:
-    """The files ``extract -o target`` writes: a .npy also writes its paths, one per row."""
-    if target.suffix.lower() == ".npy":
-        return [target, target.with_suffix(".paths.txt")]
-    return [target]
 
 
 def _paths_line(path: str) -> str:

@@ -242,6 +242,7 @@ def evaluate(
         "layers": list(extractor.layers_),
         "device": str(extractor.device_),
         "precision": extractor.precision_,
+        "provenance": extractor.provenance_,
         "embedding_seconds": round(embedding_seconds, 3),
         "pixel_features": int(pixels.shape[1]),
         "logistic_regression": {"C": C, "max_iter": max_iter},

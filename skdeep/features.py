@@ -25,6 +25,7 @@ from ._base import (
 from ._device import memory_format
 from ._inputs import warn_bad_rows
 from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
+from ._provenance import provenance
 from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
 from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
 
@@ -123,6 +124,11 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         at fit time: a pickled model loaded elsewhere uses the same folder. Setting ``cache``
         after fit takes effect without a refit: ``set_params(cache=None)`` switches the cache
         off, another folder or :class:`FeatureCache` is used from then on.
+    provenance_ : dict
+        What the features are made with: library versions, the backbone and its weights (id and
+        SHA-256 of the file), the data config, device, precision, compile mode and when it was
+        fitted. ``skdeep extract`` writes it into its output, ``skdeep evaluate`` into
+        ``results.json``.
 
     See Also
     --------
@@ -228,6 +234,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._compute_widths = list(widths)
         self.feature_widths_ = self._compute_widths[: len(self.layers_)]
         self.n_features_out_ = int(sum(self.feature_widths_))
+        # Last: the weights file of a network built just now (downloaded, perhaps) is hashed.
+        self.provenance_ = provenance(self)
         return self
 
     @property

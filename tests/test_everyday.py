@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 import torch
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
@@ -398,6 +399,41 @@ def test_provenance_of_random_weights_has_no_file_and_of_a_file_its_sha256(tmp_p
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     from_file = tiny(weights=str(path), epochs=1, validation_fraction=0).fit(X, y)
     assert from_file.provenance_["weights_sha256"] == _weights.file_sha256(path)
+
+
+def test_the_features_and_the_command_line_outputs_carry_their_provenance(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from skdeep.cli import main
+
+    cnn = PretrainedCNNFeatures(image_size=32, precision="fp32", compile=False).fit()
+    bundled = resolve_backbone("efficientnet_lite0").weights_file()
+    assert cnn.provenance_["weights_sha256"] == _weights.file_sha256(bundled)
+    assert cnn.provenance_["data_config"]["input_size"] == [3, 32, 32]
+
+    photos = tmp_path / "photos"
+    images, labels = make_images(8)
+    for row, (image, label) in enumerate(zip(images, labels)):
+        (photos / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(photos / str(label) / f"{row}.png")
+    common = ["--image-size", "32", "--precision", "fp32", "--compile", "off", "--no-progress"]
+    records = {}
+    for name in ("f.parquet", "f.npy", "f.csv"):
+        assert main(["extract", str(photos), "-o", str(tmp_path / name), *common]) == 0
+    metadata = pq.read_schema(tmp_path / "f.parquet").metadata
+    records["parquet"] = json.loads(metadata[b"skdeep.provenance"])
+    for name in ("f.npy", "f.csv"):
+        records[name] = json.loads((tmp_path / f"{name}.json").read_text())["provenance"]
+    report = tmp_path / "report"
+    assert main(["evaluate", str(photos), "-o", str(report), "--folds", "2",
+                 "--layers", "penultimate", *common]) == 0
+    records["evaluate"] = json.loads((report / "results.json").read_text())["config"]["provenance"]
+    capsys.readouterr()
+    for where, record in records.items():
+        expected = {k: v for k, v in cnn.provenance_.items() if k != "fitted_at"}
+        assert {k: v for k, v in record.items() if k != "fitted_at"} == expected, where
+        assert pd.Timestamp(record["fitted_at"]).utcoffset().total_seconds() == 0, where
 
 
 # --- callbacks -----------------------------------------------------------------------------------
