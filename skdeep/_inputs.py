@@ -152,7 +152,16 @@ class BadImageWarning(_RowsAndPaths, UserWarning):
     paths : list of str or None
         The path of each of those rows as given, or None for an item that is not a path (or
         when the warning's caller did not know the items).
+    reasons : list of str
+        Why each of those rows could not be read: its message, naming the row and the path.
+        The warning's text spells out the first few; ``skdeep extract`` and ``evaluate`` print
+        every one, a line each.
     """
+
+    def __init__(self, *args: Any, rows: Sequence[int] = (), paths: Sequence[str | None] = (),
+                 reasons: Sequence[str] = ()) -> None:
+        super().__init__(*args, rows=rows, paths=paths)
+        self.reasons = list(reasons)
 
 
 def _unwrap_worker_message(message: str, cls: type) -> tuple[str, dict]:
@@ -932,7 +941,8 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
     paths = [dataset.path(row) if dataset is not None else None for row in rows]
     warnings.warn(
         BadImageWarning(f"{len(rows)} image(s) could not be read; their rows are NaN:\n"
-                        f"{listing}{more}", rows=rows, paths=paths),
+                        f"{listing}{more}", rows=rows, paths=paths,
+                        reasons=[errors[index] for index in rows]),
         stacklevel=3,
     )
 

@@ -867,7 +867,14 @@ def _print_lines(lines: Sequence[str]) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"skdeep: warning: {in_flags(_one_line(message))}", file=sys.stderr)
+    from ._inputs import BadImageWarning  # loaded already: only the work warns
+
+    if isinstance(message, BadImageWarning) and message.reasons:
+        # The summary of the unreadable files: its first line, then one line per file.
+        lines = [str(message).splitlines()[0], *(f"  {_one_line(r)}" for r in message.reasons)]
+    else:
+        lines = [_one_line(message)]
+    print("skdeep: warning: " + "\n".join(map(in_flags, lines)), file=sys.stderr)
 
 
 def _one_line(exc: BaseException | Warning | str) -> str:
