@@ -42,9 +42,12 @@ _HOMES = {
     "list_layers": "backbones",
     "resolve_backbone": "backbones",
 }
-_SUBMODULES = ("datasets",)
+# Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
+# skdeep``, as when the package imported them all).
+_SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "datasets",
+               "evaluation", "features")
 
-__all__ = sorted([*_HOMES, *_SUBMODULES, "__version__"])
+__all__ = sorted([*_HOMES, "datasets", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

@@ -215,6 +215,7 @@ def test_the_package_imports_its_public_names_on_first_use():
     assert set(skdeep.__all__) <= set(dir(skdeep))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         skdeep.nope
+    assert skdeep.backbones.Backbone.__name__ == "Backbone"  # public modules too, as before
 
 
 def test_python_dash_m(tmp_path):
