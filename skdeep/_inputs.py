@@ -568,8 +568,17 @@ def _raster_formats() -> list[str]:
     return [name for name in Image.ID if name not in _NOT_RASTER]
 
 
-def _loaded(image: Image.Image) -> Image.Image:
-    """A caller's PIL image with its pixels read; a closed or non-raster image is refused."""
+def load_pil(image: Image.Image) -> Image.Image:
+    """A caller's PIL image with its pixels read; a closed or non-raster image is refused.
+
+    Whatever reads the pixels of a PIL image it was given (decoding, the feature cache's key)
+    loads it through here: an EPS image is refused before Pillow could run Ghostscript on it.
+
+    Raises
+    ------
+    BadImageError
+        For an EPS or WMF image (rendered by an external program), or a closed one.
+    """
     if image.format in _NOT_RASTER:
         raise BadImageError(
             f"it is a {image.format} image, which Pillow renders by running an external program; "
@@ -915,7 +924,7 @@ def load_item(item: Any) -> Image.Image:
     if isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES)):
         return decode(item)
     if isinstance(item, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(_loaded(item)))
+        return to_rgb(ImageOps.exif_transpose(load_pil(item)))
     if isinstance(item, _ARRAY_TYPES):
         return array_to_image(item, channel_first=isinstance(item, torch.Tensor))
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
