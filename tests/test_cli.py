@@ -101,7 +101,8 @@ def test_no_command_prints_help_and_fails(capsys):
     (["extract", "{folder}", "-o", "out.txt"], "unknown extension"),
     (["extract", "{folder}"], "required: -o/--output"),
     (["extract", "{folder}", "-o", "x.npy", "--pooling", "median"], "invalid choice 'median'"),
-    (["extract", "{folder}", "-o", "x.npy", "--image-size", "auto"], "expected an integer or 'native'"),
+    (["extract", "{folder}", "-o", "x.npy", "--image-size", "big"],
+     "expected an integer, 'auto' or 'native'"),
     (["evaluate", "--folds", "1"], "must be at least 2"),
     (["evaluate", "--image-size", "big"], "expected an integer, 'auto' or 'native'"),
     (["evaluate", "--jobs", "0"], "positive number of processes"),
@@ -287,8 +288,10 @@ def test_extract_on_error_nan(labelled_folder, tmp_path, capsys):
     code, _, err = _run(["extract", labelled_folder, "-o", out, "--on-error", "nan",
                          "--layer", "blocks.1", *FAST], capsys)
     assert code == 0, err
-    warning = [line for line in err.splitlines() if line.startswith("skdeep: warning:")]
-    assert len(warning) == 1 and "zz_broken.png" in warning[0]
+    lines = err.splitlines()
+    warning = [row for row, line in enumerate(lines) if line.startswith("skdeep: warning:")]
+    assert len(warning) == 1 and "1 image(s) could not be read" in lines[warning[0]]
+    assert lines[warning[0] + 1].startswith("  row ") and "zz_broken.png" in lines[warning[0] + 1]
     assert "1 unreadable image(s) are NaN rows" in err
     frame = pd.read_csv(out, index_col="path")
     broken = str(labelled_folder / "dark" / "zz_broken.png")
