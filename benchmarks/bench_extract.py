@@ -253,7 +253,7 @@ def main() -> None:
           "(goal >= 5: the default on a large job)")
     if not args.no_compile_jobs:
         sizes = (200, 2_000) if args.quick else (2_000, 20_000)
-        print(f"\nEnd-to-end jobs at 224 px, each in a fresh process (fit + transform)")
+        print("\nEnd-to-end jobs at 224 px, each in a fresh process (fit + transform)")
         compile_jobs(sizes)
 
     accuracy = linear_probe(n_probe)

@@ -10,40 +10,56 @@
 - :func:`compile_cache_dir` is where compiled networks (``compile=``) are cached on disk.
 """
 
-from . import datasets
-from ._compiled import compile_cache_dir
-from ._inputs import BadImageError, BadImageWarning, ImageNotFoundError
-from ._weights import WeightsUnavailableError
-from .backbones import layer_sweep, list_backbones, list_layers, resolve_backbone
-from .callbacks import Callback, Checkpoint, CSVLogger
-from .cache import CacheInfo, DamagedCacheWarning, FeatureCache, IncompatibleCacheError
-from .classifier import FineTunedCNNClassifier
-from .evaluation import EvaluationResult, evaluate
-from .features import PretrainedCNNFeatures
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "BadImageError",
-    "BadImageWarning",
-    "CSVLogger",
-    "CacheInfo",
-    "DamagedCacheWarning",
-    "Callback",
-    "Checkpoint",
-    "EvaluationResult",
-    "FeatureCache",
-    "FineTunedCNNClassifier",
-    "ImageNotFoundError",
-    "IncompatibleCacheError",
-    "PretrainedCNNFeatures",
-    "WeightsUnavailableError",
-    "__version__",
-    "compile_cache_dir",
-    "datasets",
-    "evaluate",
-    "layer_sweep",
-    "list_backbones",
-    "list_layers",
-    "resolve_backbone",
-]
+# Public name -> the module that defines it. The names are imported on first use (PEP 562), not
+# by ``import skdeep``: the ``skdeep`` command then starts (``--help``, argument errors) without
+# the seconds torch, timm and scikit-learn take to import.
+_HOMES = {
+    "BadImageError": "_inputs",
+    "BadImageWarning": "_inputs",
+    "CSVLogger": "callbacks",
+    "CacheInfo": "cache",
+    "Callback": "callbacks",
+    "Checkpoint": "callbacks",
+    "DamagedCacheWarning": "cache",
+    "EvaluationResult": "evaluation",
+    "FeatureCache": "cache",
+    "FineTunedCNNClassifier": "classifier",
+    "ImageNotFoundError": "_inputs",
+    "IncompatibleCacheError": "cache",
+    "PretrainedCNNFeatures": "features",
+    "WeightsUnavailableError": "_weights",
+    "compile_cache_dir": "_compiled",
+    "evaluate": "evaluation",
+    "layer_sweep": "backbones",
+    "list_backbones": "backbones",
+    "list_layers": "backbones",
+    "resolve_backbone": "backbones",
+}
+# Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
+# skdeep``, as when the package imported them all).
+_SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "datasets",
+               "evaluation", "features")
+
+__all__ = sorted([*_HOMES, "datasets", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+

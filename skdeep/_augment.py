@@ -39,10 +39,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ._defaults import POLICY_NAMES, TTA_NAMES
 from ._preprocessing import GeometricTransform, geometric_transform
 
-POLICY_NAMES = ("natural", "symmetric", "light")
-TTA_NAMES = ("flip", "symmetric")
 
 View = Callable[[torch.Tensor], torch.Tensor]
 

@@ -22,9 +22,10 @@ from torch import nn
 
 from ._augment import POLICY_NAMES, TTA_NAMES, AveragedViews, View
 from ._compiled import CompiledForward, compile_pays
-from ._device import PRECISIONS, auto_batch_size, resolve_device, resolve_precision
+from ._defaults import ON_ERROR, PRECISIONS
+from ._device import auto_batch_size, resolve_device, resolve_precision
 from ._inference import iter_row_chunks, predict_rows
-from ._inputs import ON_ERROR, ImageDataset, warn_bad_rows
+from ._inputs import ImageDataset, warn_bad_rows
 from ._layers import FeatureExtractor
 from ._preprocessing import geometric_transform
 

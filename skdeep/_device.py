@@ -12,8 +12,6 @@ from collections.abc import Iterator
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

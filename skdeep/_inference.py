@@ -84,7 +84,7 @@ def iter_row_chunks(
                                num_workers=num_workers))
     start, finished = 0, False
     with tqdm(total=len(dataset), unit="img", desc=desc, disable=not progress,
-              leave=False) as bar:
+              leave=True) as bar:
         while not finished:
             chunk_start, pending, errors = start, [], {}
             deadline = time.monotonic() + _FLUSH_SECONDS

@@ -77,7 +77,10 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset, get_worker_info
 
-ON_ERROR = ("raise", "nan")
+from ._defaults import ON_ERROR, SMALL_IMAGE_INPUT, SMALL_IMAGE_SIDE
+
+#: Items of a list that ``image_size="auto"`` looks at.
+SIZE_PROBE = 16
 
 _PATH_TYPES = (str, os.PathLike)
 _BYTES_TYPES = (bytes, bytearray, memoryview)
@@ -150,7 +153,16 @@ class BadImageWarning(_RowsAndPaths, UserWarning):
     paths : list of str or None
         The path of each of those rows as given, or None for an item that is not a path (or
         when the warning's caller did not know the items).
+    reasons : list of str
+        Why each of those rows could not be read: its message, naming the row and the path.
+        The warning's text spells out the first few; ``skdeep extract`` and ``evaluate`` print
+        every one, a line each.
     """
+
+    def __init__(self, *args: Any, rows: Sequence[int] = (), paths: Sequence[str | None] = (),
+                 reasons: Sequence[str] = ()) -> None:
+        super().__init__(*args, rows=rows, paths=paths)
+        self.reasons = list(reasons)
 
 
 def _unwrap_worker_message(message: str, cls: type) -> tuple[str, dict]:
@@ -298,8 +310,8 @@ def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
         raise ValueError("X is empty: there are no images to transform.")
     if len(shape) == 2:
         raise ValueError(
-            f"X has shape {shape}: 2-D input is not a batch of images. A single gray image is "
-            "X[None]; a table of numbers is not images."
+            f"X has shape {shape}: 2-D input is not a batch of images. {_reshape_hint(shape)} "
+            "A single gray image is X[None]; a table of numbers is not images."
         )
     if len(shape) not in (3, 4):
         raise ValueError(f"X has shape {shape}: expected (N, H, W) or an {layout}.")
@@ -324,6 +336,21 @@ def _validate_batch(X: np.ndarray, channel_first: bool) -> np.ndarray:
         raise ValueError(f"X has shape {shape}: images must not be empty.")
     _check_values(X, "X", rows=True)
     return np.moveaxis(X, 1, -1) if channel_first and X.ndim == 4 else X
+
+
+def _reshape_hint(shape: tuple[int, ...]) -> str:
+    """How to turn rows of flattened images (``(N, 784)``, MNIST's layout) back into images."""
+    width = shape[1]
+    side = math.isqrt(width)
+    if side * side == width:
+        return f"If each row is a flattened {side}x{side} gray image, pass X.reshape(-1, {side}, {side})."
+    color = math.isqrt(width // 3)
+    if width % 3 == 0 and color * color * 3 == width:
+        return (f"If each row is a flattened {color}x{color} RGB image, pass "
+                f"X.reshape(-1, {color}, {color}, 3) (pixel by pixel) or "
+                f"np.moveaxis(X.reshape(-1, 3, {color}, {color}), 1, -1) (plane by plane, as CIFAR).")
+    return ("If each row is a flattened image, pass X.reshape(-1, H, W) (gray) or "
+            f"X.reshape(-1, H, W, 3) (RGB), with H * W (* 3) = {width}.")
 
 
 def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
@@ -422,6 +449,60 @@ def encoded_size(data: str | os.PathLike | bytes) -> tuple[int, int]:
         return image.size
 
 
+def auto_image_size(items: np.ndarray | list) -> int | None:
+    """The network input side for ``image_size="auto"``: one rule for every command.
+
+    Small images (at most :data:`SMALL_IMAGE_SIDE` pixels on their longest side, such as 28x28
+    digits) are fed to the network at :data:`SMALL_IMAGE_INPUT` pixels, much faster than at the
+    weights' own size and rarely less accurate; larger images at the weights' own size (``None``).
+    For a list, the first :data:`SIZE_PROBE` items are looked at, files by their header only (a
+    FIFO or an EPS file is refused, never opened); unreadable items are skipped, and left to
+    the embedding's own checks.
+
+    Parameters
+    ----------
+    items : ndarray or list
+        What :func:`as_items` returns: a channel-last batch, or a list of single items.
+
+    Returns
+    -------
+    int or None
+        :data:`SMALL_IMAGE_INPUT`, or ``None`` for the weights' own input size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep._inputs import auto_image_size
+    >>> auto_image_size(np.zeros((2, 28, 28), np.uint8))
+    96
+    >>> auto_image_size(np.zeros((2, 300, 200, 3), np.uint8)) is None
+    True
+    """
+    if isinstance(items, np.ndarray):
+        side = max(items.shape[1:3])
+    else:
+        sides = [_longest_side(item) for item in items[:SIZE_PROBE]]
+        sides = [s for s in sides if s is not None]
+        if not sides:
+            return None
+        side = max(sides)
+    return SMALL_IMAGE_INPUT if side <= SMALL_IMAGE_SIDE else None
+
+
+def _longest_side(item: Any) -> int | None:
+    """The longest side of one item, reading only the header of a file (None if unreadable)."""
+    try:
+        if isinstance(item, _ARRAY_TYPES):
+            shape = tuple(item.shape)
+            channel_first = isinstance(item, torch.Tensor) and len(shape) == 3
+            return max(shape[1:3]) if channel_first else max(shape[:2])
+        if isinstance(item, Image.Image):
+            return max(item.size)
+        return max(encoded_size(item))  # a FIFO or an EPS is refused here, never opened
+    except Exception:  # an unreadable image is reported (or skipped) by the embedding step
+        return None
+
+
 def open_regular(path: str | os.PathLike) -> io.BufferedReader:
     """Open ``path`` for binary reading if it is a regular file, without ever blocking.
 
@@ -488,8 +569,17 @@ def _raster_formats() -> list[str]:
     return [name for name in Image.ID if name not in _NOT_RASTER]
 
 
-def _loaded(image: Image.Image) -> Image.Image:
-    """A caller's PIL image with its pixels read; a closed or non-raster image is refused."""
+def load_pil(image: Image.Image) -> Image.Image:
+    """A caller's PIL image with its pixels read; a closed or non-raster image is refused.
+
+    Whatever reads the pixels of a PIL image it was given (decoding, the feature cache's key)
+    loads it through here: an EPS image is refused before Pillow could run Ghostscript on it.
+
+    Raises
+    ------
+    BadImageError
+        For an EPS or WMF image (rendered by an external program), or a closed one.
+    """
     if image.format in _NOT_RASTER:
         raise BadImageError(
             f"it is a {image.format} image, which Pillow renders by running an external program; "
@@ -847,7 +937,7 @@ def load_item(item: Any) -> Image.Image:
     if isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES)):
         return decode(item)
     if isinstance(item, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(_loaded(item)))
+        return to_rgb(ImageOps.exif_transpose(load_pil(item)))
     if isinstance(item, _ARRAY_TYPES):
         return array_to_image(item, channel_first=isinstance(item, torch.Tensor))
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
@@ -873,7 +963,8 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
     paths = [dataset.path(row) if dataset is not None else None for row in rows]
     warnings.warn(
         BadImageWarning(f"{len(rows)} image(s) could not be read; their rows are NaN:\n"
-                        f"{listing}{more}", rows=rows, paths=paths),
+                        f"{listing}{more}", rows=rows, paths=paths,
+                        reasons=[errors[index] for index in rows]),
         stacklevel=3,
     )
 

@@ -20,12 +20,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ._defaults import POOLINGS
 from ._device import memory_format
 from ._preprocessing import Normalize
 
 PENULTIMATE = "penultimate"
 LOGITS = "logits"
-POOLINGS = ("avg", "max", "gem", "avgmax")
 
 # DeCAF names for the architectures the paper's layers exist in (torchvision module paths).
 _DECAF_ALEXNET = {"pool5": "features", "fc6": "classifier.2", "fc7": "classifier.5"}

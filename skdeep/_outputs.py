@@ -34,6 +34,8 @@ import numpy as np
 from ._atomic import atomic_write
 
 PARTIAL_SUFFIX = ".partial"
+#: Key of the provenance (JSON) in the schema metadata of a parquet output.
+PROVENANCE_KEY = "skdeep.provenance"
 _STATE_VERSION = 1
 _BLOCK_BYTES = 32 * 2**20  # rows per parquet row group / CSV block: about this many bytes
 _READERS = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -57,6 +59,27 @@ def input_fingerprint(paths: Sequence[str], files: Sequence[str]) -> str:
         digest.update(json.dumps([path, file, stamp]).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def output_files(target: Path) -> list[Path]:
+    """The files of the output ``target``: itself, the ``.paths.txt`` of a ``.npy``, and the
+    :func:`provenance_file` of a ``.npy`` or ``.csv``."""
+    suffix = target.suffix.lower()
+    files = [target]
+    if suffix == ".npy":
+        files.append(target.with_suffix(".paths.txt"))
+    if suffix != ".parquet":
+        files.append(provenance_file(target))
+    return files
+
+
+def provenance_file(target: Path) -> Path:
+    """The JSON file next to a ``.npy`` or ``.csv`` output that holds its provenance.
+
+    ``OUT`` + ``.json`` (``features.npy.json``): a parquet file keeps its provenance in its own
+    schema metadata, under :data:`PROVENANCE_KEY`, and has none.
+    """
+    return target.with_name(target.name + ".json")
 
 
 def partial_files(target: Path) -> list[Path]:
@@ -196,29 +219,36 @@ class ResumableOutput:
 
     # --- finishing --------------------------------------------------------------------------
 
-    def finish(self) -> list[Path]:
+    def finish(self, provenance: dict[str, Any]) -> list[Path]:
         """Make the output from the complete partial file and put it in place; returns its files.
 
-        The output's files are replaced only once all are written (see
+        ``provenance`` (JSON types: what made the rows) goes into the schema metadata of a
+        parquet output, and into :func:`provenance_file` next to a ``.npy`` or ``.csv``. The
+        output's files are replaced only once all are written (see
         :func:`~skdeep._atomic.atomic_write`); the partial and state files are then removed.
         """
         if self.rows_done != len(self.paths):  # pragma: no cover - a bug, not a user error
             raise RuntimeError(f"{self.rows_done} of {len(self.paths)} rows written")
         suffix = self.target.suffix.lower()
+        about = json.dumps({"provenance": provenance}, indent=2) + "\n"
+        files = {}
+        if provenance_file(self.target) in output_files(self.target):
+            files[provenance_file(self.target)] = lambda tmp: Path(tmp).write_text(about)
         if suffix == ".npy":
-            sidecar = self.target.with_suffix(".paths.txt")
+            sidecar = output_files(self.target)[1]
             text = "".join(f"{self.paths_line(path)}\n" for path in self.paths)
             # The paths first: a failure there leaves the partial file, still resumable.
-            atomic_write({sidecar: lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
-                          self.target: lambda tmp: os.replace(self.partial, tmp)})
-            written = [self.target, sidecar]
+            files[sidecar] = lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
+            files[self.target] = lambda tmp: os.replace(self.partial, tmp)
         else:
-            write = _write_parquet if suffix == ".parquet" else _write_csv
             blocks = _read_blocks(self.partial, self._offset, len(self.paths), len(self.columns))
-            atomic_write({self.target: lambda tmp: write(blocks, self.paths, self.columns, tmp)})
-            written = [self.target]
+            table = (self.paths, self.columns)
+            files[self.target] = (
+                (lambda tmp: _write_parquet(blocks, *table, tmp, json.dumps(provenance)))
+                if suffix == ".parquet" else (lambda tmp: _write_csv(blocks, *table, tmp)))
+        atomic_write(files)
         self.discard()
-        return written
+        return [self.target, *(path for path in files if path != self.target)]
 
     def discard(self) -> None:
         """Remove the partial and state files (after finishing, or when nothing was written)."""
@@ -295,7 +325,8 @@ def _frame(rows: np.ndarray, paths: list[str], columns: list[str], start: int):
     return pd.DataFrame(rows, columns=columns, index=index)
 
 
-def _write_parquet(blocks, paths: list[str], columns: list[str], file: str) -> None:
+def _write_parquet(blocks, paths: list[str], columns: list[str], file: str,
+                   provenance: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -304,7 +335,10 @@ def _write_parquet(blocks, paths: list[str], columns: list[str], file: str) -> N
         for start, rows in blocks:
             table = pa.Table.from_pandas(_frame(rows, paths, columns, start), preserve_index=True)
             if writer is None:
-                writer = pq.ParquetWriter(file, table.schema)
+                schema = table.schema.with_metadata(
+                    {**(table.schema.metadata or {}), PROVENANCE_KEY.encode(): provenance.encode()})
+                writer = pq.ParquetWriter(file, schema)
+            table = table.replace_schema_metadata(schema.metadata)
             writer.write_table(table)
     finally:
         if writer is not None:

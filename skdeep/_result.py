@@ -44,7 +44,9 @@ class EvaluationResult:
         What to use, in words and code: the cheapest strategy (``seconds``) whose mean accuracy
         is within one standard deviation of ``best``'s.
     config : dict
-        The settings and facts of the run (backbone, weights id, image size, folds, timings...).
+        The settings and facts of the run (backbone, weights id, image size, folds, timings...),
+        and under ``"provenance"`` the ``provenance_`` of the feature extractor (versions,
+        weights SHA-256, preprocessing, device, precision, time): ``results.json`` keeps it.
     """
 
     scores: pd.DataFrame

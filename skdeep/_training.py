@@ -155,7 +155,7 @@ class Trainer:
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         total = torch.zeros((), device=self.device)
         weight_sum = torch.zeros((), device=self.device)
-        for images, messages, rows in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for images, messages, rows in tqdm(loader, desc=desc, disable=not progress, leave=True):
             images = images.to(self.device, non_blocking=True)
             rows_on_device = rows.to(self.device, non_blocking=True)
             targets = self.targets[rows_on_device]

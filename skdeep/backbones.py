@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 from . import _weights
+from ._defaults import DEFAULT_BACKBONE
 from ._trainable_layers import trainable_layers
 from ._layers import PENULTIMATE, classifier_name, decaf_aliases, layer_vocabulary
 from ._preprocessing import model_data_config, torchvision_data_config, with_image_size
 
 TIMM_PREFIX = "timm/"
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 _DECAF_SWEEP = ["pool5", "fc6", "fc7"]  # layer_sweep of AlexNet and VGG
 

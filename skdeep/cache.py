@@ -73,9 +73,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
+from ._inputs import load_pil
 from ._weights import file_sha256
 
 # Part of every layer key: bump it whenever what a key stands for changes, so that entries
@@ -306,7 +306,7 @@ class FeatureCache:
         """Stored vectors of ``layer_key`` for the given image keys (missing keys are absent)."""
         unique = list(dict.fromkeys(image_keys))
         rows = self._select(
-            f"SELECT image_key, vector FROM features WHERE layer_key = ? AND image_key IN ({{}})",
+            "SELECT image_key, vector FROM features WHERE layer_key = ? AND image_key IN ({})",
             unique, prefix=(layer_key,),
         )
         expected = 4 * width
@@ -512,7 +512,9 @@ def _pil_key(image: Image.Image) -> str:
     maps indices to colours, and a ``transparency`` entry (a tRNS colour, index or per-index
     alpha) is composited on white.
     """
-    pixels = image.tobytes()  # loads the image first: some formats set palette and info on load
+    # Loaded as decoding loads it (never an EPS, which Pillow renders with Ghostscript): some
+    # formats set their palette and info on load.
+    pixels = load_pil(image).tobytes()
     orientation = image.getexif().get(0x0112)
     colours = bytes(image.getpalette("RGBA") or [])  # the palette Pillow converts with
     transparency = image.info.get("transparency")

@@ -40,6 +40,7 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
+from ._defaults import DEFAULT_BACKBONE
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
@@ -68,7 +69,7 @@ from ._training import (
     training_data,
     write_training_state,
 )
-from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
+from .backbones import freeze, resolve_backbone
 from .callbacks import HOOKS, latest_checkpoint
 
 

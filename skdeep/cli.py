@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -24,12 +25,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._augment import TTA_NAMES
-from ._device import PRECISIONS
-from ._inputs import ON_ERROR
-from ._layers import POOLINGS
+# Only the standard library, skdeep._defaults and skdeep._strategies (names only) here: torch,
+# timm, scikit-learn and pandas take seconds to import, so each command imports what it uses
+# when it runs, and --help is instant.
+from ._defaults import (
+    DEFAULT_BACKBONE,
+    ON_ERROR,
+    POOLINGS,
+    PRECISIONS,
+    SMALL_IMAGE_INPUT,
+    SMALL_IMAGE_SIDE,
+    TTA_NAMES,
+)
 from ._strategies import FINETUNE_LAST_K, FINETUNE_TTA
-from .backbones import DEFAULT_BACKBONE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
@@ -53,6 +61,12 @@ examples:
 
 Run `skdeep COMMAND --help` for the options of a command. Everything runs offline with the
 default backbone (efficientnet_lite0), whose ImageNet weights ship with skdeep."""
+
+_IMAGE_SIZE_NOTE = f"""\
+image size: `auto` (the default of extract and evaluate alike) feeds small images (at most
+{SMALL_IMAGE_SIDE} px, such as the 28x28 sample) to the network at {SMALL_IMAGE_INPUT} px, a good trade of accuracy and
+speed; larger images use the network's own size (224 for {DEFAULT_BACKBONE}). Bigger inputs are
+slower and, for small images, rarely better."""
 
 _EVALUATE_DESCRIPTION = f"""\
 Which way of classifying these images works best? Cross-validated comparison of
@@ -83,9 +97,7 @@ INPUT:
   a .csv/.parquet   a table with a path column and a label column (--path-column,
                     --label-column); relative paths are looked up next to the table first
 
-image size: `auto` feeds small images (<= 64 px, such as the 28x28 sample) to the network at
-96 px, a good trade of accuracy and speed; larger images use the network's own size (224 for
-efficientnet_lite0). Bigger inputs are slower and, for small images, rarely better.
+{_IMAGE_SIZE_NOTE}
 
 examples:
   skdeep evaluate                                    # ~1-2 minutes on a 2-core CPU
@@ -101,7 +113,7 @@ _EXTRACT_DESCRIPTION = """\
 Embed images with a pretrained CNN (frozen) and save one row of features per image: the
 pooled activations of the chosen layer(s), with the image path as the row index."""
 
-_EXTRACT_EPILOG = """\
+_EXTRACT_EPILOG = f"""\
 INPUT:
   a folder          every image under it, recursively (sorted); index = INPUT/relative/path
   a .csv/.parquet   a table with a path column (--path-column); index = the paths as written,
@@ -116,6 +128,10 @@ OUT (the format follows the extension):
                     encoding, a leading ") is written as a JSON string: read the file back with
                     skdeep.cli.read_paths(FILE). Only .npy keeps file names that are not UTF-8.
 
+What made the features (skdeep, torch, timm... versions, the backbone and the SHA-256 of its
+weights, preprocessing, device, precision, when) is written with them: into the parquet
+schema metadata (key "skdeep.provenance", JSON), or to OUT.json next to a .csv or .npy.
+
 OUT is checked before any image is read (its folder writable, the paths storable), and is
 replaced only once completely written: a failed run leaves the earlier files as they were.
 
@@ -124,6 +140,8 @@ many are done), so memory does not grow with the number of images. If the run st
 killed process, an unreadable image), run the same command again: it reuses the rows written,
 says how many, and computes the rest; the result is the same as an uninterrupted run's.
 --overwrite starts afresh instead. A partial file of other inputs or settings is never reused.
+
+{_IMAGE_SIZE_NOTE}
 
 Unreadable images stop the run with an error naming the file, unless --on-error nan, which
 gives them a row of NaN and a warning. --cache DIR keeps the features of every image on disk,
@@ -165,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _expected_errors() as exc:
             if args.debug:
                 raise
-            message = _one_line(exc)
+            message = in_flags(_one_line(exc))
             if isinstance(exc, (_out_of_memory_error(), MemoryError)):
                 message = f"out of memory ({message}); lower --batch-size or --image-size"
             elif isinstance(exc, sqlite3.DatabaseError):  # a damaged one is replaced, not here
@@ -271,17 +289,14 @@ def _add_evaluate(commands) -> None:
     method.add_argument("--layers", type=_layer_list, metavar="L1,L2,...",
                         help="layers to compare, shallow to deep (default: a sweep of 3 stage "
                              "outputs and penultimate; see `skdeep layers NAME --sweep`)")
-    method.add_argument("--image-size", type=_image_size(auto=True), default="auto",
-                        metavar="N|auto|native",
-                        help="network input side in pixels (default: auto = 96 for images of at "
-                             "most 64 px, else native, the network's own size)")
+    _image_size_option(method)
     method.add_argument("--image-sizes", type=_image_sizes, metavar="N,N|auto|native",
                         help="compare these input sides, one forward pass each, e.g. auto,native "
                              "(replaces --image-size; default: --image-size alone)")
     method.add_argument("--no-pairs", dest="pairs", action="store_false",
                         help="do not score the concatenations of two layers (they cost only "
                              "logistic regressions; default: scored)")
-    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar=_POOLING_METAVAR,
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
                         help="stratified cross-validation folds (default: 5)")
@@ -326,11 +341,9 @@ def _add_extract(commands) -> None:
     method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
                         help="layer(s) to read, concatenated in order (repeatable; default: "
                              "penultimate; see `skdeep layers NAME`)")
-    method.add_argument("--pooling", type=_pooling, default="avg", metavar="{avg,max,gem,avgmax,none}",
+    method.add_argument("--pooling", type=_pooling, default="avg", metavar=_POOLING_METAVAR,
                         help="how a feature map becomes a vector (default: avg; none flattens)")
-    method.add_argument("--image-size", type=_image_size(auto=False), default=None,
-                        metavar="N|native",
-                        help="network input side in pixels (default: native, the network's own)")
+    _image_size_option(method)
     method.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed of the random initialisation with --weights none")
     runtime = sub.add_argument_group("runtime")
@@ -346,13 +359,18 @@ def _add_backbones(commands) -> None:
                    description="List the backbone names accepted by --backbone (and by "
                                "backbone= in Python), one per line.",
                    epilog="examples:\n  skdeep backbones --source bundled\n"
-                          "  skdeep backbones resnet\n  skdeep backbones 'timm/convnext*' --offline")
+                          "  skdeep backbones resnet\n  skdeep backbones 'timm/convnext*' --offline\n"
+                          "  skdeep backbones 'timm/resnet18*' --tags   # the pretrained tags")
     sub.add_argument("pattern", nargs="?", metavar="PATTERN",
                      help="only names containing PATTERN (case-insensitive; * and ? are wildcards)")
     sub.add_argument("--source", choices=("all", "bundled", "torchvision", "timm"), default="all",
                      help="which family to list (default: all)")
     sub.add_argument("--offline", action="store_true",
                      help="only backbones whose pretrained weights are already on this machine")
+    sub.add_argument("--tags", action="store_true",
+                     help="list timm models once per set of pretrained weights, with its tag "
+                          "(timm/resnet18.a1_in1k, timm/resnet18.tv_in1k...), all accepted by "
+                          "--backbone")
 
 
 def _add_layers(commands) -> None:
@@ -380,6 +398,13 @@ def _table_columns(group, *, labels: bool) -> None:
                            help="column of labels when INPUT is a table (default: label)")
 
 
+def _image_size_option(group) -> None:
+    group.add_argument("--image-size", type=_image_size, default="auto", metavar="N|auto|native",
+                       help=f"network input side in pixels (default: auto = {SMALL_IMAGE_INPUT} "
+                            f"for images of at most {SMALL_IMAGE_SIDE} px, else native, the "
+                            "network's own size)")
+
+
 def _backbone_options(group) -> None:
     group.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME",
                        help=f"network (default: {DEFAULT_BACKBONE}, bundled, works offline); "
@@ -389,6 +414,7 @@ def _backbone_options(group) -> None:
                             "or none for random initialisation (default: DEFAULT)")
 
 
+_POOLING_METAVAR = "{" + ",".join((*POOLINGS, "none")) + "}"
 _COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the compile= parameter
 
 
@@ -479,30 +505,31 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _image_size(*, auto: bool):
-    def parse(text: str) -> int | str | None:
-        lowered = text.lower()
-        if lowered == "native":
-            return None
-        if auto and lowered == "auto":
-            return "auto"
-        try:
-            value = int(text)
-        except ValueError:
-            words = "an integer, 'auto' or 'native'" if auto else "an integer or 'native'"
-            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if value < 8:
-            raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
-        return value
+def _image_size(text: str) -> int | str | None:
+    lowered = text.lower()
+    if lowered == "native":
+        return None
+    if lowered == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, 'auto' or 'native', got {text!r}") from None
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
 
-    parse.__name__ = "image size"
-    return parse
+
+_image_size.__name__ = "image size"
 
 
 def _image_sizes(text: str) -> list[int | str | None]:
     """``--image-sizes 96,native``: each entry as ``--image-size`` parses it."""
-    parse = _image_size(auto=True)
-    return [parse(part.strip()) for part in text.split(",")]
+    return [_image_size(part.strip()) for part in text.split(",")]
+
+
+_image_sizes.__name__ = "image sizes"
 
 
 def _pooling(text: str) -> str | None:
@@ -574,6 +601,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
+    from ._inputs import auto_image_size
     from ._outputs import ResumableOutput, input_fingerprint
     from .features import PretrainedCNNFeatures
 
@@ -581,9 +609,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     target = Path(args.output)
     _check_output(target, paths)
     layers = args.layer or ["penultimate"]
+    # The rule of `skdeep evaluate` too: the same images get the same input size in both.
+    size = auto_image_size(files) if args.image_size == "auto" else args.image_size
     cnn = PretrainedCNNFeatures(
         backbone=args.backbone, weights=args.weights, layer=layers, pooling=args.pooling,
-        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
+        image_size=size, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
         cache=args.cache, progress=_progress(args), random_state=args.seed,
         compile=_COMPILE[args.compile],
@@ -615,7 +645,7 @@ def _run_extract(args: argparse.Namespace) -> int:
                  pd.Series(files[reused:], index=range(reused, len(files)), dtype=object))
             for rows in cnn.iter_transform(X):
                 output.write(rows)
-        written = output.finish()
+        written = output.finish(cnn.provenance_)
     except KeyboardInterrupt:
         kept = output.rows_done
         _release(output)
@@ -645,7 +675,7 @@ def _run_backbones(args: argparse.Namespace) -> int:
 
     from .backbones import list_backbones
 
-    names = list_backbones(args.source, available_offline=args.offline)
+    names = list_backbones(args.source, available_offline=args.offline, tags=args.tags)
     if args.pattern:
         pattern = args.pattern.lower()
         if not any(char in pattern for char in "*?["):
@@ -717,7 +747,9 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def _check_output(target: Path, paths: list[str]) -> None:
     """Fail now, not after the work, if ``target`` cannot be written or cannot hold ``paths``."""
-    for path in _output_files(target):
+    from ._outputs import output_files
+
+    for path in output_files(target):
         if path.is_dir():
             raise IsADirectoryError(f"cannot write {path}: it is a folder; choose another OUT")
     _check_folder(target.parent, target)
@@ -750,13 +782,6 @@ def _check_folder(folder: Path, output: Path) -> None:
     except OSError as exc:
         raise type(exc)(f"cannot write {output}: no file can be created in {existing} "
                         f"({exc.strerror or exc}); choose another output folder") from exc
-
-
-def _output_files(target: Path) -> list[Path]:
-    """The files ``extract -o target`` writes: a .npy also writes its paths, one per row."""
-    if target.suffix.lower() == ".npy":
-        return [target, target.with_suffix(".paths.txt")]
-    return [target]
 
 
 def _paths_line(path: str) -> str:
@@ -805,6 +830,76 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+# --- Python words -> flag words -----------------------------------------------------------------
+
+#: The parameters of the estimators and of evaluate that the command sets, with their flag. The
+#: messages of the library name parameters (``on_error='nan'``); the command shows them as flags.
+PARAMETER_FLAGS = {
+    "backbone": "--backbone",
+    "weights": "--weights",
+    "layer": "--layer",
+    "layers": "--layers",
+    "pooling": "--pooling",
+    "image_size": "--image-size",
+    "batch_size": "--batch-size",
+    "device": "--device",
+    "precision": "--precision",
+    "num_workers": "--workers",
+    "on_error": "--on-error",
+    "cache": "--cache",
+    "random_state": "--seed",
+    "compile": "--compile",
+    "cv": "--folds",
+    "max_images": "--max-images",
+}
+#: The library's functions the messages point at, and the command that shows the same.
+FUNCTION_COMMANDS = {
+    "skdeep.list_backbones()": "`skdeep backbones`",
+    "skdeep.list_layers(backbone)": "`skdeep layers BACKBONE`",
+    "skdeep.list_layers()": "`skdeep layers BACKBONE`",
+}
+_VALUE = r"""'[^']*'|"[^"]*"|[\w+-]+(?:\.[\w+-]+)*"""  # not a sentence's full stop
+_PARAMETER = re.compile(r"(?<![\w.])(" + "|".join(PARAMETER_FLAGS) + r")=(" + _VALUE + ")")
+# compile=True/False is --compile on/off; None (weights=None...) is written none.
+_FLAG_VALUES = {"None": "none", "True": "on", "False": "off"}
+
+
+def in_flags(message: str) -> str:
+    """``message`` with the Python it names in the words of the command line.
+
+    ``on_error='nan'`` becomes ``--on-error nan``, ``weights=None`` ``--weights none``, and
+    ``skdeep.list_backbones()`` ``skdeep backbones``: an error raised by the library reads, on the
+    command line, as advice the user can type. The two tables above are the whole mapping.
+
+    Parameters
+    ----------
+    message : str
+        An error or warning message of the library.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from skdeep.cli import in_flags
+    >>> in_flags("row 3 cannot be read (on_error='nan' gives such rows NaN instead)")
+    'row 3 cannot be read (--on-error nan gives such rows NaN instead)'
+    >>> in_flags("Unknown backbone 'resnet1800'. skdeep.list_backbones() lists the names")
+    "Unknown backbone 'resnet1800'. `skdeep backbones` lists the names"
+    """
+    for function, command in FUNCTION_COMMANDS.items():
+        message = message.replace(function, command)
+    return _PARAMETER.sub(_as_flag, message)
+
+
+def _as_flag(match: re.Match) -> str:
+    value = match.group(2)
+    if value[0] in "'\"" and not any(char.isspace() for char in value[1:-1]):
+        value = value[1:-1]  # a quoted word reads unquoted on a command line
+    return f"{PARAMETER_FLAGS[match.group(1)]} {_FLAG_VALUES.get(value, value)}"
+
+
 # --- small helpers -----------------------------------------------------------------------------
 
 
@@ -822,7 +917,14 @@ def _print_lines(lines: Sequence[str]) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"skdeep: warning: {_one_line(message)}", file=sys.stderr)
+    from ._inputs import BadImageWarning  # loaded already: only the work warns
+
+    if isinstance(message, BadImageWarning) and message.reasons:
+        # The summary of the unreadable files: its first line, then one line per file.
+        lines = [str(message).splitlines()[0], *(f"  {_one_line(r)}" for r in message.reasons)]
+    else:
+        lines = [_one_line(message)]
+    print("skdeep: warning: " + "\n".join(map(in_flags, lines)), file=sys.stderr)
 
 
 def _one_line(exc: BaseException | Warning | str) -> str:

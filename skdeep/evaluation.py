@@ -53,9 +53,10 @@ from sklearn.utils._param_validation import (
 from torch import nn
 
 from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
+from ._defaults import DEFAULT_BACKBONE, POOLINGS
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items, encoded_size, preview
-from ._layers import POOLINGS, normalize_layers
+from ._inputs import ImageDataset, as_items, auto_image_size, preview
+from ._layers import normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
 from ._strategies import (
@@ -67,20 +68,13 @@ from ._strategies import (
     is_finetune,
     strategy_label,
 )
-from .backbones import DEFAULT_BACKBONE, layer_sweep
+from .backbones import layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
 # home is the module of their concept, their public address stays skdeep.evaluation.
 __all__ = ["EvaluationResult", "evaluate", "layer_sweep"]
-
-#: ``image_size="auto"``: images at most this many pixels on their longest side count as small...
-SMALL_IMAGE_SIDE = 64
-#: ...and are fed to the network at this size (upscaled), a good trade of accuracy and speed.
-SMALL_IMAGE_INPUT = 96
-
-_SIZE_PROBE = 16  # images looked at by image_size="auto"
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -323,6 +317,7 @@ def evaluate(
         "pairs": bool(pairs),
         "device": str(extractor.device_),
         "precision": extractor.precision_,
+        "provenance": extractor.provenance_,
         "embedding_seconds": round(sum(seconds.values()), 3),
         "embedding_seconds_by_size": {str(side): round(s, 3) for side, s in seconds.items()},
         "pixel_features": int(pixels.shape[1]),
@@ -378,7 +373,7 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
         for (index, _), (predicted, seconds) in zip(again.get(task[0], []), repredicted):
             outcomes[(index, task[1])] = (predicted, fit_seconds, seconds, converged)  # same fit
     with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
-              leave=False) as bar:
+              leave=True) as bar:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         for task, outcome in zip(linear, parallel(call(task, True) for task in linear)):
             keep(task, outcome)
@@ -568,7 +563,7 @@ def _requested_sizes(sizes: Sequence[int | str | None], items) -> list[int | Non
     resolved = []
     for size in sizes:
         if size == "auto":
-            resolved.append(_auto_image_size(items))
+            resolved.append(auto_image_size(items))
         elif size is None or size == "native":
             resolved.append(None)
         elif isinstance(size, Integral) and not isinstance(size, bool) and size >= 8:
@@ -577,35 +572,6 @@ def _requested_sizes(sizes: Sequence[int | str | None], items) -> list[int | Non
             raise ValueError(f"image_sizes has {size!r}; each size is an int >= 8, 'auto' or "
                              "'native' (None).")
     return resolved
-
-
-def _auto_image_size(items) -> int | None:
-    """96 for small images (longest side <= 64 px), else None (the weights' own input size).
-
-    ``items`` is what :func:`~skdeep._inputs.as_items` returns: a channel-last array or a list.
-    """
-    if isinstance(items, np.ndarray):
-        side = max(items.shape[1:3])
-    else:
-        sides = [_longest_side(item) for item in items[:_SIZE_PROBE]]
-        sides = [s for s in sides if s is not None]
-        if not sides:
-            return None
-        side = max(sides)
-    return SMALL_IMAGE_INPUT if side <= SMALL_IMAGE_SIDE else None
-
-
-def _longest_side(item) -> int | None:
-    """The longest side of one item, reading only the header of a file (None if unreadable)."""
-    try:
-        if isinstance(item, (np.ndarray, torch.Tensor)):
-            shape = tuple(item.shape)
-            return max(shape[:2]) if isinstance(item, np.ndarray) or len(shape) == 2 else max(shape[1:3])
-        if isinstance(item, Image.Image):
-            return max(item.size)
-        return max(encoded_size(item))  # a FIFO or an EPS is refused here, never opened
-    except Exception:  # an unreadable image is reported (or skipped) by the embedding step
-        return None
 
 
 # --- validation --------------------------------------------------------------------------------

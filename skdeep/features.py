@@ -24,10 +24,12 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
+from ._defaults import DEFAULT_BACKBONE, POOLINGS
 from ._device import memory_format
 from ._inputs import ImageDataset, warn_bad_rows
-from ._layers import POOLINGS, FeatureExtractor, feature_names, normalize_layers
-from .backbones import DEFAULT_BACKBONE, freeze, resolve_backbone
+from ._layers import FeatureExtractor, feature_names, normalize_layers
+from ._provenance import provenance
+from .backbones import freeze, resolve_backbone
 from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
 
 # Largest block of rows iter_transform hands on at once (hits read from the cache by the block).
@@ -82,7 +84,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         Store each image's features on disk (see :class:`FeatureCache`) and reuse them across
         folds, grid candidates and sessions. With a warm cache, ``fit`` and ``transform`` build
         no network at all. Keys cover the architecture, the weights (by hash), preprocessing,
-        precision, layer, pooling and the image content, all as fitted.
+        precision, layer, pooling and the image content, all as fitted. A relative path is
+        resolved at fit time (see ``cache_``).
     cache_layers : str or list of str, default=None
         Further layers computed in the same forward pass as ``layer`` and stored in the cache
         on each miss, so that a grid over ``cnn__layer`` costs one pass per image. Only used
@@ -138,6 +141,16 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         Where the network runs.
     precision_ : str
         The resolved precision.
+    cache_ : FeatureCache or None
+        The feature cache of ``cache``, a relative path resolved against the working directory
+        at fit time: a pickled model loaded elsewhere uses the same folder. Setting ``cache``
+        after fit takes effect without a refit: ``set_params(cache=None)`` switches the cache
+        off, another folder or :class:`FeatureCache` is used from then on.
+    provenance_ : dict
+        What the features are made with: library versions, the backbone and its weights (id and
+        SHA-256 of the file), the data config, device, precision, compile mode and when it was
+        fitted. ``skdeep extract`` writes it into its output, ``skdeep evaluate`` into
+        ``results.json``.
 
     See Also
     --------
@@ -238,6 +251,10 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._model = None
         self._extractor = None
         self._compiled = None
+        # A relative cache path is resolved now, against the working directory of fit: a model
+        # pickled and loaded elsewhere keeps using the folder it was fitted with.
+        self.cache_ = as_cache(self.cache)
+        self._fitted_cache = self.cache
         cache = self._feature_cache()
         extra = extra if cache is not None else []
         self._compute_layers = self.layers_ + [name for name in extra if name not in self.layers_]
@@ -249,6 +266,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         self._compute_widths = list(widths)
         self.feature_widths_ = self._compute_widths[: len(self.layers_)]
         self.n_features_out_ = int(sum(self.feature_widths_))
+        # Last: the weights file of a network built just now (downloaded, perhaps) is hashed.
+        self.provenance_ = provenance(self)
         return self
 
     @property
@@ -277,14 +296,14 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         return self._extractor
 
     def _feature_cache(self) -> FeatureCache | None:
-        cache = as_cache(self.cache)
+        cache = self._current_cache()
         if cache is not None and self.backbone_.weights_id is None:
             warnings.warn(
                 "cache is ignored: weights=None without an int random_state gives different "
                 "weights at every fit, so features cannot be reused.", UserWarning, stacklevel=3,
             )
             return None
-        if isinstance(self._fitted_tta, Integral):
+        if cache is not None and isinstance(self._fitted_tta, Integral):
             # An image's random views depend on where it sits in the batch stream, so features
             # computed for the misses of one call would differ from those of a full pass: a cache
             # would make the same image's features depend on what was cached before.
@@ -300,6 +319,15 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         """The fitted ``tta``'s views (drawn afresh per call, so that a call is reproducible)."""
         return tta_views(self._fitted_tta, self.data_config_, augment=self._fitted_augment,
                          seed=self._tta_seed)
+
+    def _current_cache(self) -> FeatureCache | None:
+        """``cache_``, unless ``cache`` was changed after fit: ``None`` switches the cache off
+        (a loaded model serves without one, no refit), another cache is used from now on."""
+        if self.cache is None:
+            return None
+        if self.cache is self._fitted_cache or self.cache == self._fitted_cache:
+            return self.cache_
+        return as_cache(self.cache)
 
     def _layer_specs(self) -> list[dict]:
         """What each compute layer's key stands for: fitted state only, never current params."""
@@ -494,7 +522,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         -------
         info : CacheInfo or None
         """
-        cache = as_cache(self.cache)
+        cache = self._current_cache() if hasattr(self, "cache_") else as_cache(self.cache)
         return None if cache is None else cache.info()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

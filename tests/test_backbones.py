@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from sklearn.datasets import load_sample_image
 from torch import nn
 

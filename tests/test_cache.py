@@ -18,6 +18,7 @@ from sklearn.svm import SVC
 from skdeep import BadImageWarning, FeatureCache, PretrainedCNNFeatures
 from skdeep import backbones as backbones_module
 from skdeep import _layers
+from skdeep.cache import image_keys
 
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 
@@ -242,3 +243,27 @@ def test_a_directory_path_is_accepted(tmp_path, images):
 
 def _refuse(*args, **kwargs):
     raise AssertionError("the network must not be built")
+
+
+def test_the_key_of_an_eps_pil_image_never_runs_ghostscript(monkeypatch):
+    # The key of a PIL image reads its pixels: it must load it as decoding does, which refuses
+    # EPS (Pillow renders it by running Ghostscript, an external program, on untrusted bytes).
+    import io
+
+    from PIL import EpsImagePlugin
+
+    ran = []
+
+    def ghostscript(*args, **kwargs):
+        ran.append(args)
+        raise OSError("Ghostscript must not run")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\nshowpage\n"
+    image = Image.open(io.BytesIO(eps), formats=["EPS"])
+    assert image.format == "EPS"
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    keys = image_keys([image, Image.open(io.BytesIO(png.getvalue()))])
+    assert keys[0] is None and keys[1] is not None  # refused, left to the error path
+    assert ran == []

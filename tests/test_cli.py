@@ -20,11 +20,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+import skdeep
 from skdeep import BadImageWarning, PretrainedCNNFeatures
+from skdeep._inputs import auto_image_size
 from skdeep._report import recommend
 from skdeep.cli import main
 from skdeep.datasets import find_images
-from skdeep.evaluation import _auto_image_size, evaluate, layer_sweep
+from skdeep.evaluation import evaluate, layer_sweep
 
 from _helpers import TINY, make_images
 
@@ -101,7 +103,8 @@ def test_no_command_prints_help_and_fails(capsys):
     (["extract", "{folder}", "-o", "out.txt"], "unknown extension"),
     (["extract", "{folder}"], "required: -o/--output"),
     (["extract", "{folder}", "-o", "x.npy", "--pooling", "median"], "invalid choice 'median'"),
-    (["extract", "{folder}", "-o", "x.npy", "--image-size", "auto"], "expected an integer or 'native'"),
+    (["extract", "{folder}", "-o", "x.npy", "--image-size", "big"],
+     "expected an integer, 'auto' or 'native'"),
     (["evaluate", "--folds", "1"], "must be at least 2"),
     (["evaluate", "--image-size", "big"], "expected an integer, 'auto' or 'native'"),
     (["evaluate", "--jobs", "0"], "positive number of processes"),
@@ -153,10 +156,71 @@ def test_unreadable_image_is_named(labelled_folder, tmp_path, capsys):
     assert "cannot read image" in line and "broken.png" in line and "row" in line
 
 
+def test_errors_speak_in_flags(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "f.npy"
+    (labelled_folder / "dark" / "broken.png").write_bytes(b"not an image")
+    cases = [
+        (["extract", labelled_folder, "-o", out, *FAST], "--on-error nan", "on_error"),
+        (["extract", labelled_folder, "-o", out, "--backbone", "resnet1800"], "`skdeep backbones`",
+         "list_backbones"),
+        (["extract", labelled_folder, "-o", out, "--layer", "blocks.99"],
+         "`skdeep layers BACKBONE`", "list_layers"),
+    ]
+    for argv, flag, python in cases:
+        code, _, err = _run(argv, capsys)
+        line = _one_error_line(err)
+        assert code == 1 and flag in line and python not in line, line
+
+
+def test_in_flags_maps_parameters_and_functions_to_the_command_line():
+    from skdeep.cli import in_flags
+
+    assert in_flags("timm has no pretrained weights for 'x'; use weights=None.") == (
+        "timm has no pretrained weights for 'x'; use --weights none.")
+    assert in_flags("or pass weights='/tmp/a b.pth', num_workers=0") == (
+        "or pass --weights '/tmp/a b.pth', --workers 0")  # a value with a space stays quoted
+    assert in_flags("skdeep.list_layers(backbone) lists them") == (
+        "`skdeep layers BACKBONE` lists them")
+    assert in_flags("x.weights=None and prefix_on_error='nan'") == (
+        "x.weights=None and prefix_on_error='nan'")  # only whole parameter names
+
+
 def test_debug_shows_the_real_exception(labelled_folder, tmp_path):
     with pytest.raises(ValueError, match="Unknown backbone"):
         main(["extract", str(labelled_folder), "-o", str(tmp_path / "f.npy"),
               "--backbone", "nope", "--debug"])
+
+
+HEAVY = ("torch", "timm", "sklearn", "pandas", "torchvision", "PIL", "numpy")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["extract", "--help"], ["evaluate", "--nope"],
+                                  ["extract", "in/", "-o", "x.bad"]])
+def test_help_and_argument_errors_import_nothing_heavy(argv):
+    # `skdeep --help` took 5 s, importing torch and timm: the parser must need none of them.
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['skdeep', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('skdeep', run_name='__main__')\n"
+             "except SystemExit as exc:\n    code = exc.code\n"
+             f"heavy = sorted(name for name in {HEAVY!r} if name in sys.modules)\n"
+             "print(code, heavy, file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        os.path.dirname(os.path.dirname(skdeep.__file__)), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                            text=True, timeout=120, env=env)
+    code, _, heavy = result.stderr.strip().splitlines()[-1].partition(" ")
+    assert code == ("0" if "--help" in argv else "2"), result.stderr
+    assert heavy == "[]", result.stderr
+    assert "usage:" in result.stdout or "skdeep: error: " in result.stderr
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    for name in skdeep.__all__:
+        assert getattr(skdeep, name) is not None
+    assert set(skdeep.__all__) <= set(dir(skdeep))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        skdeep.nope
+    assert skdeep.backbones.Backbone.__name__ == "Backbone"  # public modules too, as before
 
 
 def test_python_dash_m(tmp_path):
@@ -228,8 +292,10 @@ def test_extract_on_error_nan(labelled_folder, tmp_path, capsys):
     code, _, err = _run(["extract", labelled_folder, "-o", out, "--on-error", "nan",
                          "--layer", "blocks.1", *FAST], capsys)
     assert code == 0, err
-    warning = [line for line in err.splitlines() if line.startswith("skdeep: warning:")]
-    assert len(warning) == 1 and "zz_broken.png" in warning[0]
+    lines = err.splitlines()
+    warning = [row for row, line in enumerate(lines) if line.startswith("skdeep: warning:")]
+    assert len(warning) == 1 and "1 image(s) could not be read" in lines[warning[0]]
+    assert lines[warning[0] + 1].startswith("  row ") and "zz_broken.png" in lines[warning[0] + 1]
     assert "1 unreadable image(s) are NaN rows" in err
     frame = pd.read_csv(out, index_col="path")
     broken = str(labelled_folder / "dark" / "zz_broken.png")
@@ -525,14 +591,25 @@ def test_layer_sweep_decaf_for_alexnet():
 
 
 def test_auto_image_size(tmp_path):
-    assert _auto_image_size(np.zeros((3, 28, 28), np.uint8)) == 96
-    assert _auto_image_size(np.zeros((3, 200, 100, 3), np.uint8)) is None
+    assert auto_image_size(np.zeros((3, 28, 28), np.uint8)) == 96
+    assert auto_image_size(np.zeros((3, 200, 100, 3), np.uint8)) is None
     small, large = tmp_path / "s.png", tmp_path / "l.png"
     _image(np.zeros((20, 30, 3), np.uint8)).save(small)
     _image(np.zeros((120, 90, 3), np.uint8)).save(large)
-    assert _auto_image_size([str(small)]) == 96
-    assert _auto_image_size([str(small), str(large)]) is None
-    assert _auto_image_size([str(tmp_path / "missing.png")]) is None
+    assert auto_image_size([str(small)]) == 96
+    assert auto_image_size([str(small), str(large)]) is None
+    assert auto_image_size([str(tmp_path / "missing.png")]) is None
+
+
+def test_extract_and_evaluate_share_one_image_size_rule(labelled_folder, tmp_path, capsys):
+    # 16 px images: both commands feed them at the size auto_image_size chooses, by default.
+    code, _, err = _run(["extract", labelled_folder, "-o", tmp_path / "f.npy", "--no-progress"],
+                        capsys)
+    assert code == 0, err
+    assert f"at {auto_image_size(find_images(labelled_folder))} px" in err
+    for command in ("extract", "evaluate"):
+        _, out, _ = _run([command, "--help"], capsys)
+        assert "--image-size N|auto|native" in out and "default: auto" in out
 
 
 def _scores(rows):

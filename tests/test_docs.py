@@ -41,6 +41,33 @@ def test_every_user_guide_page_is_in_the_toctree():
     assert pages <= listed, f"pages missing from the user guide's toctree: {pages - listed}"
 
 
+def test_every_public_exception_and_warning_is_in_the_api_reference():
+    import skdeep
+
+    reference = (DOCS / "api" / "index.rst").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^   (\w+)$", reference, flags=re.MULTILINE))
+    errors = {name for name in skdeep.__all__ if isinstance(getattr(skdeep, name), type)
+              and issubclass(getattr(skdeep, name), (Exception, Warning))}
+    assert "ImageNotFoundError" in errors and errors <= listed, errors - listed
+
+
+def _make_recipe(target: str) -> str:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE).group(1)
+
+
+def test_readme_and_getting_started_say_what_make_run_and_make_bench_run():
+    assert "skdeep evaluate" in _make_recipe("run")
+    for page in (ROOT / "README.md", DOCS / "getting_started.rst"):
+        lines = [line for line in page.read_text(encoding="utf-8").splitlines()
+                 if re.match(r"\s*make run\b", line)]
+        assert lines and all("skdeep evaluate" in line for line in lines), (page, lines)
+    benchmarks = set(re.findall(r"bench_\w+\.py", _make_recipe("bench")))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme[readme.index("one script per claim"):readme.index("make bench")]
+    assert set(re.findall(r"bench_\w+\.py", listed)) == benchmarks
+
+
 def test_conf_fetches_nothing():
     conf = (DOCS / "conf.py").read_text(encoding="utf-8")
     assert "sphinx.ext.intersphinx" not in conf, "intersphinx fetches inventories; build offline"

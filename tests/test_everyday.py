@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 import torch
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
@@ -35,6 +36,7 @@ from skdeep import (
     Checkpoint,
     CSVLogger,
     FineTunedCNNClassifier,
+    PretrainedCNNFeatures,
     WeightsUnavailableError,
 )
 from skdeep import _weights
@@ -135,6 +137,39 @@ def test_atomic_write_gives_files_the_mode_of_the_umask(tmp_path, umask, mode):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv"]  # no temporary left
 
 
+# --- 3. a relative cache path is resolved at fit; a loaded model runs with the cache off ----------
+
+
+def test_a_pickled_pipeline_keeps_its_cache_folder_and_runs_with_the_cache_off(tmp_path,
+                                                                               monkeypatch):
+    import pickle
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fitted_in, served_in = tmp_path / "train", tmp_path / "serve"
+    fitted_in.mkdir(), served_in.mkdir()
+    images, _ = make_images(4)
+    monkeypatch.chdir(fitted_in)
+    cnn = PretrainedCNNFeatures(backbone=TINY, weights=None, image_size=32, random_state=0,
+                                cache="cache")
+    pipe = make_pipeline(cnn, StandardScaler()).fit(images)
+    assert cnn.cache_.path == fitted_in / "cache"
+    expected = pipe.transform(images)
+    blob = pickle.dumps(pipe)
+
+    monkeypatch.chdir(served_in)
+    loaded = pickle.loads(blob)
+    np.testing.assert_allclose(loaded.transform(images), expected, rtol=1e-5)
+    assert loaded[0].cache_info().hits == len(images)  # read from the folder of fit
+    assert not (served_in / "cache").exists()
+
+    loaded = pickle.loads(blob).set_params(pretrainedcnnfeatures__cache=None)
+    np.testing.assert_allclose(loaded.transform(images), expected, rtol=1e-5)
+    assert loaded[0].cache_info() is None
+    assert list(served_in.iterdir()) == []  # no folder made, no refit needed
+
+
 # --- 4. small data: no validation split possible -> train on everything, one warning -------------
 
 
@@ -157,6 +192,27 @@ def test_small_data_cross_val_score_with_the_defaults():
     with pytest.warns(UserWarning, match="too few"):
         scores = cross_val_score(tiny(epochs=1), X, y, cv=5, error_score="raise")
     assert np.isfinite(scores).all()
+
+
+# --- 8. progress bars stay on screen (and in notebooks and logs) when done -----------------------
+
+
+def test_progress_bars_are_left_on_screen_when_done(monkeypatch):
+    import tqdm.auto
+
+    made = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("leave", True))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    images, labels = make_images(8)
+    PretrainedCNNFeatures(backbone=TINY, weights=None, image_size=32, random_state=0,
+                          progress=True).fit().transform(images)
+    tiny(epochs=1, early_stopping=False, progress=True).fit(images, labels)
+    assert len(made) >= 2 and all(made), made  # embedding and training bars
 
 
 # --- 9. offline: HF_HUB_OFFLINE is respected, the steps are real; pretrained tags are listed -----
@@ -204,6 +260,26 @@ def test_list_backbones_lists_timm_pretrained_tags():
     assert "timm/resnet18" in plain and "timm/resnet18.a1_in1k" not in plain
     assert list_backbones("bundled", tags=True) == list_backbones("bundled")
     resolve_backbone(tagged[tagged.index("timm/resnet18.a1_in1k")])  # a listed name resolves
+
+
+@pytest.mark.parametrize("width, hint", [
+    (784, "X.reshape(-1, 28, 28)"),
+    (3072, "np.moveaxis(X.reshape(-1, 3, 32, 32), 1, -1)"),
+    (100 * 3 + 1, "X.reshape(-1, H, W) (gray) or X.reshape(-1, H, W, 3) (RGB), with H * W (* 3) = 301"),
+])
+def test_flattened_images_are_refused_with_the_reshape_that_fixes_them(width, hint):
+    flat = np.zeros((5, width), np.uint8)
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        PretrainedCNNFeatures(backbone=TINY, weights=None, random_state=0).fit().transform(flat)
+
+
+def test_cli_backbones_tags_lists_the_pretrained_tags(capsys):
+    from skdeep.cli import main
+
+    assert main(["backbones", "timm/resnet18*", "--tags"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"timm/resnet18.a1_in1k", "timm/resnet18.tv_in1k"} <= set(names)
+    assert all(name.startswith("timm/resnet18") and "." in name for name in names)  # tagged
 
 
 # --- 10. packaging -------------------------------------------------------------------------------
@@ -323,6 +399,41 @@ def test_provenance_of_random_weights_has_no_file_and_of_a_file_its_sha256(tmp_p
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     from_file = tiny(weights=str(path), epochs=1, validation_fraction=0).fit(X, y)
     assert from_file.provenance_["weights_sha256"] == _weights.file_sha256(path)
+
+
+def test_the_features_and_the_command_line_outputs_carry_their_provenance(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from skdeep.cli import main
+
+    cnn = PretrainedCNNFeatures(image_size=32, precision="fp32", compile=False).fit()
+    bundled = resolve_backbone("efficientnet_lite0").weights_file()
+    assert cnn.provenance_["weights_sha256"] == _weights.file_sha256(bundled)
+    assert cnn.provenance_["data_config"]["input_size"] == [3, 32, 32]
+
+    photos = tmp_path / "photos"
+    images, labels = make_images(8)
+    for row, (image, label) in enumerate(zip(images, labels)):
+        (photos / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(photos / str(label) / f"{row}.png")
+    common = ["--image-size", "32", "--precision", "fp32", "--compile", "off", "--no-progress"]
+    records = {}
+    for name in ("f.parquet", "f.npy", "f.csv"):
+        assert main(["extract", str(photos), "-o", str(tmp_path / name), *common]) == 0
+    metadata = pq.read_schema(tmp_path / "f.parquet").metadata
+    records["parquet"] = json.loads(metadata[b"skdeep.provenance"])
+    for name in ("f.npy", "f.csv"):
+        records[name] = json.loads((tmp_path / f"{name}.json").read_text())["provenance"]
+    report = tmp_path / "report"
+    assert main(["evaluate", str(photos), "-o", str(report), "--folds", "2",
+                 "--layers", "penultimate", *common]) == 0
+    records["evaluate"] = json.loads((report / "results.json").read_text())["config"]["provenance"]
+    capsys.readouterr()
+    for where, record in records.items():
+        expected = {k: v for k, v in cnn.provenance_.items() if k != "fitted_at"}
+        assert {k: v for k, v in record.items() if k != "fitted_at"} == expected, where
+        assert pd.Timestamp(record["fitted_at"]).utcoffset().total_seconds() == 0, where
 
 
 # --- callbacks -----------------------------------------------------------------------------------

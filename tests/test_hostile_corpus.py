@@ -610,8 +610,6 @@ def test_cli_extract_gives_nan_rows_and_exit_0_under_nan(bad_folder, tmp_path, c
     assert np.isnan(features).any(axis=1).sum() == len(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="skdeep/cli.py's _show_warning joins the warning into one "
-                   "line; the summary needs one line per bad file (see the report of issue #15)")
 def test_cli_summary_has_one_line_per_bad_file(bad_folder, tmp_path, capsys):
     folder, bad = bad_folder
     _, err = extract(folder, tmp_path / "f.npy", "nan", capsys)
@@ -619,6 +617,31 @@ def test_cli_summary_has_one_line_per_bad_file(bad_folder, tmp_path, capsys):
         assert sum(repr(path) in line for line in err.splitlines()) == 1, err
     lines = [line for line in err.splitlines() if any(repr(path) in line for path in bad)]
     assert len(lines) == len(bad), err
+
+
+def test_cli_evaluate_summary_has_one_line_per_bad_file(tmp_path, capsys):
+    from skdeep.cli import main
+
+    folder, bad = tmp_path / "photos", []
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (80 * i, 200 if label == "a" else 0, 0)).save(
+                folder / label / f"{i}.png")
+        (folder / label / "zero.png").write_bytes(b"")
+        bad.append(str(folder / label / "zero.png"))
+    argv = ["evaluate", str(folder), "-o", str(tmp_path / "report"), "--weights", "none",
+            "--image-size", "32", "--layers", "penultimate", "--folds", "2", "--no-progress"]
+    code = within(DEADLINE, lambda: main([*argv, "--on-error", "nan"]))
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if any(repr(path) in line for path in bad)]
+    assert len(lines) == len(bad), err  # one line per file
+    for path in bad:
+        assert sum(repr(path) in line for line in err.splitlines()) == 1, err
+    code = within(DEADLINE, lambda: main([*argv, "--on-error", "raise"]))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "--on-error nan" in err
 
 
 @needs_fifo

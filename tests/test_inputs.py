@@ -5,7 +5,6 @@ efficientnet_lite0 at 32 px in fp32, so equal inputs must give bit-identical row
 """
 
 import io
-import pathlib
 import pickle
 import re
 import warnings

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "skdeep"
 #: Lowest first. A module may import the modules listed before it, never those after it.
 LAYERS = [
     # foundations: no skdeep imports
+    "_defaults",        # allowed values and defaults, importing nothing (the CLI's parser)
     "_device",          # which hardware and dtype
     "_weights",         # reading weights files and hub caches safely
     "_preprocessing",   # data configs and image transforms

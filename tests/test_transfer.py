@@ -7,6 +7,8 @@ with random weights at 32 px, one torch thread.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -499,6 +501,13 @@ def test_an_int_tta_does_not_use_the_cache(tmp_path, params):
         cnn = frozen(cache=tmp_path / "c", **params).fit()
         assert cnn._feature_cache() is None
     assert not (tmp_path / "c").exists()
+
+
+def test_an_int_tta_without_a_cache_says_nothing_of_one():
+    X, _ = make_images(n=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frozen(tta=3).fit().transform(X)
 
 
 def test_an_int_tta_with_a_cache_gives_the_features_of_a_full_pass(tmp_path):
