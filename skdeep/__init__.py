@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0.dev0"
+from ._version import __version__
 
 # Public name -> the module that defines it. The names are imported on first use (PEP 562), not
 # by ``import skdeep``: the ``skdeep`` command then starts (``--help``, argument errors) without

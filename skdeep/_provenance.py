@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._safe_format import data_config_json
+from ._version import __version__
 from ._weights import file_sha256
 
 
@@ -39,8 +40,6 @@ def provenance(estimator: Any) -> dict[str, Any]:
     import timm
     import torch
     import torchvision
-
-    from . import __version__
 
     backbone = estimator.backbone_
     weights_file = backbone.weights_file()

@@ -76,6 +76,7 @@ import numpy as np
 from PIL import Image
 
 from ._inputs import load_pil
+from ._version import __version__
 from ._weights import file_sha256
 
 # Part of every layer key: bump it whenever what a key stands for changes, so that entries
@@ -231,8 +232,6 @@ class FeatureCache:
 
     def _check_schema(self, connection: sqlite3.Connection) -> None:
         """Create the tables, or refuse a layout newer than this skdeep's."""
-        from . import __version__
-
         (version,) = connection.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             try:

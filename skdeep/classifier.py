@@ -69,6 +69,7 @@ from ._training import (
     training_data,
     write_training_state,
 )
+from ._version import __version__
 from .backbones import freeze, resolve_backbone
 from .callbacks import HOOKS, latest_checkpoint
 
@@ -935,7 +936,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             )
         config = {
             "estimator": type(self).__name__,
-            "skdeep_version": _version(),
+            "skdeep_version": __version__,
             # for refitting; the network is described by the fitted state below
             "params": self._encoded_params(),
             "backbone": {"name": self.backbone_.name, "weights_id": self.backbone_.weights_id},
@@ -1238,9 +1239,3 @@ def _renamed(estimator: Any, old: str, new: str) -> Any:
     warnings.warn(f"{old} is now called {new} (the layers that train_layers counts); {old} will "
                   "be removed in a future release.", FutureWarning, stacklevel=3)
     return value
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

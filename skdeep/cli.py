@@ -38,6 +38,7 @@ from ._defaults import (
     TTA_NAMES,
 )
 from ._strategies import FINETUNE_LAST_K, FINETUNE_TTA
+from ._version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
@@ -248,8 +249,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``skdeep`` command (exposed for documentation tools)."""
-    from . import __version__
-
     parser = _Parser(prog="skdeep", description=_DESCRIPTION, epilog=_EPILOG,
                      formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"skdeep {__version__}")
