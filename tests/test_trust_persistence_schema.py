@@ -243,3 +243,20 @@ def test_load_checks_the_provenance_record(saved, tmp_path, record, field):
     folder = tampered(saved, tmp_path, lambda d: d.update(provenance=record))
     with pytest.raises(ValueError, match=FIELD.format(field) + " is "):
         FineTunedCNNClassifier.load(folder)
+
+
+# --- a weights path in params is a parameter, never a file load() reads -------------------------
+
+
+def test_load_never_reads_the_weights_file_named_in_params(saved, tmp_path):
+    """The weights come from the folder's weights.safetensors only. params.weights keeps what the
+    model was fitted with (a refit reads it, as any parameter), but load() does not open it: here
+    it names a file that torch could not even parse."""
+    decoy = tmp_path / "elsewhere.pth"
+    decoy.write_bytes(b"not a checkpoint")
+    folder = tampered(saved, tmp_path, lambda d: d["params"].update(weights=str(decoy)))
+    X, _ = make_images()
+    loaded = FineTunedCNNClassifier.load(folder)
+    assert loaded.weights == str(decoy)
+    np.testing.assert_allclose(loaded.predict_proba(X),
+                               FineTunedCNNClassifier.load(saved).predict_proba(X), atol=1e-6)
