@@ -26,6 +26,8 @@ Goals: >= 0.85, and auto within 0.5 point of fp32.
     python benchmarks/bench_extract.py            # full run
     python benchmarks/bench_extract.py --quick    # a smoke run with fewer images
     python benchmarks/bench_extract.py --no-compile-jobs   # skip the end-to-end compile jobs
+    python benchmarks/bench_extract.py --batch-sweep       # eager and compiled at batches 8-32
+    python benchmarks/bench_extract.py --stall             # a new estimator's first call (item 3)
 """
 
 from __future__ import annotations
@@ -174,6 +176,27 @@ def batch_sweep(images: np.ndarray, sizes: tuple[int, ...], rounds: int = 3) -> 
               f"images/s ({compiled / eager:.2f}x)")
 
 
+def stall_check(images: np.ndarray, compile_: bool) -> None:
+    """Issue 10, item 3: does a new estimator in a process stall on its first timed call?
+
+    Four estimators in turn (layer penultimate, blocks.5, penultimate, blocks.5), each warmed up
+    with a 16-image transform, then timed on the images twice: a stall shows as a first call
+    much slower than the second.
+    """
+    print(f"\nNew estimators in one process, compile={compile_}, {len(images)} images at 224 px "
+          "(first and second timed call)")
+    for layer in ("penultimate", "blocks.5", "penultimate", "blocks.5"):
+        cnn = PretrainedCNNFeatures(layer=layer, compile=compile_).fit()
+        cnn.transform(images[:16])
+        rates = []
+        for _ in range(2):
+            start = time.perf_counter()
+            cnn.transform(images)
+            rates.append(len(images) / (time.perf_counter() - start))
+        print(f"  {layer:<12} {rates[0]:7.1f} then {rates[1]:7.1f} images/s "
+              f"(first / second {rates[0] / rates[1]:.2f})", flush=True)
+
+
 def compile_jobs(sizes: tuple[int, int]) -> None:
     small, large = sizes
     with tempfile.TemporaryDirectory() as folder:
@@ -219,6 +242,8 @@ def main() -> None:
                         help="skip the end-to-end compile jobs (fresh processes, minutes)")
     parser.add_argument("--batch-sweep", action="store_true",
                         help="only compare batch sizes 8, 16 and 32, eager and compiled")
+    parser.add_argument("--stall", action="store_true",
+                        help="only check that a new estimator does not stall (issue 10, item 3)")
     parser.add_argument("--job", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:  # one end-to-end job in a fresh process: print its result as JSON
@@ -227,6 +252,10 @@ def main() -> None:
     n_speed, n_probe, repeats = (64, 200, 1) if args.quick else (256, 2000, 3)
     if args.batch_sweep:
         batch_sweep(load_fashion_mnist("test", n_speed)[0], (8, 16, 32))
+        return
+    if args.stall:
+        for compile_ in (False, True):
+            stall_check(load_fashion_mnist("test", 128)[0], compile_)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
