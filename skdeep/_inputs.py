@@ -61,6 +61,8 @@ Two kinds, kept apart on purpose:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import io
 import json
@@ -69,7 +71,7 @@ import os
 import stat
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -353,6 +355,47 @@ def _reshape_hint(shape: tuple[int, ...]) -> str:
             f"X.reshape(-1, H, W, 3) (RGB), with H * W (* 3) = {width}.")
 
 
+# How messages and error attributes number the rows of X: (first row's number, words after each
+# number). (0, "") is X's own positions; skdeep.dask embeds a slice of a larger collection and
+# names rows within the whole of it (see numbered_rows).
+_ROW_NUMBERING: contextvars.ContextVar[tuple[int, str]] = contextvars.ContextVar(
+    "skdeep_row_numbering", default=(0, ""))
+
+
+@contextlib.contextmanager
+def numbered_rows(first: int = 0, suffix: str = "") -> Iterator[None]:
+    """Inside the block, rows of X are named ``first + position`` followed by ``suffix``.
+
+    For code that embeds one slice of a larger collection (a Dask block starting at row
+    ``first``; a DataFrame partition, ``suffix=" of partition 3"``): the messages, the ``rows``
+    of :class:`BadImageError` and :class:`BadImageWarning` and the datasets built inside the
+    block (also in DataLoader workers, which receive them pickled) then name the rows as the
+    caller knows them, with no rewriting of messages afterwards.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with numbered_rows(100):
+    ...     try:
+    ...         as_items(np.full((3, 4, 4), 2.0))
+    ...     except ValueError as exc:
+    ...         print(str(exc)[:31])
+    X has, in rows [100, 101, 102],
+    """
+    token = _ROW_NUMBERING.set((int(first), suffix))
+    try:
+        yield
+    finally:
+        _ROW_NUMBERING.reset(token)
+
+
+def _numbered(positions: Sequence[int] | np.ndarray, numbering: tuple[int, str],
+              limit: int = _SHOWN) -> str:
+    """``"[100, 101]"`` (plus the suffix) for positions 0 and 1 under ``numbering``."""
+    first, suffix = numbering
+    return f"{preview([first + int(p) for p in positions], limit)}{suffix}"
+
+
 def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
     """Refuse pixel values that cannot be mapped to 8 bits without guessing.
 
@@ -384,8 +427,10 @@ def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
                 ".astype(np.uint16) (scaled by 65535).")
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
+        start, suffix = _ROW_NUMBERING.get()
         raise ValueError(
-            f"{_where(where, rows, bad)} {dtype} values outside {allowed} (row {first} spans "
+            f"{_where(where, rows, bad)} {dtype} values outside {allowed} (row {start + first}"
+            f"{suffix} spans "
             f"[{low[first]:g}, {high[first]:g}]). {hint}" if rows else
             f"{where} has {dtype} values in [{low[0]:g}, {high[0]:g}], outside {allowed}. {hint}"
         )
@@ -394,7 +439,7 @@ def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
 def _where(where: str, rows: bool, mask: np.ndarray) -> str:
     if not rows:
         return f"{where} has"
-    return f"{where} has, in rows {preview(np.flatnonzero(mask))},"
+    return f"{where} has, in rows {_numbered(np.flatnonzero(mask), _ROW_NUMBERING.get())},"
 
 
 # --- X/y ---------------------------------------------------------------------------------------
@@ -760,6 +805,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.input_size = tuple(input_size)
         self.on_error = on_error
+        self.numbering = _ROW_NUMBERING.get()  # kept: DataLoader workers name rows the same way
         self.targets = None
         if targets is not None:
             self.targets = np.asarray(targets)
@@ -781,11 +827,16 @@ class ImageDataset(Dataset):
             view.targets = None
         return view
 
+    def row_number(self, index: int) -> int:
+        """The number messages give row ``index`` (its position, unless :func:`numbered_rows`)."""
+        return self.numbering[0] + index
+
     def row_name(self, index: int) -> str:
         """``"row 3"``, or ``"row 3 (index 'cat_017')"`` when X had a pandas index."""
+        name = f"row {self.row_number(index)}{self.numbering[1]}"
         if self.labels is None:
-            return f"row {index}"
-        return f"row {index} (index {self.labels[index]!r})"
+            return name
+        return f"{name} (index {self.labels[index]!r})"
 
     def path(self, index: int) -> str | None:
         """Row ``index``'s path as given, or None when its item is not a path."""
@@ -823,7 +874,8 @@ class ImageDataset(Dataset):
             more = f"; and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else ""
             heading = "" if len(rows) == 1 else f"{len(rows)} images cannot be read: "
             error = ImageNotFoundError if not_found == set(rows) else BadImageError
-            raise error(heading + listing + more + _NAN_HINT, rows=rows,
+            raise error(heading + listing + more + _NAN_HINT,
+                        rows=[self.row_number(index) for index in rows],
                         paths=[self.path(index) for index in rows])
         return bad
 
@@ -839,7 +891,8 @@ class ImageDataset(Dataset):
                 error, kind = self._read_error(index, exc)
                 if self.on_error == "raise":
                     raise _carry_out_of_worker(
-                        kind(error + _NAN_HINT, rows=[index], paths=[self.path(index)])) from exc
+                        kind(error + _NAN_HINT, rows=[self.row_number(index)],
+                             paths=[self.path(index)])) from exc
             else:  # outside the try: a failing transform is a bug, not a bad file
                 image = self.transform(rgb)
         if image is None:
@@ -955,16 +1008,18 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
     """
     if not errors:
         return
-    rows = sorted(errors)
-    listing = "\n".join(f"  {errors[index]}" for index in rows[:_SHOWN])
+    positions = sorted(errors)
+    numbering = dataset.numbering if dataset is not None else _ROW_NUMBERING.get()
+    listing = "\n".join(f"  {errors[index]}" for index in positions[:_SHOWN])
     more = ""
-    if len(rows) > _SHOWN:
-        more = f"\n  ... and {len(rows) - _SHOWN} more, rows {preview(rows[_SHOWN:], 50)}"
-    paths = [dataset.path(row) if dataset is not None else None for row in rows]
+    if len(positions) > _SHOWN:
+        more = (f"\n  ... and {len(positions) - _SHOWN} more, rows "
+                f"{_numbered(positions[_SHOWN:], numbering, 50)}")
+    paths = [dataset.path(row) if dataset is not None else None for row in positions]
     warnings.warn(
-        BadImageWarning(f"{len(rows)} image(s) could not be read; their rows are NaN:\n"
-                        f"{listing}{more}", rows=rows, paths=paths,
-                        reasons=[errors[index] for index in rows]),
+        BadImageWarning(f"{len(positions)} image(s) could not be read; their rows are NaN:\n"
+                        f"{listing}{more}", rows=[numbering[0] + row for row in positions],
+                        paths=paths, reasons=[errors[index] for index in positions]),
         stacklevel=3,
     )
 

@@ -29,12 +29,12 @@ Failure behaviour follows from Dask's: a task whose worker dies is recomputed el
 ``distributed.scheduler.allowed-failures`` times), and since a partition is a pure function of its
 rows, the result has every row exactly once. With a feature cache, the dead worker's features were
 committed as they were computed (a chunk of batches every few seconds), so a retry on a worker
-sharing the cache directory reads them back and computes only the chunk that was not committed. Unreadable images follow ``on_error`` as they do in
-memory: ``"raise"`` fails the computation with the error raised in memory (same type, message,
-attributes and traceback), naming the row as the collection knows it (its global position for
-arrays; its position in its partition, the partition and its index label for DataFrames) and its
-path; ``"nan"`` gives NaN
-rows and a :class:`~skdeep.BadImageWarning` on the worker, also logged as a Dask event under
+sharing the cache directory reads them back and computes only the chunk that was not committed.
+Unreadable images follow ``on_error`` as they do in memory: ``"raise"`` fails the computation with
+the error raised in memory (same type, message, attributes and traceback), naming the row as the
+collection knows it (its global position for arrays; its position in its partition, the partition
+and its index label for DataFrames) and its path; ``"nan"`` gives NaN rows and a
+:class:`~skdeep.BadImageWarning` on the worker, also logged as a Dask event under
 :data:`BAD_IMAGES_TOPIC` (``client.get_events(BAD_IMAGES_TOPIC)``) and to the ``skdeep.dask``
 logger (``client.forward_logging("skdeep.dask")`` shows it on the client).
 """
@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -69,7 +68,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import CNNEstimatorMixin
 from ._device import torch_threads
-from ._inputs import BadImageError, BadImageWarning
+from ._inputs import BadImageWarning, numbered_rows
 from .features import PretrainedCNNFeatures
 
 __all__ = ["BAD_IMAGES_TOPIC", "build_counts", "release_models", "transform"]
@@ -241,8 +240,10 @@ def _transform_partition(part: pd.DataFrame | pd.Series, estimator: Any, key: st
     if len(part) == 0:
         rows = np.empty((0, len(columns)), dtype=np.float32)
     else:
+        # A partition's global positions are unknown without a pass over the data: its rows
+        # are named within it ("row 3 of partition 2"), with their index label, which skdeep adds.
         number = partition_info["number"] if partition_info else None
-        rows = _run(key, estimator, part, _RowNames(partition=number))
+        rows = _run(key, estimator, part, partition=number)
     return pd.DataFrame(rows, index=part.index, columns=columns)
 
 
@@ -252,26 +253,36 @@ def _transform_block(block: np.ndarray, estimator: Any, key: str,
     if block.shape[0] == 0:
         return np.empty((0, len(estimator.get_feature_names_out())), dtype=np.float32)
     start = block_info[0]["array-location"][0][0] if block_info else 0
-    return _run(key, estimator, block, _RowNames(offset=start))
+    return _run(key, estimator, block, first=start)  # rows named as in the whole array
 
 
-def _run(key: str, shipped: Any, items: Any, names: _RowNames) -> np.ndarray:
+def _run(key: str, shipped: Any, items: Any, *, first: int = 0,
+         partition: int | None = None) -> np.ndarray:
+    """``transform`` of this process's estimator for ``key`` on one block or partition.
+
+    skdeep's messages, errors and warnings name the rows as the collection knows them: from
+    ``first`` on for an array block, within the partition (``"row 3 of partition 2"``) for a
+    DataFrame partition. An error also gets a note saying which block raised it, so that one
+    from another estimator (a Pipeline step) can be placed too.
+    """
     global _builds
+    suffix = "" if partition is None else f" of partition {partition}"
+    where = (f"partition {partition}" if partition is not None
+             else f"the block of rows {first} to {first + len(items) - 1}")
     with _lock:
         estimator = _ready(key, shipped)
         unbuilt = [cnn for cnn in _cnn_estimators(estimator) if not cnn.network_built]
         with torch_threads(_worker_threads()), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                rows = estimator.transform(items)
+                with numbered_rows(first, suffix):
+                    rows = estimator.transform(items)
             except Exception as exc:
-                relabelled = names.exception(exc)
-                if relabelled is exc:
-                    raise
-                raise relabelled from exc
+                exc.add_note(f"(skdeep.dask: raised while transforming {where})")
+                raise
             finally:  # the network is built lazily, on the first miss of a feature cache
                 _builds += sum(cnn.network_built for cnn in unbuilt)
-    _reemit(caught, names)
+    _reemit(caught)
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -359,74 +370,12 @@ def _release() -> None:
 # --- errors and warnings name global rows -----------------------------------------------------
 
 
-class _RowNames:
-    """Rewrites the partition-local row numbers of skdeep's messages for the whole collection.
-
-    For an array block starting at row ``offset``: ``row offset + i``, exactly as in memory. For a
-    DataFrame partition (whose global positions are unknown without a pass over the data):
-    ``row i of partition n``; the message keeps the row's index label, which skdeep adds.
-    """
-
-    _ROW = re.compile(r"\brow (\d+)\b")
-    _ROWS = re.compile(r"\brows \[(\d+(?:, \d+)*)(, \.\.\.)?\]")
-
-    def __init__(self, *, offset: int = 0, partition: int | None = None) -> None:
-        self.offset = offset
-        self.partition = partition
-
-    def _where(self) -> str:
-        return "" if self.partition is None else f" of partition {self.partition}"
-
-    def _one(self, match: re.Match) -> str:
-        return f"row {self.offset + int(match.group(1))}{self._where()}"
-
-    def _many(self, match: re.Match) -> str:
-        rows = ", ".join(str(self.offset + int(row)) for row in match.group(1).split(", "))
-        return f"rows [{rows}{match.group(2) or ''}]{self._where()}"
-
-    def rows(self, rows: list[int]) -> list[int]:
-        """The block's ``rows`` as rows of the whole array (a partition's stay its own)."""
-        return [self.offset + row for row in rows]
-
-    def message(self, text: str) -> str:
-        if self.offset == 0 and self.partition is None:
-            return text
-        return self._ROW.sub(self._one, self._ROWS.sub(self._many, text))
-
-    def exception(self, exc: Exception) -> Exception:
-        """``exc`` with global row names, and everything else kept.
-
-        Kept: the type, the other arguments and the attributes (``errno``, ``filename``,
-        ``__notes__``...) and the traceback down to the line that raised it. ``exc`` itself if
-        no row name changes or it cannot be rebuilt.
-        """
-        try:  # rebuilt as pickle rebuilds it, the way it reaches the client anyway
-            rebuild, args, *_ = exc.__reduce__()
-        except (TypeError, ValueError):  # an unusual __reduce__: keep the original
-            return exc
-        new_args = tuple(self.message(arg) if isinstance(arg, str) else arg for arg in args)
-        if new_args == tuple(args):
-            return exc
-        try:
-            relabelled = rebuild(*new_args)
-        except Exception:  # a constructor that does not take its own arguments back
-            return exc
-        if type(relabelled) is not type(exc):
-            return exc
-        relabelled.__dict__.update(exc.__dict__)
-        if isinstance(exc, BadImageError):  # its rows attribute names them too
-            relabelled.rows = self.rows(exc.rows)
-        return relabelled.with_traceback(exc.__traceback__)
-
-
-def _reemit(caught: list[warnings.WarningMessage], names: _RowNames) -> None:
-    """Warnings recorded during a partition, re-issued; bad-image ones with global row names."""
+def _reemit(caught: list[warnings.WarningMessage]) -> None:
+    """Warnings recorded during a partition, re-issued; bad-image ones also logged."""
     for record in caught:
         if issubclass(record.category, BadImageWarning):
-            text = names.message(str(record.message))
-            warning = record.message
-            warnings.warn(record.category(text, rows=names.rows(warning.rows), paths=warning.paths),
-                          stacklevel=2)
+            text = str(record.message)
+            warnings.warn(record.message, stacklevel=2)
             _logger.warning(text)
             worker = _current_worker()
             if worker is not None:

@@ -224,9 +224,9 @@ def test_the_estimator_enters_the_graph_once(fitted, paths, images, kind):
 def test_sending_the_estimator_to_another_worker_keeps_the_network(fitted, images):
     shipped = pickle.loads(pickle.dumps(fitted))  # the estimator as a worker holds it
     skdask.release_models()
-    skdask._run("some-key", shipped, images[:4], skdask._RowNames())
+    skdask._run("some-key", shipped, images[:4])
     pickle.dumps(shipped)  # the worker sends it to another worker that needs it
-    skdask._run("some-key", shipped, images[4:8], skdask._RowNames())
+    skdask._run("some-key", shipped, images[4:8], first=4)
     assert skdask._build_count() == 1
     skdask.release_models()
 
@@ -333,6 +333,23 @@ def test_on_error_nan_warns_in_process_schedulers_with_global_rows(bad_paths):
     found = sorted((w.message.rows, w.message.paths) for w in caught
                    if issubclass(w.category, BadImageWarning))
     assert found == [([5], [bad_paths[5]]), ([9], [bad_paths[9]])]
+    # and each row's reason, which the CLI prints a line each, names the global row as well
+    reasons = sorted(w.message.reasons for w in caught if issubclass(w.category, BadImageWarning))
+    assert [len(r) for r in reasons] == [1, 1]
+    assert reasons[0][0].startswith("row 5:") and reasons[1][0].startswith("row 9:")
+
+
+def test_rows_read_in_dataloader_workers_keep_global_names(bad_paths):
+    # The corrupt file is found while decoding, in a DataLoader worker process: its message is
+    # made there, from the dataset the worker received, and must name the row globally too.
+    estimator = cnn(on_error="nan", num_workers=1).fit()
+    X = da.from_array(np.asarray(bad_paths, dtype=object), chunks=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skdask.transform(estimator, X).compute(scheduler="sync")
+    reasons = [reason for w in caught if issubclass(w.category, BadImageWarning)
+               for reason in w.message.reasons]
+    assert any(reason.startswith("row 9:") and "corrupt.png" in reason for reason in reasons)
 
 
 @pytest.mark.parametrize("bad_row", [5, 9], ids=["missing", "corrupt"])

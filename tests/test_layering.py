@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "skdeep"
 LAYERS = [
     # foundations: no skdeep imports
     "_defaults",        # allowed values and defaults, importing nothing (the CLI's parser)
+    "_version",         # the version, importing nothing (the build reads it statically)
     "_device",          # which hardware and dtype
     "_weights",         # reading weights files and hub caches safely
     "_preprocessing",   # data configs and image transforms

@@ -286,9 +286,12 @@ def test_dask_worker_error_keeps_type_message_notes_and_traceback():
     with pytest.raises(ValueError) as raised:
         skdask.transform(_RowError().fit(), X).compute(scheduler="sync")
     error = raised.value
-    assert str(error) == "row 4 is bad\n    second line of the message"  # global row, all lines
-    assert error.__notes__ == ["a note for the user"] and error.path == "bad.png"
-    assert isinstance(error.__cause__, ValueError) and "row 1 is bad" in str(error.__cause__)
+    # Another estimator's message is its own (skdeep names rows globally in its own messages
+    # only); a note says which block raised it.
+    assert str(error) == "row 1 is bad\n    second line of the message"
+    assert error.__notes__ == ["a note for the user",
+                               "(skdeep.dask: raised while transforming the block of rows 3 to 5)"]
+    assert error.path == "bad.png"
     # the error's own traceback reaches the line that raised it, not only skdeep.dask's re-raise
     frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
     assert frames[-1] == "transform" and "_run" in frames
@@ -303,4 +306,5 @@ def test_dask_worker_oserror_keeps_errno_and_filename():
         skdask.transform(_RowError(kind="oserror").fit(), X).compute(scheduler="sync")
     error = raised.value
     assert error.errno == errno.EIO and error.filename == "bad.png"
-    assert error.strerror == "row 4 cannot be read"
+    assert error.strerror == "row 1 cannot be read"
+    assert error.__notes__ == ["(skdeep.dask: raised while transforming the block of rows 3 to 5)"]
