@@ -56,8 +56,12 @@ def main() -> None:
     clf = FineTunedCNNClassifier(image_size=args.image_size, epochs=1, early_stopping=False,
                                  validation_fraction=0.0, compile=False, random_state=0)
     clf.fit(images[:64], labels[:64])
-    network = clf._get_network()  # uint8 batch -> [embedding | logits]
-    device, precision, logits_from = clf.device_, clf.precision_, clf.n_features_out_
+    # The fitted timm model with its new head, after the classifier's normalisation: the same
+    # computation as its training step, without the hooks that read the embedding (which only
+    # prediction needs, and which would make dynamo break the graph).
+    extractor = clf._get_network()
+    network = torch.nn.Sequential(extractor.normalize, clf.model_)
+    device, precision = clf.device_, clf.precision_
     transform = geometric_transform(clf.data_config_)
     batches = torch.stack([transform(Image.fromarray(image).convert("RGB")) for image in images])
     batches = list(zip(batches.split(args.batch_size),
@@ -71,8 +75,9 @@ def main() -> None:
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
         def step(x: torch.Tensor, y: torch.Tensor) -> None:
+            x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                logits = module(x)[:, logits_from:]
+                logits = module(x)
             loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
