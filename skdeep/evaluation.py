@@ -80,13 +80,17 @@ __all__ = ["EvaluationResult", "evaluate", "layer_sweep"]
 # --- evaluate ----------------------------------------------------------------------------------
 
 
+#: ``image_size`` (and each of ``image_sizes``, where ``"native"`` also means None).
+_IMAGE_SIZE = [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None]
+
+
 @validate_params(
     {
         **COMMON_PARAMETER_CONSTRAINTS,
         "X": "no_validation",  # as_items checks every accepted form, with its own messages
         "y": ["array-like"],
         "layers": [str, list, tuple, None],
-        "image_size": [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None],
+        "image_size": _IMAGE_SIZE,
         "image_sizes": [list, tuple, None],
         "pairs": ["boolean"],
         "pooling": [StrOptions(set(POOLINGS)), None],
@@ -562,15 +566,11 @@ def _requested_sizes(sizes: Sequence[int | str | None], items) -> list[int | Non
         raise ValueError("image_sizes is empty; give at least one size (or None for image_size).")
     resolved = []
     for size in sizes:
-        if size == "auto":
-            resolved.append(auto_image_size(items))
-        elif size is None or size == "native":
-            resolved.append(None)
-        elif isinstance(size, Integral) and not isinstance(size, bool) and size >= 8:
-            resolved.append(int(size))
-        else:
-            raise ValueError(f"image_sizes has {size!r}; each size is an int >= 8, 'auto' or "
-                             "'native' (None).")
+        size = None if size == "native" else size
+        validate_parameter_constraints({"image_sizes": _IMAGE_SIZE}, {"image_sizes": size},
+                                       caller_name="evaluate")  # "native" is also accepted
+        resolved.append(auto_image_size(items) if size == "auto"
+                        else None if size is None else int(size))
     return resolved
 
 
