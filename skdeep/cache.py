@@ -82,6 +82,8 @@ from ._weights import file_sha256
 # Part of every layer key: bump it whenever what a key stands for changes, so that entries
 # written under the old meaning are never served (2: architecture, fitted pooling, PIL palette).
 FEATURE_FORMAT_VERSION = 2
+# How long a statement waits for another process's lock before it fails.
+_BUSY_SECONDS = 60
 # The layout of the tables below (PRAGMA user_version; 0 for caches made before it was set).
 # Bump it when a newer layout cannot be read by this code: older skdeeps then refuse the cache
 # with a clear message instead of failing on a missing column.
@@ -218,10 +220,10 @@ class FeatureCache:
             connection.close()
         self._local.connection = None
         self.path.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+        connection = sqlite3.connect(database, timeout=_BUSY_SECONDS, isolation_level=None)
         self._local.identity = _identity(database)  # the file opened, damaged or not
         try:
-            connection.execute("PRAGMA journal_mode=WAL")  # reads the header: damage shows here
+            _switch_to_wal(connection)  # reads the header: damage shows here
             connection.execute("PRAGMA synchronous=NORMAL")
             self._check_schema(connection)
         except BaseException:
@@ -450,6 +452,26 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return status.st_dev, status.st_ino
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting while another process creates or switches the file.
+
+    SQLite answers "database is locked" to this pragma at once, without its busy handler, when
+    another connection holds the lock it needs (two processes opening a new cache together):
+    retried here for as long as any other statement would wait.
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.5)
 
 
 def as_cache(cache: FeatureCache | str | os.PathLike | None) -> FeatureCache | None:

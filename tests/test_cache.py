@@ -18,6 +18,7 @@ from sklearn.svm import SVC
 from skdeep import BadImageWarning, FeatureCache, PretrainedCNNFeatures
 from skdeep import backbones as backbones_module
 from skdeep import _layers
+from skdeep import cache as cache_module
 from skdeep.cache import image_keys
 
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
@@ -165,6 +166,34 @@ def test_two_processes_writing_at_once_neither_corrupt_nor_lose_entries(tmp_path
     with sqlite3.connect(tmp_path / "cache" / "features.sqlite") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert FeatureCache(tmp_path / "cache").info().entries == 12 * 2
+
+
+class _Contended:
+    """A connection whose journal-mode switch meets another process's lock ``busy`` times: what
+    SQLite answers at once (no busy handler) when two processes open a new cache together."""
+
+    def __init__(self, busy: int, error: str = "database is locked") -> None:
+        self.busy, self.error, self.calls = busy, error, 0
+
+    def execute(self, sql: str):
+        self.calls += 1
+        if self.calls <= self.busy:
+            raise sqlite3.OperationalError(self.error)
+
+
+def test_opening_a_cache_waits_while_another_process_holds_the_lock():
+    # CI once saw "database is locked" from PRAGMA journal_mode=WAL when two processes opened
+    # one new cache at once (test_two_processes_writing_at_once...): the switch is retried.
+    connection = _Contended(busy=3)
+    cache_module._switch_to_wal(connection)
+    assert connection.calls == 4
+
+
+def test_a_damaged_database_is_not_retried_as_if_it_were_locked():
+    connection = _Contended(busy=1, error="file is not a database")
+    with pytest.raises(sqlite3.OperationalError, match="not a database"):
+        cache_module._switch_to_wal(connection)
+    assert connection.calls == 1
 
 
 def test_grid_search_with_two_processes_shares_the_cache(tmp_path, labelled_images):
