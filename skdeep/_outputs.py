@@ -82,6 +82,14 @@ def provenance_file(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
 
+def files_written(target: Path) -> list[Path]:
+    """Every file a job writing ``target`` creates or replaces: the output's files and its partials.
+
+    None of them may be an input of the job: writing would destroy it (see ``skdeep extract``).
+    """
+    return [*output_files(target), *partial_files(target)]
+
+
 def partial_files(target: Path) -> list[Path]:
     """The partial file and the state file of the output ``target``."""
     partial = target.with_name(target.name + PARTIAL_SUFFIX)

@@ -607,6 +607,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     paths, files = _unlabelled_input(args)
     target = Path(args.output)
     _check_output(target, paths)
+    _check_not_an_input(target, [args.input, *files])
     layers = args.layer or ["penultimate"]
     # The rule of `skdeep evaluate` too: the same images get the same input size in both.
     size = auto_image_size(files) if args.image_size == "auto" else args.image_size
@@ -766,6 +767,37 @@ def _check_output(target: Path, paths: list[str]) -> None:
                     f"cannot write {target}: the path of row {row}, {path!r}, is not valid UTF-8 "
                     f"(a file name in another encoding), which a {suffix} file cannot hold; "
                     "rename the file, or write .npy, whose .paths.txt keeps any path")
+
+
+def _check_not_an_input(target: Path, inputs: Sequence[str]) -> None:
+    """Fail now if writing ``target`` would replace or truncate one of the job's ``inputs``.
+
+    ``skdeep extract index.csv -o index.csv`` would otherwise replace the table, labels and all,
+    with the features. Compared as :func:`os.path.samefile` does (device and inode, through
+    links), and only when one of the output's files already exists: a new output is no input, so
+    the common run stats nothing more.
+    """
+    from ._outputs import files_written
+
+    existing = {}
+    for path in files_written(target):
+        try:
+            status = os.stat(path)
+        except (OSError, ValueError):  # not there (yet): it cannot be an input
+            continue
+        existing[(status.st_dev, status.st_ino)] = path
+    if not existing:
+        return
+    for source in inputs:
+        try:
+            status = os.stat(source)
+        except (OSError, ValueError):  # a missing image: the job reports it later
+            continue
+        written = existing.get((status.st_dev, status.st_ino))
+        if written is not None:
+            which = "it" if written == target else f"its file {written}"
+            raise ValueError(f"cannot write {target}: {which} is the input {source} (the same "
+                             "file); writing would destroy the input: choose another OUT")
 
 
 def _check_folder(folder: Path, output: Path) -> None:

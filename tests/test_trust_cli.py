@@ -308,3 +308,70 @@ def test_dask_worker_oserror_keeps_errno_and_filename():
     assert error.errno == errno.EIO and error.filename == "bad.png"
     assert error.strerror == "row 1 cannot be read"
     assert error.__notes__ == ["(skdeep.dask: raised while transforming the block of rows 3 to 5)"]
+
+
+# --- issue 20, item 1: an output never replaces an input ---------------------------------------
+
+
+def _table(path, folder):
+    """A labelled table of the images of ``folder``, written as CSV, parquet or TSV by suffix."""
+    frame = pd.DataFrame({"path": find_images(folder), "label": ["x", "y", "z"]})
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return path.read_bytes()
+
+
+def _refused(argv, capsys, table, before):
+    code, _, err = _run(["extract", *argv, *FAST], capsys)
+    assert code == 1
+    line = _error_line(err)
+    assert "is the input" in line and table.name in line, line
+    assert table.read_bytes() == before  # the labels are still there
+    return line
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_output_that_is_the_input_table_is_refused(tmp_path, capsys, monkeypatch, no_embedding,
+                                                   suffix):
+    folder = _folder(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    table = tmp_path / f"index{suffix}"
+    before = _table(table, folder)
+    monkeypatch.chdir(tmp_path)
+    _refused([table, "-o", table], capsys, table, before)
+    _refused([table.name, "-o", f".{os.sep}{table.name}"], capsys, table, before)  # other spelling
+    assert no_embedding == [] and sorted(os.listdir(tmp_path)) == ["index" + suffix, "photos"]
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+@pytest.mark.parametrize("written", ["out.csv", "out.csv.json", "out.csv.partial",
+                                     "out.csv.partial.json"])
+def test_output_file_linked_to_the_input_table_is_refused(tmp_path, capsys, no_embedding, link,
+                                                          written):
+    folder = _folder(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    table = tmp_path / "index.csv"
+    before = _table(table, folder)
+    (os.symlink if link == "symbolic" else os.link)(table, tmp_path / written)
+    line = _refused([table, "-o", tmp_path / "out.csv"], capsys, table, before)
+    assert str(tmp_path / written) in line
+    assert no_embedding == []
+
+
+def test_npy_sidecar_that_is_the_input_table_is_refused(tmp_path, capsys, no_embedding):
+    folder = _folder(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    table = tmp_path / "features.paths.txt"  # a comma-separated .txt table
+    before = _table(table, folder)
+    line = _refused([table, "-o", tmp_path / "features.npy"], capsys, table, before)
+    assert "its file" in line and no_embedding == []
+
+
+def test_an_existing_output_that_is_no_input_is_still_replaced(tmp_path, capsys):
+    folder = _folder(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    table = tmp_path / "index.csv"
+    _table(table, folder)
+    out = tmp_path / "out.csv"
+    out.write_text("an earlier run's features\n")
+    code, _, err = _run(["extract", table, "-o", out, *FAST], capsys)
+    assert code == 0, err
+    assert pd.read_csv(out, index_col=0).shape[0] == 3
