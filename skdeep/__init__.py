@@ -4,6 +4,8 @@
 - :class:`FineTunedCNNClassifier` fine-tunes a pretrained CNN with fit/predict; its training
   :mod:`~skdeep.callbacks` (:class:`Checkpoint`, :class:`CSVLogger`) save, resume and log fits.
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
+- :func:`near_duplicate_groups` and :class:`NearDuplicateGroupKFold` (:mod:`~skdeep.model_selection`)
+  keep near-duplicate images on one side of every split.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
   a few layers, shallow to deep, to compare.
@@ -33,6 +35,7 @@ _HOMES = {
     "FineTunedCNNClassifier": "classifier",
     "ImageNotFoundError": "_inputs",
     "IncompatibleCacheError": "cache",
+    "NearDuplicateGroupKFold": "model_selection",
     "PretrainedCNNFeatures": "features",
     "WeightsUnavailableError": "_weights",
     "compile_cache_dir": "_compiled",
@@ -40,12 +43,13 @@ _HOMES = {
     "layer_sweep": "backbones",
     "list_backbones": "backbones",
     "list_layers": "backbones",
+    "near_duplicate_groups": "model_selection",
     "resolve_backbone": "backbones",
 }
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
 _SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "datasets",
-               "evaluation", "features")
+               , "evaluation", "features", "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 

@@ -46,6 +46,7 @@ LAYERS = [
     "features",         # PretrainedCNNFeatures
     "callbacks",        # training callbacks
     "classifier",       # FineTunedCNNClassifier
+    "model_selection",  # near-duplicate groups and the splitter that keeps them together
     # built on the estimators
     "_report",          # an evaluation in words, files and plots
     "_result",          # EvaluationResult
