@@ -49,7 +49,7 @@ _HOMES = {
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
 _SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "datasets",
-               , "evaluation", "features", "model_selection")
+               "evaluation", "features", "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 
