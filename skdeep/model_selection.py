@@ -50,6 +50,7 @@ import torch
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.model_selection._split import BaseCrossValidator
 from sklearn.neighbors import NearestNeighbors
@@ -59,6 +60,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
     validate_params,
 )
+from sklearn.utils.validation import check_is_fitted
 
 from ._inference import predict_rows
 from ._inputs import ImageDataset, as_items
@@ -250,7 +252,7 @@ def find_near_duplicates(embeddings: Any = None, *, signatures: ImageSignatures 
     if signatures is not None:
         found.append((*_exact_pairs(signatures.digests), "exact"))
         if threshold == "auto":
-            thumbnails = signatures.thumbnails - np.nanmean(signatures.thumbnails, axis=1,
+            thumbnails = signatures.thumbnails - signatures.thumbnails.mean(axis=1,
                                                             keepdims=True)
             *pairs, thresholds["pixels"] = _close_pairs(thumbnails, factor=PIXEL_FACTOR)
             found.append((*pairs, "pixels"))
@@ -358,7 +360,9 @@ def _embed(X: Any, estimator: Any) -> tuple[np.ndarray, ImageSignatures | None]:
     on_error = getattr(estimator, "on_error", "raise")
     items = as_items(X)
     signatures = image_signatures(items, on_error=on_error)
-    if not hasattr(estimator, "n_features_out_") and hasattr(estimator, "fit"):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
         estimator = estimator.fit(items)  # PretrainedCNNFeatures.fit does not read the images
     return np.asarray(estimator.transform(items), dtype=np.float64), signatures
 
