@@ -25,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write
+from ._inputs import open_regular
 
 PARTIAL_SUFFIX = ".partial"
 #: Key of the provenance (JSON) in the schema metadata of a parquet output.
@@ -163,8 +165,9 @@ class ResumableOutput:
         return 0, note
 
     def _read_state(self) -> dict | None:
-        try:
-            state = json.loads(self.state.read_text(encoding="utf-8"))
+        try:  # open_regular: a FIFO in its place is refused (ValueError), never waited on
+            with open_regular(self.state) as file:
+                state = json.loads(file.read().decode("utf-8"))
         except (OSError, ValueError):
             return None
         valid = (isinstance(state, dict) and state.get("version") == _STATE_VERSION
@@ -208,6 +211,7 @@ class ResumableOutput:
         state = {"version": _STATE_VERSION, "job": self.job, "rows": self.rows_done,
                  "nan_rows": self.nan_rows}
         temporary = self._state_temporary()
+        temporary.unlink(missing_ok=True)  # whatever was there (a FIFO would block the write)
         temporary.write_text(json.dumps(state), encoding="utf-8")
         os.replace(temporary, self.state)
 
@@ -273,8 +277,14 @@ class ResumableOutput:
 
 def _locked(partial: Path, target: Path) -> int:
     """The partial file, opened and locked: two runs writing one output would mix their rows."""
-    # 0666: the umask decides, as for any file the user writes (the .npy output is this file)
-    descriptor = os.open(partial, os.O_RDWR | os.O_CREAT, 0o666)
+    # 0666: the umask decides, as for any file the user writes (the .npy output is this file).
+    # O_NONBLOCK: a FIFO at this name would otherwise wait for a reader forever; it is refused
+    # below, as inputs are (no effect on a regular file).
+    descriptor = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(f"cannot write {target}: its partial file {partial} is not a regular file "
+                      "(a FIFO, a device or a socket); remove it, or choose another output")
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no advisory locks
