@@ -219,7 +219,14 @@ class FeatureCache:
                 return connection
             connection.close()
         self._local.connection = None
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must be
+            blocker = next((p for p in (self.path, *self.path.parents) if p.is_file()), None)
+            where = ("is a file" if blocker in (None, self.path)
+                     else f"lies inside {str(blocker)!r}, which is a file")
+            raise NotADirectoryError(f"the feature cache {str(self.path)!r} {where}, not a "
+                                     "folder; give cache= a folder") from exc
         connection = sqlite3.connect(database, timeout=_BUSY_SECONDS, isolation_level=None)
         self._local.identity = _identity(database)  # the file opened, damaged or not
         try:

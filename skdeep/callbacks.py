@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,7 @@ class Checkpoint(Callback):
                 "Checkpoint saves the safe format, which needs backbone given by name; a module "
                 "instance is code, not data. Pickle the estimator from a callback of your own."
             )
-        folder = Path(self.dirname)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _writable_folder(Path(self.dirname), f"Checkpoint({str(self.dirname)!r})")
         done = len(estimator.history_)
         for path in folder.iterdir():
             match = _CHECKPOINT.fullmatch(path.name)
@@ -180,6 +180,15 @@ class CSVLogger(Callback):
     def __init__(self, path: str | os.PathLike = "history.csv") -> None:
         self.path = path
 
+    def on_train_begin(self, estimator: Any) -> None:
+        # Before the first epoch trains, not after it: a path that cannot be written fails now.
+        owner = f"CSVLogger({str(self.path)!r})"
+        path = Path(self.path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{owner}: {str(path)!r} is a folder; give the CSV file's "
+                                    "path, such as 'history.csv'")
+        _writable_folder(path.parent, owner)
+
     def on_epoch_end(self, estimator: Any, record: dict[str, Any]) -> None:
         import pandas as pd
 
@@ -218,3 +227,18 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
             "that saved at least one epoch (folders epoch-NNNN), or one such folder."
         )
     return max(found)[1]
+
+
+def _writable_folder(folder: Path, owner: str) -> Path:
+    """``folder``, created if missing; an error naming ``owner`` if files cannot be made in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.is_file()), folder)
+        raise NotADirectoryError(f"{owner}: cannot write into {str(folder)!r}: "
+                                 f"{str(blocker)!r} is a file, not a folder") from exc
+    except OSError as exc:
+        raise type(exc)(f"{owner}: cannot write into {str(folder)!r} "
+                        f"({exc.strerror or exc})") from exc
+    return folder

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _helpers import TINY, make_images
+from skdeep import Callback, Checkpoint, CSVLogger, FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep.cli import main
 
 FAST = ["--layer", "blocks.1", "--image-size", "32", "--precision", "fp32", "--no-progress"]
@@ -77,3 +79,77 @@ def test_a_fifo_at_the_state_file_is_replaced_not_waited_on(tmp_path, capsys, no
     code, _, err = _run(["extract", photos, "-o", out, *FAST], capsys)
     assert code == 0, err
     assert np.load(out).shape[0] == 3 and not (tmp_path / name).exists()
+
+
+# --- item 7: paths that cannot be written, told plainly and before the work ---------------------
+
+
+def _a_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("a file, not a folder")
+    return path
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_feature_cache_that_is_a_file_is_named_as_such(tmp_path, inside):
+    blocker = _a_file(tmp_path)
+    cache = blocker / "features" if inside else blocker
+    cnn = PretrainedCNNFeatures(cache=cache, image_size=32, layer="blocks.1", precision="fp32")
+    with pytest.raises(NotADirectoryError) as caught:
+        cnn.fit().transform(np.zeros((2, 16, 16), dtype=np.uint8))
+    message = str(caught.value)
+    assert f"the feature cache {str(cache)!r}" in message and "not a folder" in message
+    assert ("which is a file" in message) == inside
+
+
+def test_the_cli_names_a_cache_that_is_a_file_in_one_line(tmp_path, capsys):
+    photos = _photos(tmp_path / "photos")
+    cache = _a_file(tmp_path)
+    code, _, err = _run(["extract", photos, "-o", tmp_path / "out.npy", "--cache", cache, *FAST],
+                        capsys)
+    assert code == 1 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("skdeep: error: ") and "is a file, not a folder" in line
+    assert str(cache) in line
+
+
+def _epochs_trained():
+    """A callback that counts the epochs that ended."""
+    class Count(Callback):
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_end(self, estimator, record):
+            self.epochs += 1
+
+    return Count()
+
+
+@pytest.mark.parametrize("make", [
+    lambda blocker: CSVLogger(blocker / "history.csv"),
+    lambda blocker: Checkpoint(blocker / "checkpoints"),
+    lambda blocker: Checkpoint(blocker),
+])
+def test_loggers_and_checkpoints_check_their_paths_before_the_first_epoch(tmp_path, make):
+    images, labels = make_images(16)
+    counter = _epochs_trained()
+    callback = make(_a_file(tmp_path))
+    clf = FineTunedCNNClassifier(backbone=TINY, weights=None, image_size=16, epochs=2,
+                                 batch_size=8, precision="fp32", random_state=0,
+                                 callbacks=[counter, callback])
+    with pytest.raises(NotADirectoryError) as caught:
+        clf.fit(images, labels)
+    assert counter.epochs == 0
+    message = str(caught.value)
+    assert type(callback).__name__ in message and "notes.txt" in message and "is a file" in message
+
+
+def test_a_csv_logger_given_a_folder_says_so_before_training(tmp_path):
+    images, labels = make_images(16)
+    counter = _epochs_trained()
+    clf = FineTunedCNNClassifier(backbone=TINY, weights=None, image_size=16, epochs=1,
+                                 batch_size=8, precision="fp32", random_state=0,
+                                 callbacks=[counter, CSVLogger(tmp_path)])
+    with pytest.raises(IsADirectoryError, match="CSVLogger.*is a folder"):
+        clf.fit(images, labels)
+    assert counter.epochs == 0
