@@ -157,6 +157,10 @@ class RandomRot90:
         return torch.rot90(image, k, dims=(-2, -1)).contiguous() if k else image
 
 
+#: How far beyond its range an augmented image may go (bicubic overshoot) before it is refused.
+_OVERSHOOT = 0.05
+
+
 class CheckedAugment:
     """The user's augmentation callable, its output checked to be an image of the input's shape."""
 
@@ -180,9 +184,37 @@ class CheckedAugment:
                              f"{tuple(out.shape)} for one of shape {tuple(image.shape)}: keep the "
                              f"network's input size (for example RandomResizedCrop(size="
                              f"{image.shape[-1]})).")
-        if out.dtype != torch.uint8:  # a float image in [0, 255], as v2 transforms keep the range
-            out = out.float().round().clamp(0, 255).to(torch.uint8)
+        if out.dtype != torch.uint8:
+            out = self._to_uint8(out, image)
         return out.contiguous()
+
+    def _to_uint8(self, out: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """A float or integer result as ``uint8``, read on the scale it is on, never guessed.
+
+        Floats in [0, 255] (v2 transforms keep the input's range) are rounded. Floats within
+        [0, 1.5] from an input that was not nearly black (``v2.ToDtype(torch.float32,
+        scale=True)``) are scaled back by 255: rounding them as 0-255 values made the view
+        black. An overshoot of up to ``_OVERSHOOT`` of the range (bicubic interpolation rings)
+        is clamped. Anything else (bool, complex, NaN, a normalised image with negative values,
+        values far above 255) is refused: no rule could say which image was meant.
+        """
+        name = f"augment={self.function!r}"
+        if out.dtype == torch.bool or out.is_complex():
+            raise TypeError(f"{name} returned a {out.dtype} tensor; return the image as uint8 "
+                            "(0-255) or as floats in [0, 255] or [0, 1].")
+        values = out.float()
+        low, high = float(values.min()), float(values.max())
+        if out.is_floating_point() and high <= 1.5 and int(image.max()) > 1:
+            values, low, high = values * 255, low * 255, high * 255  # ToDtype(scale=True)
+        margin = _OVERSHOOT * 255
+        normalised = low < -1 and high < 16  # mean/std-normalised: about [-2.1, 2.6]
+        if (not (math.isfinite(low) and math.isfinite(high)) or normalised or low < -margin
+                or high > 255 + margin):
+            raise ValueError(
+                f"{name} returned values in [{low:.3g}, {high:.3g}]; return the image as uint8 "
+                "(0-255) or as floats in [0, 255] or [0, 1]. skdeep normalises the image "
+                "itself, from the weights' data config: leave v2.Normalize out.")
+        return values.round().clamp(0, 255).to(torch.uint8)
 
 
 # --- test-time augmentation ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import signal
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -153,3 +154,49 @@ def test_a_csv_logger_given_a_folder_says_so_before_training(tmp_path):
     with pytest.raises(IsADirectoryError, match="CSVLogger.*is a folder"):
         clf.fit(images, labels)
     assert counter.epochs == 0
+
+
+# --- item 2: what a callable augment returns is read on its own scale ---------------------------
+
+
+def _textured(seed=0, side=32):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+
+
+def test_an_augment_returning_floats_in_0_1_gives_the_features_of_the_image_itself():
+    from torchvision.transforms import v2
+
+    images = np.stack([_textured(k) for k in range(4)])
+    common = dict(image_size=32, layer="blocks.1", precision="fp32", tta=2)
+    plain = PretrainedCNNFeatures(**common, augment=lambda x: x).fit().transform(images)
+    scaled = PretrainedCNNFeatures(**common, augment=v2.ToDtype(torch.float32, scale=True))
+    np.testing.assert_allclose(scaled.fit().transform(images), plain, rtol=1e-5, atol=1e-5)
+
+
+def test_an_augment_returning_floats_in_0_255_is_rounded_not_rescaled():
+    from skdeep._augment import CheckedAugment
+
+    image = torch.from_numpy(_textured()).permute(2, 0, 1).contiguous()
+    out = CheckedAugment(lambda x: x.float() + 0.2)(image)
+    assert out.dtype == torch.uint8 and torch.equal(out, image)
+    black = torch.zeros_like(image)
+    black[0, 0, 0] = 1
+    assert torch.equal(CheckedAugment(lambda x: x.float())(black), black)  # not x255
+
+
+@pytest.mark.parametrize("returns, error, words", [
+    (lambda x: x > 128, TypeError, "torch.bool"),
+    (lambda x: x.to(torch.complex64), TypeError, "complex"),
+    (lambda x: (x.float() - 128) / 64, ValueError, "Normalize"),
+    (lambda x: x.float() * 2, ValueError, "values in"),
+    (lambda x: x.float() + 300, ValueError, "values in"),
+    (lambda x: x.float() * float("nan"), ValueError, "nan"),
+])
+def test_an_augment_returning_what_no_rule_can_read_is_refused_by_name(returns, error, words):
+    from skdeep._augment import CheckedAugment
+
+    image = torch.from_numpy(_textured()).permute(2, 0, 1).contiguous()
+    with pytest.raises(error, match=words) as caught:
+        CheckedAugment(returns)(image)
+    assert "augment=" in str(caught.value)
