@@ -334,8 +334,9 @@ class Run:
     """A fit in progress: what a checkpoint holds, besides the network, to continue it exactly.
 
     ``first_epoch`` is the number of the run's first epoch (``warm_start`` continues the count),
-    ``fingerprint`` identifies its targets, sample weights and split, and ``seeded`` says whether
-    the random streams were seeded (only then are they worth keeping).
+    ``fingerprint`` identifies its targets, sample weights and split, ``images`` its images X,
+    and ``seeded`` says whether the random streams were seeded (only then are they worth
+    keeping).
     """
 
     trainer: Trainer
@@ -344,6 +345,9 @@ class Run:
     first_epoch: int
     fingerprint: str
     seeded: bool
+    #: Digest of the images X (computed on the first checkpoint: a fit that writes none never
+    #: reads its files twice); None when unknown.
+    images: Callable[[], str | None] = lambda: None
 
 
 def write_training_state(folder: str | os.PathLike, run: Run) -> None:
@@ -358,6 +362,7 @@ def write_training_state(folder: str | os.PathLike, run: Run) -> None:
         "format_version": _FORMAT_VERSION,
         "first_epoch": run.first_epoch,
         "fingerprint": run.fingerprint,
+        "images": run.images(),
         "optimizer": optimizer_document,
         "schedule": trainer.schedule.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,

@@ -71,6 +71,7 @@ from ._training import (
 )
 from ._version import __version__
 from .backbones import freeze, resolve_backbone
+from .cache import image_keys
 from .callbacks import HOOKS, latest_checkpoint
 
 
@@ -465,12 +466,21 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self._check_readable(base.bad, encoded, train_rows)  # missing files, before any model work
         weights = self._sample_weights(labels, encoded, sample_weight, train_rows)
         fingerprint = _fingerprint(encoded, weights, train_rows, valid_rows)
-        if checkpoint is not None and fingerprint != checkpoint.document["fingerprint"]:
-            raise ValueError(
-                f"resume={os.fspath(resume)!r}: the labels, sample weights or validation split "
-                f"differ from those of the fit saved in {str(checkpoint.folder)!r}; resuming "
-                "needs the same y and sample_weight (and X)."
-            )
+        images = _ImagesDigest(base.items)
+        if checkpoint is not None:
+            if fingerprint != checkpoint.document["fingerprint"]:
+                raise ValueError(
+                    f"resume={os.fspath(resume)!r}: the labels, sample weights or validation "
+                    f"split differ from those of the fit saved in {str(checkpoint.folder)!r}; "
+                    "resuming needs the same y and sample_weight (and X)."
+                )
+            saved = checkpoint.document.get("images")  # None: written before it was recorded
+            if saved is not None and saved != images():
+                raise ValueError(
+                    f"resume={os.fspath(resume)!r}: X holds other images than the fit saved in "
+                    f"{str(checkpoint.folder)!r} (same labels, but different pixels or files); "
+                    "resuming needs the same X, in the same order, or a new fit without resume=."
+                )
 
         with seeded_rngs(seed, self.device_):
             if not warm:
@@ -479,7 +489,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             if checkpoint is not None:
                 checkpoint.restore_network(self)
             self._train(base, encoded, weights, train_rows, valid_rows, seed, callbacks,
-                        fingerprint, checkpoint)
+                        fingerprint, checkpoint, images)
         return self
 
     def _checked_callbacks(self) -> list[Any]:
@@ -631,7 +641,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         return weights / mean
 
     def _train(self, base, encoded, weights, train_rows, valid_rows, seed, callbacks, fingerprint,
-               checkpoint) -> None:
+               checkpoint, images) -> None:
         data = training_data(base, train_rows, valid_rows, eval_transform=self._transform(False),
                              batch_size=self.batch_size, device=self.device_,
                              num_workers=self.num_workers, seed=seed)
@@ -655,7 +665,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                                 encoded, weights)
         stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
         run = Run(trainer, stopper, data.generator, first_epoch=first_epoch,
-                  fingerprint=fingerprint, seeded=seed is not None)
+                  fingerprint=fingerprint, seeded=seed is not None, images=images)
         if checkpoint is not None:
             restore_training_state(run, checkpoint.document, checkpoint.tensors)
         self.history_ = list(self.history_)  # appended to per epoch: never a list shared elsewhere
@@ -1088,6 +1098,24 @@ def _fingerprint(encoded: np.ndarray, weights: np.ndarray, train_rows: np.ndarra
     for array in (encoded, weights, train_rows, valid_rows if valid_rows is not None else []):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes() + b"|")
     return digest.hexdigest()
+
+
+class _ImagesDigest:
+    """SHA-256 of the content keys of X's images (the feature cache's keys), computed once,
+    when first asked: by the first checkpoint written, or by ``resume=``. A fit that writes no
+    checkpoint never reads its files an extra time."""
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+        self.digest: str | None = None
+
+    def __call__(self) -> str:
+        if self.digest is None:
+            digest = hashlib.sha256()
+            for key in image_keys(self.items):
+                digest.update(f"{key}\n".encode())  # None (unreadable) is a key of its own
+            self.digest = digest.hexdigest()
+        return self.digest
 
 
 def _call(callbacks: list[Any], hook: str, estimator: FineTunedCNNClassifier) -> None:

@@ -200,3 +200,52 @@ def test_an_augment_returning_what_no_rule_can_read_is_refused_by_name(returns, 
     with pytest.raises(error, match=words) as caught:
         CheckedAugment(returns)(image)
     assert "augment=" in str(caught.value)
+
+
+# --- item 9: a resume with other images of the same labels is refused ---------------------------
+
+
+def _tiny(**params):
+    return FineTunedCNNClassifier(**{**dict(backbone=TINY, weights=None, image_size=16, epochs=2,
+                                            batch_size=8, precision="fp32", random_state=0),
+                                     **params})
+
+
+def test_resume_refuses_other_images_with_the_same_labels(tmp_path):
+    X, y = make_images(24)
+    folder = tmp_path / "ckpt"
+    _tiny(callbacks=[Checkpoint(folder, monitor=None)]).fit(X, y)
+    other = X.copy()
+    other[5] = 255 - other[5]  # one image differs
+    with pytest.raises(ValueError, match="X holds other images"):
+        _tiny().fit(other, y, resume=folder)
+    reordered = X.copy()
+    reordered[[0, 2]] = X[[2, 0]]  # two images of one class swapped: the labels are the same
+    with pytest.raises(ValueError, match="X holds other images"):
+        _tiny().fit(reordered, y, resume=folder)
+    assert _tiny().fit(X, y, resume=folder).n_iter_ == 2  # the same images resume
+
+
+def test_resume_refuses_other_files_under_the_same_names(tmp_path):
+    X, y = make_images(16)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = []
+    for k, image in enumerate(X):
+        paths.append(str(photos / f"{k}.png"))
+        Image.fromarray(image).save(paths[-1])
+    folder = tmp_path / "ckpt"
+    _tiny(callbacks=[Checkpoint(folder, monitor=None)]).fit(paths, y)
+    Image.fromarray(255 - X[3]).save(paths[3])  # edited in place, same name
+    with pytest.raises(ValueError, match="X holds other images"):
+        _tiny().fit(paths, y, resume=folder)
+
+
+def test_a_fit_without_checkpoints_never_reads_the_images_an_extra_time(monkeypatch):
+    import skdeep.classifier
+
+    calls = []
+    monkeypatch.setattr(skdeep.classifier, "image_keys", lambda items: calls.append(1) or [])
+    X, y = make_images(16)
+    _tiny(epochs=1).fit(X, y)
+    assert calls == []
