@@ -4,8 +4,10 @@ Rows are written, as they come, to a *partial file* next to the output, ``OUT.pa
 ``.npy`` matrix with room for every row (made by :func:`numpy.lib.format.open_memmap`), each
 block of rows written at its place and synced to disk. Memory holds one block, never the matrix,
 and no mapping of the file grows the process's resident memory either. A small *state file*,
-``OUT.partial.json``, says how many rows are final and which job they belong to; it is replaced
-(atomically) only once those rows are on disk, so it never claims a row that is not there.
+``OUT.partial.json``, says how many rows are final, which job they belong to and the CRC32 of
+each committed block of rows; it is replaced (atomically) only once those rows are on disk, so it
+never claims a row that is not there, and a resume reads the kept rows back and checks them
+against those checksums, so that a tampered state or a partial file from another job is caught.
 
 When every row is written, the output is made from the partial file, a block at a time, and
 renamed into place: a ``.npy`` is the partial file itself (with its ``.paths.txt``), a parquet file
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import stat
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from ._inputs import open_regular
 PARTIAL_SUFFIX = ".partial"
 #: Key of the provenance (JSON) in the schema metadata of a parquet output.
 PROVENANCE_KEY = "skdeep.provenance"
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: a CRC32 per committed block
 _BLOCK_BYTES = 32 * 2**20  # rows per parquet row group / CSV block: about this many bytes
 _READERS = {(1, 0): np.lib.format.read_array_header_1_0,
             (2, 0): np.lib.format.read_array_header_2_0}
@@ -46,7 +49,7 @@ _sync = getattr(os, "fdatasync", os.fsync)
 
 
 def input_fingerprint(paths: Sequence[str], files: Sequence[str]) -> str:
-    """SHA-256 of the rows of a job: each row's index path, file, size and modification time.
+    """SHA-256 of the rows of a job: each row's index path, file, size, times and inode.
 
     An image edited (or a file appearing or disappearing) between an interrupted run and its
     rerun changes the fingerprint, so the rerun starts afresh rather than keep stale rows.
@@ -55,7 +58,9 @@ def input_fingerprint(paths: Sequence[str], files: Sequence[str]) -> str:
     for path, file in zip(paths, files, strict=True):
         try:
             status = os.stat(file)
-            stamp = [status.st_size, status.st_mtime_ns]
+            # ctime and inode too: an edit of the same size with its mtime put back (touch -r,
+            # rsync -t) still changes them, as the feature cache's file memo knows.
+            stamp = [status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino]
         except (OSError, ValueError):  # a missing file: the job reports it (or a NaN row)
             stamp = None
         digest.update(json.dumps([path, file, stamp]).encode())
@@ -131,6 +136,7 @@ class ResumableOutput:
         self.nan_rows = 0
         self._file: int | None = None  # the partial file, open and locked
         self._offset = 0  # where its rows start
+        self._blocks: list[list[int]] = []  # [rows, CRC32 of their bytes] of each committed block
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -147,14 +153,15 @@ class ResumableOutput:
         self._file = _locked(self.partial, self.target)
         note = None
         if not overwrite:
-            state = self._read_state()
+            state, reason = self._read_state()
             if state is not None:
                 different = sorted(key for key in {*state["job"], *self.job}
                                    if state["job"].get(key) != self.job.get(key))
-                if not different and self._resume(state):
-                    return self.rows_done, None
                 reason = (f"made with other {', '.join(different)}" if different
-                          else "unreadable")
+                          else self._resume(state))
+                if reason is None:
+                    return self.rows_done, None
+            if reason is not None:
                 note = f"the partial output {self.partial} is {reason}: starting afresh"
         try:
             with self._about_output():
@@ -164,25 +171,52 @@ class ResumableOutput:
             raise
         return 0, note
 
-    def _read_state(self) -> dict | None:
+    def _read_state(self) -> tuple[dict | None, str | None]:
+        """The state file's content if it is a valid state, else None and why (None if absent)."""
         try:  # open_regular: a FIFO in its place is refused (ValueError), never waited on
             with open_regular(self.state) as file:
                 state = json.loads(file.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None, None
         except (OSError, ValueError):
-            return None
-        valid = (isinstance(state, dict) and state.get("version") == _STATE_VERSION
-                 and isinstance(state.get("job"), dict) and isinstance(state.get("rows"), int))
-        return state if valid else None
+            return None, "unreadable"
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            return None, "from another skdeep version"
+        blocks = state.get("blocks")
+        valid = (isinstance(state.get("job"), dict) and isinstance(state.get("rows"), int)
+                 and isinstance(blocks, list)
+                 and all(isinstance(block, list) and len(block) == 2
+                         and all(isinstance(v, int) and v >= 0 for v in block)
+                         for block in blocks))
+        return (state, None) if valid else (None, "unreadable")
 
-    def _resume(self, state: dict) -> bool:
+    def _resume(self, state: dict) -> str | None:
+        """Continue the partial file of ``state``; or why not, if its rows cannot be trusted.
+
+        Every committed block is read back and its CRC32 compared with the one the state
+        recorded when the block was written: a state claiming rows that were never written (or
+        a partial file of the same shape from another job, or a damaged disk) is caught.
+        Reading back costs one pass over the rows kept, far less than computing them.
+        """
         shape, offset = _layout(self.partial)
         size = offset + 4 * len(self.paths) * len(self.columns)
+        blocks = state["blocks"]
         if (shape != (len(self.paths), len(self.columns)) or self.partial.stat().st_size < size
-                or not 0 <= state["rows"] <= len(self.paths)):
-            return False
+                or not 0 <= state["rows"] <= len(self.paths)
+                or sum(n for n, _ in blocks) != state["rows"]):
+            return "not the file its state describes"
+        width, start = 4 * len(self.columns), offset
+        for index, (n_rows, checksum) in enumerate(blocks):
+            data = os.pread(self._file, n_rows * width, start)
+            if len(data) != n_rows * width or zlib.crc32(data) != checksum:
+                return (f"damaged (rows {(start - offset) // width} to "
+                        f"{(start - offset) // width + n_rows - 1} fail their checksum, block "
+                        f"{index + 1} of {len(blocks)})")
+            start += n_rows * width
         self._offset = offset
         self.rows_done, self.nan_rows = state["rows"], int(state.get("nan_rows", 0))
-        return True
+        self._blocks = [list(block) for block in blocks]
+        return None
 
     def _fresh(self) -> None:
         # The header and the room for every row (a sparse file); rows are written at their place.
@@ -192,6 +226,7 @@ class ResumableOutput:
         np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.float32, shape=shape)
         self._offset = _layout(self.partial)[1]
         self.rows_done = self.nan_rows = 0
+        self._blocks = []
         self._commit()
 
     # --- writing ----------------------------------------------------------------------------
@@ -201,15 +236,17 @@ class ResumableOutput:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         with self._about_output():
             start = self._offset + 4 * self.rows_done * len(self.columns)
-            _write_all(self._file, rows.tobytes(), start)
+            data = rows.tobytes()
+            _write_all(self._file, data, start)
             _sync(self._file)
+            self._blocks.append([len(rows), zlib.crc32(data)])
             self.rows_done += len(rows)
             self.nan_rows += int(np.isnan(rows).any(axis=1).sum())
             self._commit()
 
     def _commit(self) -> None:
         state = {"version": _STATE_VERSION, "job": self.job, "rows": self.rows_done,
-                 "nan_rows": self.nan_rows}
+                 "nan_rows": self.nan_rows, "blocks": self._blocks}
         temporary = self._state_temporary()
         temporary.unlink(missing_ok=True)  # whatever was there (a FIFO would block the write)
         temporary.write_text(json.dumps(state), encoding="utf-8")

@@ -9,6 +9,7 @@ committed exactly k batches. Killed children tell the parent where they are thro
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -443,3 +444,58 @@ def test_a_cache_made_before_versions_is_adopted(tmp_path):
     assert FeatureCache(folder).get("layer", ["image"], width=1)["image"].tolist() == [1.0]
     with sqlite3.connect(folder / "features.sqlite") as connection:
         assert connection.execute("PRAGMA user_version").fetchone() == (1,)
+
+
+# --- issue 20, item 4: a resumed extract verifies the rows it keeps ------------------------------
+
+
+def _interrupted(tmp_path, photos, capsys, out):
+    with _ctrl_c_after(STOP_AFTER):
+        assert _run(["extract", photos, "-o", out, *FAST], capsys)[0] == 130
+    return partial_files(out)
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda s: {**s, "rows": s["rows"] + 3, "blocks": s["blocks"] + [[3, 12345]]}, "damaged"),
+    (lambda s: {**s, "rows": s["rows"] + 3}, "not the file its state describes"),
+    (lambda s: {k: v for k, v in s.items() if k != "blocks"}, "unreadable"),
+    (lambda s: {**s, "version": 1}, "from another skdeep version"),
+])
+def test_a_state_claiming_rows_that_were_not_written_is_not_trusted(tmp_path, photos, capsys,
+                                                                    tamper, reason):
+    out = tmp_path / "out.npy"
+    _, state = _interrupted(tmp_path, photos, capsys, out)
+    state.write_text(json.dumps(tamper(json.loads(state.read_text()))))
+    code, err = _run(["extract", photos, "-o", out, *FAST], capsys)
+    assert code == 0 and "Resuming" not in err
+    assert f"is {reason}" in err and "starting afresh" in err
+    np.testing.assert_array_equal(np.load(out), _cnn().fit().transform(find_images(photos)))
+
+
+def test_a_partial_file_of_the_same_shape_from_another_job_is_not_resumed(tmp_path, photos,
+                                                                           capsys):
+    other = tmp_path / "other"
+    shutil.copytree(photos, other)
+    for path in other.iterdir():  # other images, the same number and size
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
+    out, decoy = tmp_path / "out.npy", tmp_path / "decoy.npy"
+    partial, _ = _interrupted(tmp_path, photos, capsys, out)
+    decoy_partial, _ = _interrupted(tmp_path, other, capsys, decoy)
+    os.replace(decoy_partial, partial)  # this job's state, another job's rows
+    code, err = _run(["extract", photos, "-o", out, *FAST], capsys)
+    assert code == 0 and "Resuming" not in err and "is damaged (rows 0 to" in err
+    np.testing.assert_array_equal(np.load(out), _cnn().fit().transform(find_images(photos)))
+
+
+def test_a_same_size_edit_with_its_mtime_put_back_is_not_resumed(tmp_path, photos, capsys):
+    out = tmp_path / "out.npy"
+    image = photos / "00.png"  # a committed row, stored uncompressed: any edit keeps its size
+    Image.open(image).save(image, compress_level=0)
+    _interrupted(tmp_path, photos, capsys, out)
+    before = os.stat(image)
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(image, compress_level=0)
+    assert os.stat(image).st_size == before.st_size
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))  # `touch -r`: mtime put back
+    code, err = _run(["extract", photos, "-o", out, *FAST], capsys)
+    assert code == 0 and "made with other inputs: starting afresh" in err
+    np.testing.assert_array_equal(np.load(out), _cnn().fit().transform(find_images(photos)))
