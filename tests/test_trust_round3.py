@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 
 import numpy as np
 import torch
@@ -249,3 +250,49 @@ def test_a_fit_without_checkpoints_never_reads_the_images_an_extra_time(monkeypa
     X, y = make_images(16)
     _tiny(epochs=1).fit(X, y)
     assert calls == []
+
+
+# --- item 6: a flipped bit inside a stored cache vector is never served -------------------------
+
+
+def _stored_vectors(cache_dir):
+    import sqlite3
+
+    connection = sqlite3.connect(cache_dir / "features.sqlite")
+    rows = connection.execute("SELECT layer_key, image_key, vector FROM features").fetchall()
+    return connection, rows
+
+
+@pytest.mark.parametrize("damage", ["flip a bit", "drop the checksum"])
+def test_a_damaged_vector_is_recomputed_counted_and_warned_once(tmp_path, damage):
+    from skdeep import DamagedCacheWarning, FeatureCache
+
+    images = np.stack([_textured(k, side=16) for k in range(6)])
+    params = dict(image_size=32, layer="blocks.1", precision="fp32")
+    expected = PretrainedCNNFeatures(**params).fit().transform(images)
+    cache = FeatureCache(tmp_path / "cache")
+    PretrainedCNNFeatures(**params, cache=cache).fit().transform(images)
+    connection, rows = _stored_vectors(tmp_path / "cache")
+    for layer_key, image_key, blob in rows[:2]:  # two entries damaged on disk
+        blob = bytearray(blob)
+        if damage == "flip a bit":
+            blob[5] ^= 0x10
+        else:  # an entry written without its checksum
+            blob = blob[:-4]
+        connection.execute("UPDATE features SET vector = ? WHERE layer_key = ? AND image_key = ?",
+                           (bytes(blob), layer_key, image_key))
+    connection.commit()
+    connection.close()
+
+    fresh = FeatureCache(tmp_path / "cache")
+    with pytest.warns(DamagedCacheWarning, match="2 damaged vector") as caught:
+        rows = PretrainedCNNFeatures(**params, cache=fresh).fit().transform(images)
+    assert len([w for w in caught if w.category is DamagedCacheWarning]) == 1
+    np.testing.assert_array_equal(rows, expected)
+    assert fresh.info().damaged == 2
+    assert (fresh.info().hits, fresh.info().misses) == (4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedCacheWarning)  # replaced: served as it is now
+        again = PretrainedCNNFeatures(**params, cache=fresh).fit().transform(images)
+    np.testing.assert_array_equal(again, expected)
+    assert fresh.info().damaged == 2 and fresh.info().hits == 10
