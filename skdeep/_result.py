@@ -54,6 +54,9 @@ class EvaluationResult:
         put in different test folds), ``duplicate_thresholds``, and ``plain_cv_accuracy`` and
         ``grouped_cv_accuracy`` of the strategy ``duplicates_compared`` (``best``, or the best
         frozen strategy when fine-tuning won) on plain and on grouped folds.
+    test_fold : ndarray of shape (n_samples,)
+        The fold in which each image was a test image, aligned with ``y``:
+        ``PredefinedSplit(result.test_fold)`` gives the same folds to scikit-learn.
     duplicate_groups : ndarray of shape (n_samples,) or None
         The near-duplicate group of each image, aligned with ``y`` (an image with no
         near-duplicate has a group of its own); None with ``duplicates="ignore"``.
@@ -74,6 +77,7 @@ class EvaluationResult:
     best: str
     recommendation: str
     config: dict
+    test_fold: np.ndarray | None = field(default=None, repr=False)
     duplicate_groups: np.ndarray | None = field(default=None, repr=False)
     duplicate_pairs: pd.DataFrame | None = field(default=None, repr=False)
 

@@ -380,6 +380,7 @@ def evaluate(
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
                             classes=classes, embeddings=embeddings, best=best,
                             recommendation=recommendation, config=config,
+                            test_fold=_test_fold(splits),
                             duplicate_groups=None if found is None else found.groups,
                             duplicate_pairs=duplicate_pairs)
 
@@ -472,11 +473,17 @@ def _check_group_folds(labels: np.ndarray, groups: np.ndarray, cv: int) -> None:
         )
 
 
-def _straddling(pairs: pd.DataFrame, splits: list) -> np.ndarray:
-    """Whether each pair's two images are in different test folds of ``splits``."""
-    fold_of = np.empty(sum(len(test) for _, test in splits), dtype=np.intp)
+def _test_fold(splits: list) -> np.ndarray:
+    """The fold in which each row is a test row (what PredefinedSplit takes)."""
+    fold_of = np.empty(sum(len(test) for _, test in splits), dtype=np.int64)
     for fold, (_, test) in enumerate(splits):
         fold_of[test] = fold
+    return fold_of
+
+
+def _straddling(pairs: pd.DataFrame, splits: list) -> np.ndarray:
+    """Whether each pair's two images are in different test folds of ``splits``."""
+    fold_of = _test_fold(splits)
     return fold_of[pairs["first"].to_numpy()] != fold_of[pairs["second"].to_numpy()]
 
 
