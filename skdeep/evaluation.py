@@ -151,10 +151,10 @@ def evaluate(
     """Cross-validate raw pixels, CNN features layer by layer, and optionally fine-tuning.
 
     Every strategy is scored by accuracy on the same stratified folds, which keep near-duplicate
-    images together (``duplicates``). CNN features are computed
-    once for all layers and all images (see the module docstring for why that is sound), then
-    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer,
-    and of every concatenation of two layers (``pairs``), at each input size compared.
+    images together (``duplicates``). CNN features are computed once for all layers and all
+    images (see the module docstring for why that is sound), then each fold fits
+    ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer, and of every
+    concatenation of two layers (``pairs``), at each input size compared.
 
     Parameters
     ----------
@@ -192,8 +192,9 @@ def evaluate(
         first size, already computed: no extra forward pass. When none are found, or the folds
         of ``"ignore"`` split none of their groups, the folds are exactly those of ``"ignore"``.
         Otherwise the best strategy (the best frozen one when fine-tuning wins) is also scored
-        on the plain folds, to show how much the copies inflate a score. Every class needs ``cv`` distinct images once its near-duplicates are
-        grouped; if one has fewer, a ``ValueError`` says so (fewer folds, or ``"ignore"``).
+        on the plain folds, to show how much the copies inflate a score. Every class needs
+        ``cv`` distinct images once its near-duplicates are grouped; if one has fewer, a
+        ``ValueError`` says so (fewer folds, or ``"ignore"``).
         ``"ignore"``: plain :class:`~sklearn.model_selection.StratifiedKFold` folds
         (``shuffle=True``, ``random_state``).
     finetune : bool, default=False
@@ -329,7 +330,8 @@ def evaluate(
                  .split(np.zeros(len(labels)), labels))
     splits, found = plain, None
     if duplicates == "group":
-        # The deepest layer at the first size: the embedding the near-duplicate rule was tuned on.
+        # The last (deepest) layer at the first size: the closest to the penultimate features
+        # that near_duplicate_groups, where the rule was tuned, embeds with by default.
         deepest = features[0][:, -extractor.feature_widths_[-1]:]
         found = find_near_duplicates(deepest, signatures=image_signatures(
             items, on_error=on_error, batch_size=batch_size or 256, num_workers=num_workers,
