@@ -24,3 +24,6 @@ SMALL_IMAGE_INPUT = 96
 POLICY_NAMES = ("natural", "symmetric", "light")
 #: ``tta=``: the named sets of test-time views (besides None and an int).
 TTA_NAMES = ("flip", "symmetric")
+
+#: ``duplicates=`` of evaluate: keep near-duplicate images in one fold ("group") or not.
+DUPLICATES = ("group", "ignore")

@@ -147,7 +147,8 @@ def format_summary(result: Result) -> str:
     config = result.config
     lines = [
         f"{config['n_images']} images, {config['n_classes']} classes, {config['cv']}-fold "
-        f"stratified cross-validation (random_state={config['random_state']}).",
+        f"stratified cross-validation (random_state={config['random_state']})"
+        + (", near-duplicates kept in one fold." if config.get("n_duplicate_groups") else "."),
         f"Backbone {config['backbone']} ({config['weights_id']}), input {config['image_size']} px, "
         f"{config['pooling']} pooling, {config['precision']} on {config['device']}.",
         f"CNN features of {len(config['layers'])} layers computed once for all images in "
@@ -161,6 +162,7 @@ def format_summary(result: Result) -> str:
     ]
     if config["unreadable_rows"]:
         lines.append(f"{len(config['unreadable_rows'])} unreadable image(s) were left out.")
+    lines += _duplicate_lines(config, result.best)
     lines.append("")
     header = ("strategy", "features", "accuracy (mean +- std)", "seconds / fold")
     rows = []
@@ -194,6 +196,30 @@ def format_summary(result: Result) -> str:
     return "\n".join(lines)
 
 
+def _duplicate_lines(config: dict, best: str) -> list[str]:
+    """What the near-duplicate search found and what it changed, in one or two lines."""
+    if config.get("duplicates") != "group":  # "ignore", or a result saved before the search
+        return ["Near-duplicate images were not looked for: a copy of a test image among the "
+                "training images would inflate the scores."]
+    if not config["n_duplicate_groups"]:
+        return ["No near-duplicate images were found, so the folds are plain stratified folds."]
+    reasons = config["duplicate_pairs_by_reason"]
+    compared = config["duplicates_compared"]
+    which = ("best strategy" if compared == best
+             else "best frozen strategy (fine-tuning is not refitted on plain folds)")
+    found = (f"Near-duplicates: {config['n_duplicate_groups']} group(s) of "
+             f"{config['n_images_in_duplicate_groups']} images ({reasons['exact']} exact, "
+             f"{reasons['pixels']} pixel and {reasons['embedding']} embedding pairs), each kept "
+             "in one fold")
+    if not config["n_straddling_pairs"]:
+        return [found + "; plain stratified folds split none of them, so they are the folds."]
+    return [
+        found + f"; {config['n_straddling_pairs']} pair(s) would have straddled plain folds.",
+        f"The {which}, {short_label(compared)}: {config['plain_cv_accuracy']:.3f} on plain folds, "
+        f"{config['grouped_cv_accuracy']:.3f} on grouped folds (scores here use grouped folds).",
+    ]
+
+
 def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
@@ -223,7 +249,8 @@ def _json_default(value: Any) -> Any:
 
 def write_report(result: Result, folder: str | os.PathLike, *,
                  embedding_map: str = "pca") -> list[Path]:
-    """Write results.csv, folds.csv, results.json, summary.txt and three PNG plots to ``folder``."""
+    """Write results.csv, folds.csv, results.json, summary.txt, three PNG plots and, when
+    near-duplicates were found, duplicates.csv to ``folder``."""
     if embedding_map not in EMBEDDING_MAPS:
         raise ValueError(f"embedding_map must be one of {EMBEDDING_MAPS}; got {embedding_map!r}.")
     folder = Path(folder)
@@ -241,6 +268,11 @@ def write_report(result: Result, folder: str | os.PathLike, *,
     keep(folder / "results.json",
          lambda p: Path(p).write_text(json.dumps(to_jsonable(result), indent=2) + "\n"))
     keep(folder / "summary.txt", lambda p: Path(p).write_text(format_summary(result) + "\n"))
+    duplicates = folder / "duplicates.csv"
+    if result.duplicate_pairs is not None and len(result.duplicate_pairs):
+        keep(duplicates, lambda p: result.duplicate_pairs.to_csv(p, index=False))
+    else:  # one from an earlier report would describe other images
+        duplicates.unlink(missing_ok=True)
     keep(folder / "accuracy_by_layer.png", lambda p: _save(plot_accuracy_by_layer(result), p))
     keep(folder / "confusion_matrix.png", lambda p: _save(plot_confusion_matrix(result), p))
     keep(folder / "embedding_map.png",

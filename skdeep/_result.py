@@ -47,6 +47,25 @@ class EvaluationResult:
         The settings and facts of the run (backbone, weights id, image size, folds, timings...),
         and under ``"provenance"`` the ``provenance_`` of the feature extractor (versions,
         weights SHA-256, preprocessing, device, precision, time): ``results.json`` keeps it.
+        With ``duplicates="group"`` it also holds what the near-duplicate search found:
+        ``n_duplicate_groups`` (groups of more than one image), ``n_images_in_duplicate_groups``,
+        ``n_duplicate_pairs`` and ``duplicate_pairs_by_reason`` (``exact``, ``pixels``,
+        ``embedding``), ``n_straddling_pairs`` (pairs that plain stratified folds would have
+        put in different test folds), ``duplicate_thresholds``, and ``plain_cv_accuracy`` and
+        ``grouped_cv_accuracy`` of the strategy ``duplicates_compared`` (``best``, or the best
+        frozen strategy when fine-tuning won) on plain and on grouped folds.
+    test_fold : ndarray of shape (n_samples,)
+        The fold in which each image was a test image, aligned with ``y``:
+        ``PredefinedSplit(result.test_fold)`` gives the same folds to scikit-learn.
+    duplicate_groups : ndarray of shape (n_samples,) or None
+        The near-duplicate group of each image, aligned with ``y`` (an image with no
+        near-duplicate has a group of its own); None with ``duplicates="ignore"``.
+    duplicate_pairs : DataFrame or None
+        One row per near-duplicate pair (see :class:`skdeep.model_selection.NearDuplicates`):
+        ``first``, ``second`` (rows of ``y``), ``reason``, ``distance``, ``group``,
+        ``first_label``, ``second_label``, ``straddles_plain_folds``, and ``first_path``,
+        ``second_path`` when the images were given as paths; None with
+        ``duplicates="ignore"``. ``save`` writes it to ``duplicates.csv`` when it has rows.
     """
 
     scores: pd.DataFrame
@@ -58,6 +77,9 @@ class EvaluationResult:
     best: str
     recommendation: str
     config: dict
+    test_fold: np.ndarray | None = field(default=None, repr=False)
+    duplicate_groups: np.ndarray | None = field(default=None, repr=False)
+    duplicate_pairs: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """The table of results and the recommendation, as printed by ``skdeep evaluate``."""
@@ -72,6 +94,9 @@ class EvaluationResult:
 
     def save(self, folder: str | Path, *, embedding_map: str = "pca") -> list[Path]:
         """Write the report: results as CSV and JSON, a summary, and PNG plots.
+
+        ``duplicates.csv`` (:attr:`duplicate_pairs`) is written when near-duplicates were found;
+        otherwise one left there by an earlier report is removed, as it describes other data.
 
         Parameters
         ----------

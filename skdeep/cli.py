@@ -30,6 +30,7 @@ from typing import Any
 # when it runs, and --help is instant.
 from ._defaults import (
     DEFAULT_BACKBONE,
+    DUPLICATES,
     ON_ERROR,
     POOLINGS,
     PRECISIONS,
@@ -299,6 +300,10 @@ def _add_evaluate(commands) -> None:
                         help="how a feature map becomes a vector (default: avg)")
     method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
                         help="stratified cross-validation folds (default: 5)")
+    method.add_argument("--duplicates", choices=DUPLICATES, default="group",
+                        help="group: keep near-duplicate images (copies, re-encodings, small "
+                             "shifts) in one fold, so that no test image has a copy among the "
+                             "training images; ignore: plain stratified folds (default: group)")
     method.add_argument("--C", type=_positive_float, default=1.0, dest="C",
                         help="inverse regularisation of the logistic regression (default: 1.0)")
     method.add_argument("--max-iter", type=_int_at_least(1), default=1000, metavar="N",
@@ -579,7 +584,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         X, y, backbone=args.backbone, weights=args.weights, layers=args.layers,
         image_size=args.image_size, image_sizes=args.image_sizes, pairs=args.pairs,
-        pooling=args.pooling, cv=args.folds, finetune=args.finetune,
+        pooling=args.pooling, cv=args.folds, duplicates=args.duplicates, finetune=args.finetune,
         finetune_params=finetune_params or None, max_images=args.max_images, C=args.C,
         max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
@@ -881,6 +886,7 @@ PARAMETER_FLAGS = {
     "random_state": "--seed",
     "compile": "--compile",
     "cv": "--folds",
+    "duplicates": "--duplicates",
     "max_images": "--max-images",
 }
 #: The library's functions the messages point at, and the command that shows the same.

@@ -10,6 +10,10 @@ stratified k-fold cross-validation on the same folds for every strategy:
   of the last units and of the whole network, each fitted model also predicting with test-time
   augmentation (the same fit, predicting again: no second fit).
 
+The folds keep near-duplicate images (the same photo twice, a re-encoded or slightly shifted
+copy) in one fold, so that a score measures transfer to unseen images, not memory; the groups come
+from :mod:`skdeep.model_selection`, from the images' pixels and the features already computed.
+
 The features of every layer come from ONE forward pass over all images, before the folds are
 drawn, and each fold then only fits a scaler and a linear model on its training rows. This is
 not a leak: the network is frozen and :meth:`PretrainedCNNFeatures.fit` does not look at the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sys
 import time
 import warnings
@@ -41,7 +46,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import (
@@ -53,7 +58,7 @@ from sklearn.utils._param_validation import (
 from torch import nn
 
 from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
-from ._defaults import DEFAULT_BACKBONE, POOLINGS
+from ._defaults import DEFAULT_BACKBONE, DUPLICATES, POOLINGS
 from ._inference import predict_rows
 from ._inputs import ImageDataset, as_items, auto_image_size, preview
 from ._layers import normalize_layers
@@ -71,6 +76,7 @@ from ._strategies import (
 from .backbones import layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
+from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
 # home is the module of their concept, their public address stays skdeep.evaluation.
@@ -95,6 +101,7 @@ _IMAGE_SIZE = [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}),
         "pairs": ["boolean"],
         "pooling": [StrOptions(set(POOLINGS)), None],
         "cv": [Interval(Integral, 2, None, closed="left")],
+        "duplicates": [StrOptions(set(DUPLICATES))],
         "finetune": ["boolean"],
         "finetune_params": [dict, None],
         "max_images": [Interval(Integral, 2, None, closed="left"), None],
@@ -122,6 +129,7 @@ def evaluate(
     pairs: bool = True,
     pooling: str | None = "avg",
     cv: int = 5,
+    duplicates: str = "group",
     finetune: bool = False,
     finetune_params: dict | None = None,
     max_images: int | None = None,
@@ -142,10 +150,11 @@ def evaluate(
 ) -> EvaluationResult:
     """Cross-validate raw pixels, CNN features layer by layer, and optionally fine-tuning.
 
-    Every strategy is scored by accuracy on the same stratified folds. CNN features are computed
-    once for all layers and all images (see the module docstring for why that is sound), then
-    each fold fits ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer,
-    and of every concatenation of two layers (``pairs``), at each input size compared.
+    Every strategy is scored by accuracy on the same stratified folds, which keep near-duplicate
+    images together (``duplicates``). CNN features are computed once for all layers and all
+    images (see the module docstring for why that is sound), then each fold fits
+    ``StandardScaler`` + ``LogisticRegression`` on the training rows of a layer, and of every
+    concatenation of two layers (``pairs``), at each input size compared.
 
     Parameters
     ----------
@@ -174,6 +183,20 @@ def evaluate(
         features are already computed, so a pair costs only its logistic regressions.
     cv : int, default=5
         Number of stratified folds (every class needs at least ``cv`` images).
+    duplicates : {"group", "ignore"}, default="group"
+        ``"group"``: find near-duplicate images (the same pixels, re-encoded or blurred copies,
+        small shifts or crops; see :mod:`skdeep.model_selection`) and keep each group in one
+        fold, with :class:`~sklearn.model_selection.StratifiedGroupKFold`, so that no test image
+        has a copy among the training images. The groups come from the images' pixels (read
+        once more, into 16 px thumbnails) and the features of the last of ``layers`` at the
+        first size, already computed: no extra forward pass. When none are found, or the folds
+        of ``"ignore"`` split none of their groups, the folds are exactly those of ``"ignore"``.
+        Otherwise the best strategy (the best frozen one when fine-tuning wins) is also scored
+        on the plain folds, to show how much the copies inflate a score. Every class needs
+        ``cv`` distinct images once its near-duplicates are grouped; if one has fewer, a
+        ``ValueError`` says so (fewer folds, or ``"ignore"``).
+        ``"ignore"``: plain :class:`~sklearn.model_selection.StratifiedKFold` folds
+        (``shuffle=True``, ``random_state``).
     finetune : bool, default=False
         Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, three fits per fold (slow
         on a CPU): ``train_layers="head"``, the last 2 units and ``"all"`` (strategies
@@ -211,6 +234,10 @@ def evaluate(
         fit it shares with the strategy without TTA (the same fitted model, predicting with
         TTA): each row is the cost of that strategy alone. The recommendation picks the
         cheapest strategy whose mean accuracy is within one standard deviation of the best.
+        With ``duplicates="group"``, its ``duplicate_groups`` and ``duplicate_pairs`` say which
+        images are near-duplicates, and its ``config`` how many there are, how many pairs plain
+        folds would have split, and the compared strategy's ``plain_cv_accuracy`` and
+        ``grouped_cv_accuracy``.
 
     Examples
     --------
@@ -299,18 +326,38 @@ def evaluate(
     if finetune:
         strategies += _finetune_strategies(tuned, tta, items, sides[0])
 
-    splits = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
-                  .split(np.zeros(len(labels)), labels))
+    plain = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
+                 .split(np.zeros(len(labels)), labels))
+    splits, found = plain, None
+    if duplicates == "group":
+        # The last (deepest) layer at the first size: the closest to the penultimate features
+        # that near_duplicate_groups, where the rule was tuned, embeds with by default.
+        deepest = features[0][:, -extractor.feature_widths_[-1]:]
+        found = find_near_duplicates(deepest, signatures=image_signatures(
+            items, on_error=on_error, batch_size=batch_size or 256, num_workers=num_workers,
+            progress=progress))
+        # Plain folds that split no group (always so when every image is its own group) are
+        # kept: grouping changes nothing then, and the scores stay those of duplicates="ignore".
+        if _straddling(found.pairs, plain).any():
+            _check_group_folds(labels, found.groups, cv)
+            splits = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state)
+                          .split(np.zeros(len(labels)), labels, found.groups))
+        log(_duplicates_line(found))
     fold_rows, predictions = _cross_validate(strategies, labels, splits, n_jobs=n_jobs,
                                              progress=progress, log=log)
     folds = pd.DataFrame(fold_rows)
     scores = _score_table(strategies, folds)
     best = str(scores.loc[scores["accuracy_mean"].idxmax(), "strategy"])
+    duplicate_facts, duplicate_pairs = _duplicate_facts(
+        found, scores, best, strategies, labels, items, plain,
+        rescore=splits is not plain, n_jobs=n_jobs, log=log)
     config = {
         "n_images": int(len(labels)),
         "n_classes": int(len(classes)),
         "classes": [_plain(c) for c in classes],
         "cv": int(cv),
+        "duplicates": duplicates,
+        **duplicate_facts,
         "random_state": random_state,
         "backbone": extractor.backbone_.name,
         "weights_id": extractor.backbone_.weights_id,
@@ -334,7 +381,10 @@ def evaluate(
     recommendation = recommend(scores, best, config)
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
                             classes=classes, embeddings=embeddings, best=best,
-                            recommendation=recommendation, config=config)
+                            recommendation=recommendation, config=config,
+                            test_fold=_test_fold(splits),
+                            duplicate_groups=None if found is None else found.groups,
+                            duplicate_pairs=duplicate_pairs)
 
 
 # --- steps -------------------------------------------------------------------------------------
@@ -403,6 +453,95 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
         accuracy = [row["accuracy"] for row in rows if row["strategy"] == name]
         log(f"  {name}: accuracy {np.mean(accuracy):.3f} +- {np.std(accuracy):.3f}")
     return rows, predictions
+
+
+def _check_group_folds(labels: np.ndarray, groups: np.ndarray, cv: int) -> None:
+    """Every class needs ``cv`` distinct images (groups) to have one in each test fold.
+
+    Falling back to plain folds would report the inflated score the grouping exists to avoid,
+    so this is an error that says how to proceed, and the user chooses.
+    """
+    values = np.unique(labels)
+    distinct = np.array([len(np.unique(groups[labels == value])) for value in values])
+    worst = int(np.argmin(distinct))
+    if distinct[worst] < cv:
+        count = int(np.sum(labels == values[worst]))
+        raise ValueError(
+            f"class {_plain(values[worst])!r} has {count} image(s) but only {distinct[worst]} "
+            f"once near-duplicates are grouped, and {cv}-fold cross-validation keeping each group "
+            f"in one fold needs at least {cv} per class; use fewer folds (cv / --folds), add "
+            "images, or score on plain folds with duplicates='ignore' (scores inflated by the "
+            "near-duplicates)."
+        )
+
+
+def _test_fold(splits: list) -> np.ndarray:
+    """The fold in which each row is a test row (what PredefinedSplit takes)."""
+    fold_of = np.empty(sum(len(test) for _, test in splits), dtype=np.int64)
+    for fold, (_, test) in enumerate(splits):
+        fold_of[test] = fold
+    return fold_of
+
+
+def _straddling(pairs: pd.DataFrame, splits: list) -> np.ndarray:
+    """Whether each pair's two images are in different test folds of ``splits``."""
+    fold_of = _test_fold(splits)
+    return fold_of[pairs["first"].to_numpy()] != fold_of[pairs["second"].to_numpy()]
+
+
+def _duplicates_line(found: NearDuplicates) -> str:
+    sizes = np.bincount(found.groups)
+    if not (sizes > 1).any():
+        return "no near-duplicate images found: plain stratified folds"
+    return (f"{int((sizes > 1).sum())} group(s) of near-duplicate images "
+            f"({int(sizes[sizes > 1].sum())} images), each kept in one fold")
+
+
+def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: str, strategies,
+                     labels: np.ndarray, items, plain: list, *, rescore: bool, n_jobs, log
+                     ) -> tuple[dict, pd.DataFrame | None]:
+    """The config entries on near-duplicates and the table of their pairs (``({}, None)`` when
+    they were not looked for).
+
+    The plain folds' score is that of the best strategy, or of the best frozen one when
+    fine-tuning won: one more round of logistic regressions, never of fine-tuning. When nothing
+    was grouped the folds are the plain ones, so the grouped score is the plain score.
+    """
+    if found is None:
+        return {}, None
+    sizes = np.bincount(found.groups)
+    first, second = found.pairs["first"].to_numpy(), found.pairs["second"].to_numpy()
+    straddles = _straddling(found.pairs, plain)
+    by_name = scores.set_index("strategy")
+    frozen = by_name[by_name["layer"].notna()]
+    compared = str(frozen["accuracy_mean"].idxmax()) if is_finetune(best) else best
+    grouped = float(by_name.loc[compared, "accuracy_mean"])
+    plain_accuracy = grouped
+    if rescore:
+        strategy = next(strategy for strategy in strategies if strategy.name == compared)
+        rows, _ = _cross_validate([strategy], labels, plain, n_jobs=n_jobs, progress=False,
+                                  log=lambda message: None)
+        plain_accuracy = float(np.mean([row["accuracy"] for row in rows]))
+        log(f"  {compared} on plain folds, near-duplicates not grouped: accuracy "
+            f"{plain_accuracy:.3f} (grouped: {grouped:.3f})")
+    facts = {
+        "n_duplicate_groups": int((sizes > 1).sum()),
+        "n_images_in_duplicate_groups": int(sizes[sizes > 1].sum()),
+        "n_duplicate_pairs": int(len(first)),
+        "duplicate_pairs_by_reason": {reason: int((found.pairs["reason"] == reason).sum())
+                                      for reason in REASONS},
+        "n_straddling_pairs": int(straddles.sum()),
+        "duplicate_thresholds": dict(found.thresholds),
+        "duplicates_compared": compared,
+        "plain_cv_accuracy": plain_accuracy,
+        "grouped_cv_accuracy": grouped,
+    }
+    table = found.pairs.assign(group=found.groups[first], first_label=labels[first],
+                               second_label=labels[second], straddles_plain_folds=straddles)
+    if isinstance(items, list) and all(isinstance(item, (str, os.PathLike)) for item in items):
+        table["first_path"] = [os.fspath(items[row]) for row in first]
+        table["second_path"] = [os.fspath(items[row]) for row in second]
+    return facts, table
 
 
 def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=()):
