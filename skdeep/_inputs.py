@@ -81,9 +81,6 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ._defaults import ON_ERROR, SMALL_IMAGE_INPUT, SMALL_IMAGE_SIDE
 
-#: Items of a list that ``image_size="auto"`` looks at.
-SIZE_PROBE = 16
-
 _PATH_TYPES = (str, os.PathLike)
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 _ARRAY_TYPES = (np.ndarray, torch.Tensor)
@@ -500,9 +497,12 @@ def auto_image_size(items: np.ndarray | list) -> int | None:
     Small images (at most :data:`SMALL_IMAGE_SIDE` pixels on their longest side, such as 28x28
     digits) are fed to the network at :data:`SMALL_IMAGE_INPUT` pixels, much faster than at the
     weights' own size and rarely less accurate; larger images at the weights' own size (``None``).
-    For a list, the first :data:`SIZE_PROBE` items are looked at, files by their header only (a
-    FIFO or an EPS file is refused, never opened); unreadable items are skipped, and left to
-    the embedding's own checks.
+    For a list, every item is looked at, files by their header only (a FIFO or an EPS file is
+    refused, never opened), until one larger than :data:`SMALL_IMAGE_SIDE` is found: the answer
+    depends on the images, never on their order (looking at the first 16 alone embedded a
+    folder of photos at 96 px when its first 16 names were thumbnails). A collection of photos
+    stops at its first photo; only an all-small collection has every header read, at about
+    30 us a file. Unreadable items are skipped, and left to the embedding's own checks.
 
     Parameters
     ----------
@@ -526,11 +526,14 @@ def auto_image_size(items: np.ndarray | list) -> int | None:
     if isinstance(items, np.ndarray):
         side = max(items.shape[1:3])
     else:
-        sides = [_longest_side(item) for item in items[:SIZE_PROBE]]
-        sides = [s for s in sides if s is not None]
-        if not sides:
+        side = None
+        for item in items:
+            found = _longest_side(item)
+            if found is not None and found > SMALL_IMAGE_SIDE:
+                return None  # one large image decides: the weights' own size
+            side = found if side is None or (found or 0) > side else side
+        if side is None:  # nothing readable: the embedding reports it
             return None
-        side = max(sides)
     return SMALL_IMAGE_INPUT if side <= SMALL_IMAGE_SIDE else None
 
 

@@ -296,3 +296,28 @@ def test_a_damaged_vector_is_recomputed_counted_and_warned_once(tmp_path, damage
         again = PretrainedCNNFeatures(**params, cache=fresh).fit().transform(images)
     np.testing.assert_array_equal(again, expected)
     assert fresh.info().damaged == 2 and fresh.info().hits == 10
+
+
+# --- item 8: image_size="auto" depends on the images, not on the order of their names -----------
+
+
+def test_auto_image_size_reads_past_the_first_sixteen_thumbnails(tmp_path):
+    from skdeep._inputs import auto_image_size
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(20):  # "a_..." sorts first: thumbnails
+        Image.fromarray(np.full((32, 32, 3), k, np.uint8)).save(folder / f"a_{k:02d}.png")
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(folder / "z_photo.png")
+    files = sorted(str(path) for path in folder.iterdir())
+    assert auto_image_size(files) is None  # the photo is not shrunk to 96 px
+    assert auto_image_size(files[::-1]) is None  # whatever the order
+    assert auto_image_size(files[:-1]) == 96  # thumbnails alone
+
+
+def test_auto_image_size_stops_at_the_first_large_image(monkeypatch):
+    import skdeep._inputs as inputs
+
+    seen = []
+    monkeypatch.setattr(inputs, "_longest_side", lambda item: seen.append(item) or item)
+    assert inputs.auto_image_size([20, 500, 30, 40]) is None and seen == [20, 500]
