@@ -14,9 +14,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 from torch import nn
+
+
+_PIL_INTERPOLATION = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                      "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+                      "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
 
 
 def torchvision_data_config(weights: Any) -> dict[str, Any]:
@@ -98,15 +105,33 @@ class GeometricTransform:
         self.transform = create_transform(**kwargs)
 
     def __call__(self, image: Any) -> torch.Tensor:
-        return self.transform(image)
+        if self.train or not self._symmetric_crop():
+            return self.transform(image)
+        width, height = self.resized_size(image.size)
+        _, crop_h, crop_w = self.data_config["input_size"]
+        resized = image.resize((width, height), _PIL_INTERPOLATION.get(
+            self.data_config["interpolation"], Image.Resampling.BICUBIC))
+        left, top = (width - crop_w) // 2, (height - crop_h) // 2  # even margins: exact
+        cropped = resized.crop((left, top, left + crop_w, top + crop_h))
+        return torch.from_numpy(np.array(cropped, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+    def _symmetric_crop(self) -> bool:
+        return (self.data_config.get("crop_mode") or "center") == "center"
 
     def resized_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` an image of ``size`` = ``(width, height)`` is resized to.
 
         Mirrors timm's ``transforms_imagenet_eval``: the scale size is ``input / crop_pct``
         (floored); ``"center"`` scales the shorter side to it (keeping the aspect ratio, so an
-        elongated image grows along its long side), ``"border"`` the longer side, ``"squash"``
-        both sides. Training resizes a random crop to the input size.
+        elongated image grows along its long side; the long side truncated, as torchvision's
+        ``Resize`` does), ``"border"`` the longer side, ``"squash"`` both sides. Training
+        resizes a random crop to the input size.
+
+        One difference, in ``"center"`` mode: a side whose margin around the centre crop would
+        be odd is resized one pixel larger, so that the crop is exactly centred. A one-pixel
+        off-centre crop (torchvision's rounding) made a mirrored or rotated image give other
+        features than its original under ``tta="flip"`` / ``"symmetric"`` (cosine 0.98 on
+        fine textures); with even margins, mirroring or rotating the input permutes the views.
         """
         _, height, width = self.data_config["input_size"]
         if self.train:
@@ -116,9 +141,15 @@ class GeometricTransform:
         mode = self.data_config.get("crop_mode") or "center"
         if mode == "squash":
             return scale_w, scale_h
-        ratios = (scale_w / size[0], scale_h / size[1])
-        ratio = min(ratios) if mode == "border" else max(ratios)
-        return round(size[0] * ratio), round(size[1] * ratio)
+        if mode == "border":
+            ratio = min(scale_w / size[0], scale_h / size[1])
+            return round(size[0] * ratio), round(size[1] * ratio)
+        # torchvision's Resize(int): the shorter side to the scale size, the longer truncated
+        short, long = sorted(size)
+        scale = scale_w if size[0] <= size[1] else scale_h
+        sides = (scale, int(scale * long / short))
+        new_w, new_h = sides if size[0] <= size[1] else sides[::-1]
+        return new_w + (new_w - width) % 2, new_h + (new_h - height) % 2
 
 
 class Normalize(nn.Module):

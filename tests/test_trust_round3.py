@@ -321,3 +321,60 @@ def test_auto_image_size_stops_at_the_first_large_image(monkeypatch):
     seen = []
     monkeypatch.setattr(inputs, "_longest_side", lambda item: seen.append(item) or item)
     assert inputs.auto_image_size([20, 500, 30, 40]) is None and seen == [20, 500]
+
+
+# --- item 10: a group TTA policy gives a mirrored or rotated image the same features -----------
+
+
+def _fine_texture(seed, shape):
+    """Fine-textured images: where a one-pixel shift of the crop changes the features most."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _cosine(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 3), (75, 50, 3), (50, 81, 3)])
+def test_tta_flip_gives_a_mirrored_image_the_features_of_its_original(shape):
+    images = np.stack([_fine_texture(k, shape) for k in range(3)])
+    cnn = PretrainedCNNFeatures(image_size=64, precision="fp32", tta="flip").fit()
+    original = cnn.transform(images)
+    mirrored = cnn.transform(images[:, :, ::-1].copy())
+    assert _cosine(original, mirrored).min() >= 0.999
+
+
+@pytest.mark.parametrize("shape", [(29, 29, 3), (75, 50, 3)])
+def test_tta_symmetric_gives_a_rotated_image_the_features_of_its_original(shape):
+    images = np.stack([_fine_texture(k, shape) for k in range(3)])
+    cnn = PretrainedCNNFeatures(image_size=64, precision="fp32", tta="symmetric").fit()
+    original = cnn.transform(images)
+    for k in (1, 2, 3):
+        rotated = cnn.transform(np.rot90(images, k, axes=(1, 2)).copy())
+        assert _cosine(original, rotated).min() >= 0.999
+
+
+def test_the_centre_crop_is_exact_and_otherwise_timms():
+    from skdeep._preprocessing import geometric_transform
+
+    config = {"input_size": (3, 96, 96), "interpolation": "bicubic", "crop_pct": 0.875,
+              "crop_mode": "center"}
+    transform = geometric_transform(config)
+    assert transform.resized_size((28, 28)) == (110, 110)  # timm: 109, an odd margin of 13
+    assert transform.resized_size((300, 400)) == (110, 146)  # 109 x 145, both margins odd
+    assert transform.resized_size((220, 440)) == (110, 218)  # 109 x 218: one margin odd
+    # At 224 px (scale 256) a 220 x 440 image has even margins: exactly timm's transform.
+    transform = geometric_transform({**config, "input_size": (3, 224, 224)})
+    assert transform.resized_size((220, 440)) == (256, 512)
+    image = Image.fromarray(_fine_texture(0, (440, 220, 3)))
+    np.testing.assert_array_equal(transform(image).numpy(), transform.transform(image).numpy())
+
+
+def test_the_classifier_predicts_a_mirrored_image_as_its_original_under_tta_flip():
+    images = np.stack([_fine_texture(k, (27, 27, 3)) for k in range(8)])
+    labels = np.arange(8) % 2
+    clf = _tiny(image_size=24, epochs=1).fit(images, labels)
+    clf.set_params(tta="flip")
+    np.testing.assert_allclose(clf.predict_proba(images[:, :, ::-1].copy()),
+                               clf.predict_proba(images), rtol=1e-5, atol=1e-6)
