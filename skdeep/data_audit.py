@@ -711,7 +711,10 @@ def _oof_probabilities(embeddings, labels, groups, readable, cv, random_state):
     """Out-of-fold class probabilities of the linear probe, folds kept off near-duplicates:
     (probabilities (n, k) with NaN rows, classes, per-class thresholds t_j, note or None)."""
     given = labels[readable]
-    classes, codes, counts = np.unique(given, return_inverse=True, return_counts=True)
+    classes = _sorted_classes(given)
+    index = {value: j for j, value in enumerate(classes)}
+    codes = np.array([index[value] for value in given], dtype=np.intp)
+    counts = np.bincount(codes, minlength=len(classes))
     if len(classes) < 2:
         raise ValueError(f"y has a single class ({_plain(classes[0])!r}); label errors need at "
                          "least 2 (give y=None to audit without labels).")
@@ -745,6 +748,18 @@ def _oof_probabilities(embeddings, labels, groups, readable, cv, random_state):
     full = np.full((len(labels), len(classes)), np.nan)
     full[readable] = probabilities
     return full, classes, thresholds, note
+
+
+def _sorted_classes(labels: np.ndarray) -> np.ndarray:
+    """The distinct labels, sorted (by their text when they do not compare: 1 and "1b")."""
+    present = pd.unique(pd.Series(labels, dtype=object)).tolist()
+    try:
+        present = sorted(present)
+    except TypeError:
+        present = sorted(present, key=str)
+    classes = np.empty(len(present), dtype=labels.dtype if labels.dtype != object else object)
+    classes[:] = present
+    return classes
 
 
 def _label_error_findings(probabilities, labels, classes, thresholds, readable) -> list[dict]:
