@@ -26,7 +26,7 @@ those two. The rules, and why:
 
 - **Duplicates.** In a group of near-duplicates (see :mod:`skdeep.model_selection`), the first
   image (lowest row) is the one to keep; each other member is one finding, ``exact_duplicate``
-  when another member of its group has the same pixels, else ``near_duplicate``. Its score is
+  when an earlier member of its group has the same pixels, else ``near_duplicate``. Its score is
   ``1 - d / cut``: ``d`` the distance to its closest group mate under the rule that paired them
   and ``cut`` that rule's threshold, so 1 for exact copies and 0 at the edge of the rule.
 - **Outliers.** Each image's mean cosine distance to its ``k = min(10, n - 1)`` nearest
@@ -99,6 +99,7 @@ OUTLIER_NEIGHBOURS = 10
 
 _COLUMNS = ["row", "path", "issue", "score", "group", "duplicate_of", "given_label",
             "suggested_label"]
+_GROUPED = ("exact_duplicate", "near_duplicate", "label_conflict")  # findings about groups
 _GALLERY_ROWS = 24  # findings (or groups) per gallery PNG
 _GALLERY_COLUMNS = 6  # images per gallery row
 _TYPICAL = 3  # typical images of the suggested class beside a label error
@@ -117,8 +118,9 @@ class AuditReport:
         One row per finding: ``row`` (position in X), ``path`` (the image's path, None for an
         in-memory image), ``issue`` (one of :data:`ISSUE_TYPES`), ``score`` (in [0, 1], higher
         is more certain), ``group`` (the near-duplicate group, for duplicates and label
-        conflicts), ``duplicate_of`` (the row of the group's first image, the one to keep, for
-        duplicates), ``given_label`` and ``suggested_label`` (for label errors; for label
+        conflicts), ``duplicate_of`` (for duplicates, the earlier image it copies: the first
+        one with the same pixels for an exact duplicate, else the group's first image, the
+        one to keep), ``given_label`` and ``suggested_label`` (for label errors; for label
         conflicts the group's most common label, when there is one). Sorted by issue type in
         the order of :data:`ISSUE_TYPES`, then by score, most certain first.
     summary : dict
@@ -266,14 +268,13 @@ class AuditReport:
     # --- galleries ---------------------------------------------------------------------------
 
     def _gallery(self, issue: str, found: pd.DataFrame):
-        if issue in ("exact_duplicate", "near_duplicate", "label_conflict"):
+        if issue in _GROUPED:
             rows = self._group_rows(issue, found)
         elif issue == "outlier":
-            rows = self._outlier_rows(found)
+            rows = self._outlier_rows(found.head(_GALLERY_ROWS))
         else:
-            rows = self._label_error_rows(found)
-        total = len(rows)
-        rows = rows[:_GALLERY_ROWS]
+            rows = self._label_error_rows(found.head(_GALLERY_ROWS))
+        total = found["group"].nunique() if issue in _GROUPED else len(found)
         title = {
             "exact_duplicate": "Exact duplicates: identical pixels (first image: the one to keep)",
             "near_duplicate": "Near-duplicates (first image: the one to keep)",
@@ -298,6 +299,8 @@ class AuditReport:
         """One gallery row per group: the image to keep, then the group's findings."""
         rows = []
         for group, members in found.groupby("group", sort=False):
+            if len(rows) == _GALLERY_ROWS:
+                break
             everyone = np.flatnonzero(self.groups_ == group)
             if issue == "label_conflict":
                 shown = list(everyone)
@@ -638,17 +641,29 @@ def _duplicate_findings(groups: np.ndarray, pairs: pd.DataFrame, digests: np.nda
         for row in (pair.first, pair.second):
             similarity[int(row)] = max(similarity.get(int(row), 0.0), score)
     findings = []
-    sizes = np.bincount(groups[groups >= 0]) if (groups >= 0).any() else np.zeros(0, int)
-    for group in np.flatnonzero(sizes > 1):
-        members = np.flatnonzero(groups == group)
-        first = int(members[0])
-        for row in members[1:]:
-            exact = digests is not None and any(
-                digests[row] == digests[mate] for mate in members if mate != row)
-            findings.append({"row": int(row), "issue": "exact_duplicate" if exact
-                             else "near_duplicate", "score": 1.0 if exact else
-                             similarity.get(int(row), 0.0), "duplicate_of": first})
+    for members in _copies(groups):
+        seen: dict[Any, int] = {}  # digest -> its first row in the group
+        for row in members:
+            row = int(row)
+            digest = None if digests is None else digests[row]
+            original = seen.setdefault(digest, row) if digest is not None else row
+            if row == members[0]:
+                continue
+            exact = original != row
+            findings.append({"row": row, "issue": "exact_duplicate" if exact
+                             else "near_duplicate",
+                             "score": 1.0 if exact else similarity.get(row, 0.0),
+                             "duplicate_of": original if exact else int(members[0])})
     return findings
+
+
+def _copies(groups: np.ndarray) -> list[np.ndarray]:
+    """The rows of each group of more than one image (-1, unreadable, is no group), ascending,
+    groups in order of their first row."""
+    rows = np.flatnonzero(groups >= 0)
+    order = rows[np.argsort(groups[rows], kind="stable")]
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    return [members for members in np.split(order, bounds) if len(members) > 1]
 
 
 def _conflict_findings(groups: np.ndarray, labels: np.ndarray,
@@ -656,9 +671,7 @@ def _conflict_findings(groups: np.ndarray, labels: np.ndarray,
     """Every member of a group whose given labels differ; scored as sure as its copy is."""
     score = {finding["row"]: finding["score"] for finding in duplicates}
     findings = []
-    sizes = np.bincount(groups[groups >= 0])
-    for group in np.flatnonzero(sizes > 1):
-        members = np.flatnonzero(groups == group)
+    for members in _copies(groups):
         values, counts = np.unique(labels[members].astype(str), return_counts=True)
         if len(values) < 2:
             continue

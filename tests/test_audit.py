@@ -291,3 +291,14 @@ def test_audit_command_errors_are_one_line(argv, code, message, tmp_path, capsys
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("skdeep: error: ") and message in lines[-1], stderr
     assert "Traceback" not in stderr and len(lines) <= 2
+
+
+def test_an_exact_copy_of_a_near_copy_points_at_its_twin():
+    images, _ = _digits(30)
+    images[20] = np.clip(images[3].astype(int) + 40, 0, 255).astype(np.uint8)  # near row 3
+    images[25] = images[20]  # and the same pixels again
+    report = audit(images, estimator=_cnn())
+    copies = report.issues[report.issues["issue"].str.endswith("_duplicate")]
+    assert copies[["row", "issue", "duplicate_of"]].values.tolist() == [
+        [25, "exact_duplicate", 20], [20, "near_duplicate", 3]]
+    assert report.groups_[3] == report.groups_[20] == report.groups_[25]
