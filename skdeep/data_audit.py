@@ -508,12 +508,15 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     """
     if hasattr(X, "__len__") and not isinstance(X, (str, os.PathLike)) and len(X) == 0:
         raise ValueError("X is empty: audit needs at least 2 images.")
-    embeddings, signatures, items, provenance = _embed(X, estimator, on_error, progress)
-    n = len(embeddings)
+    items = None if _is_embedding_matrix(X) else as_items(X)
+    n = len(X) if items is None else len(items)
     if n < 2:
         raise ValueError(f"X has {n} image; audit needs at least 2 (duplicates, outliers and "
                          "label errors are found by comparing images).")
     labels = _check_labels(y, n) if y is not None else None
+    if labels is not None:
+        _check_classes(labels)  # before the work, not after it
+    embeddings, signatures, provenance = _embed(X, items, estimator, on_error, progress)
     paths = [_path_of(item) for item in items] if items is not None else [None] * n
 
     bad = ~np.isfinite(embeddings).all(axis=1)
@@ -586,15 +589,12 @@ def _is_embedding_matrix(X: Any) -> bool:
     return isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.floating)
 
 
-def _embed(X: Any, estimator: Any, on_error: str, progress: bool):
-    """(embeddings, signatures or None, items or None, provenance or None)."""
-    if _is_embedding_matrix(X):
+def _embed(X: Any, items: Any, estimator: Any, on_error: str, progress: bool):
+    """(embeddings, signatures or None, provenance or None) of X, whose ``items`` are None for
+    an embedding matrix."""
+    if items is None:
         embeddings = (X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X)
-        return np.asarray(embeddings, dtype=np.float64), None, None, None
-    items = as_items(X)
-    if len(items) < 2:
-        raise ValueError(f"X has {len(items)} image; audit needs at least 2 (duplicates, "
-                         "outliers and label errors are found by comparing images).")
+        return np.asarray(embeddings, dtype=np.float64), None, None
     # Decoded once for the signatures; an unreadable image under "raise" stops here, named,
     # before the network runs.
     signatures = image_signatures(items, on_error=on_error, progress=progress)
@@ -612,7 +612,7 @@ def _embed(X: Any, estimator: Any, on_error: str, progress: bool):
     if embeddings.ndim != 2 or len(embeddings) != len(items):
         raise ValueError(f"the estimator's transform returned shape {embeddings.shape}; audit "
                          f"needs one row per image ({len(items)}).")
-    return embeddings, signatures, items, getattr(estimator, "provenance_", None)
+    return embeddings, signatures, getattr(estimator, "provenance_", None)
 
 
 def _path_of(item: Any) -> str | None:
@@ -724,17 +724,7 @@ def _oof_probabilities(embeddings, labels, groups, readable, cv, random_state):
     """Out-of-fold class probabilities of the linear probe, folds kept off near-duplicates:
     (probabilities (n, k) with NaN rows, classes, per-class thresholds t_j, note or None)."""
     given = labels[readable]
-    classes = _sorted_classes(given)
-    index = {value: j for j, value in enumerate(classes)}
-    codes = np.array([index[value] for value in given], dtype=np.intp)
-    counts = np.bincount(codes, minlength=len(classes))
-    if len(classes) < 2:
-        raise ValueError(f"y has a single class ({_plain(classes[0])!r}); label errors need at "
-                         "least 2 (give y=None to audit without labels).")
-    if counts.min() < 2:
-        small = _plain(classes[int(np.argmin(counts))])
-        raise ValueError(f"class {small!r} has only {counts.min()} readable image; finding "
-                         "label errors needs at least 2 per class.")
+    classes, codes, counts = _check_classes(given, readable=len(readable) < len(labels))
     n_groups = len(np.unique(groups[readable]))
     folds = int(min(cv, counts.min(), n_groups))
     note = None
@@ -761,6 +751,24 @@ def _oof_probabilities(embeddings, labels, groups, readable, cv, random_state):
     full = np.full((len(labels), len(classes)), np.nan)
     full[readable] = probabilities
     return full, classes, thresholds, note
+
+
+def _check_classes(labels: np.ndarray, readable: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, each label's class index, images per class); at least 2 classes of 2."""
+    classes = _sorted_classes(labels)
+    index = {value: j for j, value in enumerate(classes)}
+    codes = np.array([index[value] for value in labels], dtype=np.intp)
+    counts = np.bincount(codes, minlength=len(classes))
+    if len(classes) < 2:
+        raise ValueError(f"y has a single class ({_plain(classes[0])!r}); label errors need at "
+                         "least 2 (give y=None to audit without labels).")
+    if counts.min() < 2:
+        small = _plain(classes[int(np.argmin(counts))])
+        raise ValueError(f"class {small!r} has only {counts.min()}{' readable' * readable} "
+                         "image; finding label errors needs at least 2 per class (or give "
+                         "y=None to audit without labels).")
+    return classes, codes, counts
 
 
 def _sorted_classes(labels: np.ndarray) -> np.ndarray:

@@ -175,6 +175,23 @@ def test_labels_must_match(tmp_path):
         audit(embeddings, np.zeros(90))
 
 
+class _MustNotRun:
+    """An embedding transformer that fails the test if used."""
+
+    def fit(self, X=None, y=None):
+        raise AssertionError("the images were embedded before the labels were checked")
+
+    transform = fit
+
+
+def test_labels_are_checked_before_the_images_are_embedded():
+    images, labels = _digits(20)
+    with pytest.raises(ValueError, match="20 images but y has 19"):
+        audit(images, labels[:-1], estimator=_MustNotRun())
+    with pytest.raises(ValueError, match="class 'b' has only 1 image"):
+        audit(images, np.array(["a"] * 19 + ["b"]), estimator=_MustNotRun())
+
+
 def _image_files(folder, n=12):
     images, _ = _digits(n)
     folder.mkdir(parents=True, exist_ok=True)
