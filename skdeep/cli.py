@@ -50,7 +50,8 @@ skdeep: pretrained convolutional networks for people who know scikit-learn.
 
 Start with `skdeep evaluate`: it tells you, with cross-validation on your own labelled images,
 whether features of a pretrained network beat raw pixels, which layer transfers best, and
-(with --finetune) whether fine-tuning is worth its cost. Then use `skdeep extract` (or
+(with --finetune) whether fine-tuning is worth its cost; `skdeep audit` lists the duplicates,
+outliers and likely label errors worth a look before any score is trusted. Then use `skdeep extract` (or
 skdeep.PretrainedCNNFeatures in a scikit-learn Pipeline) to embed images with what won."""
 
 _EPILOG = """\

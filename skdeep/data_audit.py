@@ -218,6 +218,8 @@ class AuditReport:
         (the image to keep first); an outlier beside its nearest neighbours; a label error with
         its given and suggested labels beside typical images of the suggested class. When X was
         an embedding matrix there are no images to show: only the two files are written.
+        A gallery of an earlier audit in the folder, of an issue type not found now, is
+        removed.
 
         Parameters
         ----------
@@ -243,13 +245,14 @@ class AuditReport:
         keep(folder / "summary.json",
              lambda p: Path(p).write_text(json.dumps(self.to_jsonable(), indent=2) + "\n",
                                           encoding="utf-8"))
-        if self._items is None:
-            return written
         for issue in ISSUE_TYPES:
             found = self.issues[self.issues["issue"] == issue]
-            if len(found):
-                keep(folder / f"{issue}.png",
+            gallery = folder / f"{issue}.png"
+            if len(found) and self._items is not None:
+                keep(gallery,
                      lambda p, issue=issue, found=found: _save(self._gallery(issue, found), p))
+            elif gallery.is_file():  # an earlier audit's: it would show what is not found now
+                gallery.unlink()
         return written
 
     def to_jsonable(self) -> dict:

@@ -255,8 +255,12 @@ def test_plot_writes_galleries_issues_and_summary(tmp_path):
 
 def test_plot_of_embeddings_writes_the_tables_only(tmp_path):
     embeddings, labels = _blobs()
+    (tmp_path / "outlier.png").write_bytes(b"an earlier audit's gallery")
+    (tmp_path / "mine.png").write_bytes(b"not the audit's")
     written = audit(embeddings, labels, random_state=0).plot(tmp_path)
     assert [path.name for path in written] == ["issues.csv", "summary.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "issues.csv", "mine.png", "summary.json"]
 
 
 # --- the command -------------------------------------------------------------------------------
