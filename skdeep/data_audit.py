@@ -135,7 +135,7 @@ class AuditReport:
         ``first`` and ``second`` as rows of X.
     probabilities_ : ndarray of shape (n_images, n_classes) or None
         Out-of-fold predicted probabilities of each class (NaN rows for unreadable images);
-        None without labels.
+        None without labels, or when all images are copies of one another (see ``notes_``).
     classes_ : ndarray or None
         The classes, in the columns' order of ``probabilities_``; None without labels.
     outlier_scores_ : ndarray of shape (n_images,)
@@ -200,7 +200,7 @@ class AuditReport:
         lines.append(f"{'issue'.ljust(width)}  count")
         lines.append(f"{'-' * width}  -----")
         lines += [f"{name.ljust(width)}  {summary[name]:>5}" for name in ISSUE_TYPES]
-        if self.probabilities_ is None:
+        if self._labels is None:
             lines.append("(no labels given: label conflicts and label errors were not checked)")
         lines += [f"note: {note}" for note in self.notes_]
         if len(self.issues) and top > 0:
@@ -563,8 +563,9 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
         if folds_note:
             notes.append(folds_note)
             warnings.warn(folds_note, UserWarning, stacklevel=2)
-        findings += _label_error_findings(probabilities, labels, classes, label_thresholds,
-                                          readable)
+        if probabilities is not None:
+            findings += _label_error_findings(probabilities, labels, classes, label_thresholds,
+                                              readable)
 
     issues = _issue_table(findings, paths, groups, labels)
     summary = {name: int((issues["issue"] == name).sum()) for name in ISSUE_TYPES}
@@ -573,7 +574,7 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
                    n_groups=int((sizes > 1).sum()))
     thresholds = {
         **found.thresholds, "outlier_z": OUTLIER_Z, "outlier_min_ratio": OUTLIER_MIN_RATIO,
-        "label": None if classes is None else {
+        "label": None if label_thresholds is None else {
             str(_plain(c)): float(t) for c, t in zip(classes, label_thresholds)},
     }
     return AuditReport(issues=issues, summary=summary, groups=groups, pairs=pairs,
@@ -725,11 +726,16 @@ def _outlier_statistic(embeddings: np.ndarray, readable: np.ndarray
 
 def _oof_probabilities(embeddings, labels, groups, readable, cv, random_state):
     """Out-of-fold class probabilities of the linear probe, folds kept off near-duplicates:
-    (probabilities (n, k) with NaN rows, classes, per-class thresholds t_j, note or None)."""
+    (probabilities (n, k) with NaN rows, classes, per-class thresholds t_j, note or None);
+    probabilities and thresholds are None when fewer than 2 folds can be drawn."""
     given = labels[readable]
     classes, codes, counts = _check_classes(given, readable=len(readable) < len(labels))
     n_groups = len(np.unique(groups[readable]))
     folds = int(min(cv, counts.min(), n_groups))
+    if folds < 2:
+        return None, classes, None, (
+            "label errors not checked: the images are copies of one another (one group of "
+            "near-duplicates), so no image can be predicted from images that are not its copies")
     note = None
     if folds < cv:
         why = ("the smallest class" if counts.min() <= n_groups
@@ -789,20 +795,16 @@ def _sorted_classes(labels: np.ndarray) -> np.ndarray:
 def _label_error_findings(probabilities, labels, classes, thresholds, readable) -> list[dict]:
     """Confident learning: below its own class's threshold, at or above another's."""
     index = {value: j for j, value in enumerate(classes)}
-    findings = []
-    for row in readable:
-        p = probabilities[row]
-        given = index[labels[row]]
-        if p[given] >= thresholds[given]:
-            continue
-        others = [j for j in range(len(classes)) if j != given and p[j] >= thresholds[j]]
-        if not others:
-            continue
-        suggested = max(others, key=lambda j: p[j])
-        findings.append({"row": int(row), "issue": "label_error",
-                         "score": float(np.clip(p[suggested] - p[given], 0.0, 1.0)),
-                         "suggested_label": classes[suggested]})
-    return findings
+    given = np.array([index[value] for value in labels[readable]], dtype=np.intp)
+    p = probabilities[readable]
+    at = np.arange(len(readable))
+    confident = p >= thresholds[None, :]  # p_j >= t_j
+    confident[at, given] = False  # ... for a class j other than the given one
+    flagged = (p[at, given] < thresholds[given]) & confident.any(axis=1)
+    suggested = np.where(confident, p, -np.inf).argmax(axis=1)
+    margin = np.clip(p[at, suggested] - p[at, given], 0.0, 1.0)
+    return [{"row": int(readable[i]), "issue": "label_error", "score": float(margin[i]),
+             "suggested_label": classes[suggested[i]]} for i in np.flatnonzero(flagged)]
 
 
 def _issue_table(findings: list[dict], paths: Sequence[str | None], groups: np.ndarray,

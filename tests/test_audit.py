@@ -323,3 +323,11 @@ def test_an_exact_copy_of_a_near_copy_points_at_its_twin():
     assert copies[["row", "issue", "duplicate_of"]].values.tolist() == [
         [25, "exact_duplicate", 20], [20, "near_duplicate", 3]]
     assert report.groups_[3] == report.groups_[20] == report.groups_[25]
+
+
+def test_copies_of_one_image_need_no_folds():
+    embeddings = np.tile(np.random.default_rng(0).normal(size=(1, 8)), (6, 1))
+    with pytest.warns(UserWarning, match="label errors not checked"):
+        report = audit(embeddings, np.array(["a", "b"] * 3))
+    assert report.probabilities_ is None and report.summary["label_error"] == 0
+    assert report.summary["near_duplicate"] == 5 and report.summary["label_conflict"] == 6
