@@ -6,6 +6,8 @@
 - :class:`FeatureCache` stores each image's features once, across folds, grids and sessions.
 - :func:`near_duplicate_groups` and :class:`NearDuplicateGroupKFold` (:mod:`~skdeep.model_selection`)
   keep near-duplicate images on one side of every split.
+- :func:`audit` (:mod:`~skdeep.data_audit`, ``skdeep audit``) lists exact and near-duplicates,
+  label conflicts, outliers and likely label errors, most certain first, with galleries.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
   a few layers, shallow to deep, to compare.
@@ -23,6 +25,7 @@ from ._version import __version__
 # by ``import skdeep``: the ``skdeep`` command then starts (``--help``, argument errors) without
 # the seconds torch, timm and scikit-learn take to import.
 _HOMES = {
+    "AuditReport": "data_audit",
     "BadImageError": "_inputs",
     "BadImageWarning": "_inputs",
     "CSVLogger": "callbacks",
@@ -38,6 +41,7 @@ _HOMES = {
     "NearDuplicateGroupKFold": "model_selection",
     "PretrainedCNNFeatures": "features",
     "WeightsUnavailableError": "_weights",
+    "audit": "data_audit",
     "compile_cache_dir": "_compiled",
     "evaluate": "evaluation",
     "layer_sweep": "backbones",
@@ -48,8 +52,8 @@ _HOMES = {
 }
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
-_SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "datasets",
-               "evaluation", "features", "model_selection")
+_SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "data_audit",
+               "datasets", "evaluation", "features", "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 

@@ -1,8 +1,8 @@
-"""The ``skdeep`` command: evaluate, extract, backbones, layers.
+"""The ``skdeep`` command: evaluate, audit, extract, backbones, layers.
 
 Parsing and dispatch only: the work is done by :mod:`skdeep.evaluation`,
 :class:`skdeep.PretrainedCNNFeatures` and :mod:`skdeep.datasets`, which are usable from Python
-the same way. Expected failures (a missing file, an unreadable image, unknown names, weights that
+the same way (:func:`skdeep.audit` for ``audit``). Expected failures (a missing file, an unreadable image, unknown names, weights that
 cannot be fetched offline, an output that cannot be written, a broken feature cache) print one
 line ``skdeep: error: ...`` on stderr and exit with 1; bad arguments exit with 2. ``--debug`` shows
 the full traceback instead. Outputs are checked before the work starts, and written so that a
@@ -44,19 +44,22 @@ from ._version import __version__
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
 DEFAULT_REPORT = "skdeep-report"
+DEFAULT_AUDIT = "skdeep-audit"
 
 _DESCRIPTION = """\
 skdeep: pretrained convolutional networks for people who know scikit-learn.
 
 Start with `skdeep evaluate`: it tells you, with cross-validation on your own labelled images,
 whether features of a pretrained network beat raw pixels, which layer transfers best, and
-(with --finetune) whether fine-tuning is worth its cost. Then use `skdeep extract` (or
+(with --finetune) whether fine-tuning is worth its cost; `skdeep audit` lists the duplicates,
+outliers and likely label errors worth a look before any score is trusted. Then use `skdeep extract` (or
 skdeep.PretrainedCNNFeatures in a scikit-learn Pipeline) to embed images with what won."""
 
 _EPILOG = """\
 examples:
   skdeep evaluate                          # bundled Fashion-MNIST sample (1,000 images)
   skdeep evaluate photos/ -o report/       # photos/<class>/<image>.jpg, report in report/
+  skdeep audit photos/ -o audit/           # duplicates, outliers, label errors, galleries
   skdeep extract photos/ -o features.parquet --layer penultimate
   skdeep backbones resnet                  # backbone names containing "resnet"
   skdeep layers efficientnet_lite0 --depth 2
@@ -110,6 +113,44 @@ examples:
   skdeep evaluate tiles/ --finetune --finetune-tta symmetric   # no up direction
 
 The report goes to ./{DEFAULT_REPORT}/ unless -o is given; its files are replaced."""
+
+_AUDIT_DESCRIPTION = """\
+What should a person look at in these images before training on them? Lists, most certain
+first:
+  exact_duplicate   identical pixels (the same file twice, re-saved in another format)
+  near_duplicate    a near-copy of an earlier image (re-encoded, brightened, shifted...)
+  label_conflict    copies given different labels (every member of the group)
+  outlier           far from every other image in the CNN embedding
+  label_error       a label the other images contradict: confident learning on the
+                    out-of-fold probabilities of a linear probe (StandardScaler +
+                    LogisticRegression on the embeddings), the folds keeping
+                    near-duplicates together
+Each image is decoded once and embedded once. The first image of a group of copies is the one
+to keep; every other copy is a finding.
+
+Prints the counts per issue type and the top findings, and writes to the output folder:
+issues.csv (one row per finding: row, path, issue, score in [0, 1], group, duplicate_of,
+given_label, suggested_label), summary.json (counts, cuts, provenance, skdeep version) and one
+gallery PNG per issue type found (exact_duplicate.png, near_duplicate.png...)."""
+
+_AUDIT_EPILOG = f"""\
+INPUT:
+  (none)            the bundled sample: 1,000 Fashion-MNIST images, 28x28, 10 classes
+  a folder          one subfolder per class: INPUT/<class>/<image> (labelled); a folder of
+                    images without subfolders is audited without labels
+  a .csv/.parquet   a table with a path column (--path-column) and, if it has one, a label
+                    column (--label-column, default: label when the table has it)
+--no-labels audits without labels: duplicates and outliers only.
+
+{_IMAGE_SIZE_NOTE}
+
+examples:
+  skdeep audit                                  # the bundled sample
+  skdeep audit photos/ -o audit/
+  skdeep audit index.csv --label-column species --on-error nan
+  skdeep audit photos/ --threshold 0.05         # one absolute cosine cut for near-duplicates
+
+The output goes to ./{DEFAULT_AUDIT}/ unless -o is given; its files are replaced."""
 
 _EXTRACT_DESCRIPTION = """\
 Embed images with a pretrained CNN (frozen) and save one row of features per image: the
@@ -225,7 +266,7 @@ def _resume_hint(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
     """``; <what was kept and how to resume>`` for the interrupted command, or nothing."""
     if isinstance(exc, _Interrupted):
         return f"; {exc}"
-    if getattr(args, "command", None) != "evaluate":
+    if getattr(args, "command", None) not in ("evaluate", "audit"):
         return ""
     if args.cache:
         return (f"; the features computed so far are kept in the cache {args.cache}: run the "
@@ -257,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command",
                                      parser_class=_Parser)
     _add_evaluate(commands)
+    _add_audit(commands)
     _add_extract(commands)
     _add_backbones(commands)
     _add_layers(commands)
@@ -327,6 +369,40 @@ def _add_evaluate(commands) -> None:
     report = sub.add_argument_group("report")
     report.add_argument("--map", choices=("pca", "tsne"), default="pca",
                         help="2-D map of the embeddings: pca (fast) or tsne (default: pca)")
+    _runtime_options(sub.add_argument_group("runtime"))
+
+
+def _add_audit(commands) -> None:
+    sub = _command(commands, "audit", _run_audit,
+                   help="find duplicates, label conflicts, outliers and label errors in images",
+                   description=_AUDIT_DESCRIPTION, epilog=_AUDIT_EPILOG)
+    sub.add_argument("input", nargs="?", metavar="INPUT",
+                     help="class-per-folder directory, folder of images, or CSV/parquet with a "
+                          "path column (default: the bundled Fashion-MNIST sample)")
+    sub.add_argument("-o", "--output", default=DEFAULT_AUDIT, metavar="DIR",
+                     help=f"output folder (default: ./{DEFAULT_AUDIT})")
+    data = sub.add_argument_group("data")
+    data.add_argument("--path-column", default="path", metavar="NAME",
+                      help="column of image paths when INPUT is a table (default: path)")
+    data.add_argument("--label-column", default=None, metavar="NAME",
+                      help="column of labels when INPUT is a table (default: label, when the "
+                           "table has it)")
+    data.add_argument("--no-labels", dest="labels", action="store_false",
+                      help="ignore the labels: find duplicates and outliers only")
+    method = sub.add_argument_group("method")
+    _backbone_options(method)
+    method.add_argument("--layer", type=_layer_list, action="extend", metavar="LAYER[,LAYER]",
+                        help="layer(s) of the embedding, concatenated (default: penultimate)")
+    _image_size_option(method)
+    method.add_argument("--folds", type=_int_at_least(2), default=5, metavar="K",
+                        help="folds of the out-of-fold probabilities for label errors, lowered "
+                             "to the smallest class's size when needed (default: 5)")
+    method.add_argument("--threshold", type=_threshold, default="auto", metavar="auto|D",
+                        help="near-duplicates: auto (exact, pixel and embedding rules relative "
+                             "to the data) or an absolute cosine distance D in [0, 2] in the "
+                             "embedding (default: auto)")
+    method.add_argument("--seed", type=_int_at_least(0), default=0,
+                        help="seed of the folds (default: 0)")
     _runtime_options(sub.add_argument_group("runtime"))
 
 
@@ -536,6 +612,21 @@ def _image_sizes(text: str) -> list[int | str | None]:
 _image_sizes.__name__ = "image sizes"
 
 
+def _threshold(text: str) -> str | float:
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be a cosine distance in [0, 2], got {text}")
+    return value
+
+
+_threshold.__name__ = "threshold"
+
+
 def _pooling(text: str) -> str | None:
     if text.lower() == "none":
         return None
@@ -598,6 +689,37 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     folder = Path(args.output)
     names = ", ".join(path.name for path in written)
     print(f"\nReport written to {folder}{os.sep} ({names})", flush=True)
+    return EXIT_OK
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from ._inputs import auto_image_size
+    from .data_audit import audit
+    from .features import PretrainedCNNFeatures
+
+    if args.label_column is not None and not args.labels:
+        raise _UsageError("--label-column and --no-labels contradict each other")
+    _check_folder(Path(args.output), Path(args.output))
+    X, y, source = _audit_input(args)
+    progress = _progress(args)
+    # The rule of `skdeep evaluate` and `extract` too: the same images, the same input size.
+    size = auto_image_size(X) if args.image_size == "auto" else args.image_size
+    cnn = PretrainedCNNFeatures(
+        backbone=args.backbone, weights=args.weights, layer=args.layer or ["penultimate"],
+        image_size=size, batch_size=args.batch_size, device=args.device,
+        precision=args.precision, num_workers=args.workers, on_error=args.on_error,
+        cache=args.cache, progress=progress, random_state=args.seed,
+        compile=_COMPILE[args.compile],
+    ).fit()  # bad backbone or layer names fail before any image is read
+    print(f"Auditing {source}{'' if y is not None else ' (without labels)'} with "
+          f"{cnn.backbone_.name} at {cnn.data_config_['input_size'][-1]} px ...",
+          file=sys.stderr, flush=True)
+    report = audit(X, y, estimator=cnn, cv=args.folds, threshold=args.threshold,
+                   random_state=args.seed, on_error=args.on_error, progress=progress)
+    print(report.describe(top=10), flush=True)
+    written = report.plot(args.output)
+    names = ", ".join(path.name for path in written)
+    print(f"\nAudit written to {Path(args.output)}{os.sep} ({names})", flush=True)
     return EXIT_OK
 
 
@@ -732,6 +854,41 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
                               label_column=args.label_column)
     return (table["file"].tolist(), table["label"].to_numpy(),
             f"{len(table)} images listed in {args.input}")
+
+
+def _audit_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """INPUT of audit -> (X, y or None, description): labelled when the input has labels."""
+    from .datasets import find_images, read_image_table
+
+    if args.input is None or (os.path.isdir(args.input) and args.labels
+                              and _has_subfolders(args.input)):
+        X, y, source = _labelled_input(args)
+        return X, (y if args.labels else None), source
+    if os.path.isdir(args.input):
+        paths = find_images(args.input)
+        if not paths:
+            raise ValueError(f"no image files under {args.input!r} (looked for "
+                             "png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm, pgm, pbm)")
+        return paths, None, f"{len(paths)} images in {args.input}"
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(f"INPUT not found: {args.input!r}")
+    if args.labels:
+        column = args.label_column or "label"
+        try:
+            table = read_image_table(args.input, path_column=args.path_column,
+                                     label_column=column)
+            return (table["file"].tolist(), table["label"].to_numpy(),
+                    f"{len(table)} images listed in {args.input}")
+        except ValueError as exc:
+            if args.label_column is not None or f"has no column {column!r}" not in str(exc):
+                raise
+    table = read_image_table(args.input, path_column=args.path_column)
+    return table["file"].tolist(), None, f"{len(table)} images listed in {args.input}"
+
+
+def _has_subfolders(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return any(entry.is_dir() and not entry.name.startswith(".") for entry in entries)
 
 
 def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -887,6 +1044,7 @@ PARAMETER_FLAGS = {
     "compile": "--compile",
     "cv": "--folds",
     "duplicates": "--duplicates",
+    "threshold": "--threshold",
     "max_images": "--max-images",
 }
 #: The library's functions the messages point at, and the command that shows the same.
@@ -894,6 +1052,7 @@ FUNCTION_COMMANDS = {
     "skdeep.list_backbones()": "`skdeep backbones`",
     "skdeep.list_layers(backbone)": "`skdeep layers BACKBONE`",
     "skdeep.list_layers()": "`skdeep layers BACKBONE`",
+    "y=None": "--no-labels",  # audit without labels
 }
 _VALUE = r"""'[^']*'|"[^"]*"|[\w+-]+(?:\.[\w+-]+)*"""  # not a sentence's full stop
 _PARAMETER = re.compile(r"(?<![\w.])(" + "|".join(PARAMETER_FLAGS) + r")=(" + _VALUE + ")")

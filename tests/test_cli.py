@@ -195,7 +195,8 @@ HEAVY = ("torch", "timm", "sklearn", "pandas", "torchvision", "PIL", "numpy")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["extract", "--help"], ["evaluate", "--nope"],
-                                  ["extract", "in/", "-o", "x.bad"]])
+                                  ["extract", "in/", "-o", "x.bad"], ["audit", "--help"],
+                                  ["audit", "--threshold", "9"]])
 def test_help_and_argument_errors_import_nothing_heavy(argv):
     # `skdeep --help` took 5 s, importing torch and timm: the parser must need none of them.
     probe = ("import runpy, sys\n"

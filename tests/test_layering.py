@@ -47,6 +47,7 @@ LAYERS = [
     "callbacks",        # training callbacks
     "classifier",       # FineTunedCNNClassifier
     "model_selection",  # near-duplicate groups and the splitter that keeps them together
+    "data_audit",       # audit: duplicates, label conflicts, outliers, label errors
     # built on the estimators
     "_report",          # an evaluation in words, files and plots
     "_result",          # EvaluationResult
