@@ -67,22 +67,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.validation import check_is_fitted
 
 from ._atomic import atomic_write
-from ._inputs import as_items, auto_image_size, load_item, preview
+from ._inputs import as_items, load_item, preview
 from ._version import __version__
-from .features import PretrainedCNNFeatures
-from .model_selection import ImageSignatures, find_near_duplicates, image_signatures
+from .model_selection import (
+    ImageSignatures,
+    embed_images,
+    find_near_duplicates,
+    is_embedding_matrix,
+)
 
 __all__ = ["ISSUE_TYPES", "MIN_IMAGES_FOR_OUTLIERS", "OUTLIER_MIN_RATIO", "OUTLIER_Z",
            "AuditReport", "audit"]
@@ -514,7 +515,7 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     """
     if hasattr(X, "__len__") and not isinstance(X, (str, os.PathLike)) and len(X) == 0:
         raise ValueError("X is empty: audit needs at least 2 images.")
-    items = None if _is_embedding_matrix(X) else as_items(X)
+    items = None if is_embedding_matrix(X) else as_items(X)
     n = len(X) if items is None else len(items)
     if n < 2:
         raise ValueError(f"X has {n} image; audit needs at least 2 (duplicates, outliers and "
@@ -522,7 +523,10 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     labels = _check_labels(y, n) if y is not None else None
     if labels is not None:
         _check_classes(labels)  # before the work, not after it
-    embeddings, signatures, provenance = _embed(X, items, estimator, on_error, progress)
+    embedded = embed_images(X if items is None else items, estimator, on_error=on_error,
+                            progress=progress)
+    embeddings, signatures, provenance = (embedded.embeddings, embedded.signatures,
+                                          embedded.provenance)
     paths = [_path_of(item) for item in items] if items is not None else [None] * n
 
     bad = ~np.isfinite(embeddings).all(axis=1)
@@ -587,39 +591,6 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
 
 
 # --- steps -------------------------------------------------------------------------------------
-
-
-def _is_embedding_matrix(X: Any) -> bool:
-    """A 2-D floating-point array: embeddings, not images (an image batch has 3 or 4 axes)."""
-    if isinstance(X, torch.Tensor):
-        return X.ndim == 2 and X.dtype.is_floating_point
-    return isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.floating)
-
-
-def _embed(X: Any, items: Any, estimator: Any, on_error: str, progress: bool):
-    """(embeddings, signatures or None, provenance or None) of X, whose ``items`` are None for
-    an embedding matrix."""
-    if items is None:
-        embeddings = (X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X)
-        return np.asarray(embeddings, dtype=np.float64), None, None
-    # Decoded once for the signatures; an unreadable image under "raise" stops here, named,
-    # before the network runs.
-    signatures = image_signatures(items, on_error=on_error, progress=progress)
-    if estimator is None:
-        estimator = PretrainedCNNFeatures(image_size=auto_image_size(items), on_error=on_error,
-                                          progress=progress)
-    elif (hasattr(estimator, "get_params")
-          and estimator.get_params(deep=False).get("on_error", on_error) != on_error):
-        estimator = clone(estimator).set_params(on_error=on_error)
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        estimator = estimator.fit(items)  # PretrainedCNNFeatures.fit does not read the images
-    embeddings = np.asarray(estimator.transform(items), dtype=np.float64)
-    if embeddings.ndim != 2 or len(embeddings) != len(items):
-        raise ValueError(f"the estimator's transform returned shape {embeddings.shape}; audit "
-                         f"needs one row per image ({len(items)}).")
-    return embeddings, signatures, getattr(estimator, "provenance_", None)
 
 
 def _path_of(item: Any) -> str | None:

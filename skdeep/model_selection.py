@@ -50,6 +50,7 @@ import torch
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.model_selection._split import BaseCrossValidator
@@ -63,19 +64,22 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items
+from ._inputs import ImageDataset, as_items, auto_image_size
 from .features import PretrainedCNNFeatures
 
 __all__ = [
     "EMBEDDING_FACTOR",
+    "Embedded",
     "N_NEIGHBORS",
     "NearDuplicateGroupKFold",
     "NearDuplicates",
     "PIXEL_FACTOR",
     "THUMBNAIL_SIZE",
     "ImageSignatures",
+    "embed_images",
     "find_near_duplicates",
     "image_signatures",
+    "is_embedding_matrix",
     "near_duplicate_groups",
 ]
 
@@ -344,27 +348,97 @@ def _by_first_appearance(labels: np.ndarray) -> np.ndarray:
 # --- the public entry points -------------------------------------------------------------------
 
 
-def _is_embedding_matrix(X: Any) -> bool:
-    """A 2-D floating-point array: embeddings, not images (an image batch has 3 or 4 axes)."""
-    return (isinstance(X, np.ndarray | torch.Tensor) and X.ndim == 2
-            and (X.dtype.is_floating_point if isinstance(X, torch.Tensor)
-                 else np.issubdtype(X.dtype, np.floating)))
+class Embedded(NamedTuple):
+    """What :func:`embed_images` made of ``X``.
+
+    Attributes
+    ----------
+    items : ndarray, list or None
+        The images as :class:`~skdeep.PretrainedCNNFeatures` reads them (None when X was an
+        embedding matrix).
+    embeddings : ndarray of shape (n_samples, n_features), float64
+        One row per image; NaN rows for unreadable images under ``on_error="nan"``.
+    signatures : ImageSignatures or None
+        The images' pixel digests and thumbnails (None for an embedding matrix).
+    provenance : dict or None
+        The estimator's ``provenance_``, when it has one.
+    """
+
+    items: Any
+    embeddings: np.ndarray
+    signatures: ImageSignatures | None
+    provenance: dict | None
 
 
-def _embed(X: Any, estimator: Any) -> tuple[np.ndarray, ImageSignatures | None]:
-    """Embeddings of ``X`` (with ``estimator``, default ``PretrainedCNNFeatures()``) and, for
-    images, their signatures."""
-    if _is_embedding_matrix(X):
-        return np.asarray(X, dtype=np.float64), None
-    estimator = PretrainedCNNFeatures() if estimator is None else estimator
-    on_error = getattr(estimator, "on_error", "raise")
+def is_embedding_matrix(X: Any) -> bool:
+    """Whether ``X`` is a 2-D floating-point array (embeddings), not images (3 or 4 axes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.model_selection import is_embedding_matrix
+    >>> is_embedding_matrix(np.zeros((5, 8))), is_embedding_matrix(np.zeros((5, 8, 8), np.uint8))
+    (True, False)
+    """
+    if isinstance(X, torch.Tensor):
+        return X.ndim == 2 and X.dtype.is_floating_point
+    return isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.floating)
+
+
+def embed_images(X: Any, estimator: Any = None, *, on_error: str = "raise",
+                 progress: bool = False) -> Embedded:
+    """The one embedding step of :func:`near_duplicate_groups`, the splitter and ``audit``.
+
+    Each image is decoded once for its signature (an unreadable image under ``"raise"`` stops
+    here, named, before the network runs) and embedded once by ``estimator``.
+
+    Parameters
+    ----------
+    X : images, image paths, or array of shape (n_samples, n_features) of embeddings
+        An embedding matrix is returned as it is, with no signatures.
+    estimator : transformer, default=None
+        Default: ``PretrainedCNNFeatures`` at the input size of ``image_size="auto"`` (96 px
+        for images of at most 64 px, else the weights' own), the rule of ``evaluate`` and
+        ``extract``. Fitted here if it is not yet. One whose ``on_error`` differs from
+        ``on_error`` is used as a clone with ``on_error`` set.
+    on_error : {"raise", "nan"}, default="raise"
+    progress : bool, default=False
+
+    Returns
+    -------
+    Embedded
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep import PretrainedCNNFeatures
+    >>> from skdeep.model_selection import embed_images
+    >>> images = np.zeros((3, 16, 16), dtype=np.uint8)
+    >>> cnn = PretrainedCNNFeatures(image_size=32, precision="fp32", layer="blocks.1")
+    >>> embedded = embed_images(images, cnn)
+    >>> embedded.embeddings.shape, embedded.signatures.thumbnails.shape
+    ((3, 24), (3, 256))
+    """
+    if is_embedding_matrix(X):
+        embeddings = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+        return Embedded(None, np.asarray(embeddings, dtype=np.float64), None, None)
     items = as_items(X)
-    signatures = image_signatures(items, on_error=on_error)
+    signatures = image_signatures(items, on_error=on_error, progress=progress)
+    if estimator is None:
+        estimator = PretrainedCNNFeatures(image_size=auto_image_size(items), on_error=on_error,
+                                          progress=progress)
+    elif (hasattr(estimator, "get_params")
+          and estimator.get_params(deep=False).get("on_error", on_error) != on_error):
+        estimator = clone(estimator).set_params(on_error=on_error)
     try:
         check_is_fitted(estimator)
     except NotFittedError:
         estimator = estimator.fit(items)  # PretrainedCNNFeatures.fit does not read the images
-    return np.asarray(estimator.transform(items), dtype=np.float64), signatures
+    embeddings = np.asarray(estimator.transform(items), dtype=np.float64)
+    if embeddings.ndim != 2 or len(embeddings) != len(items):
+        raise ValueError(f"the estimator's transform returned shape {embeddings.shape}; one row "
+                         f"per image ({len(items)}) is needed.")
+    return Embedded(items, embeddings, signatures, getattr(estimator, "provenance_", None))
 
 
 @validate_params({"X": "no_validation", "threshold": _THRESHOLD,
@@ -384,8 +458,9 @@ def near_duplicate_groups(X: Any, *, threshold: float | str = "auto",
         ``"auto"``: exact, pixel and embedding rules relative to the data (see the module
         docstring). A float: an absolute cosine distance in the embedding.
     estimator : transformer, default=None
-        Makes the embeddings of images; default ``PretrainedCNNFeatures()`` (penultimate layer
-        of EfficientNet-Lite0). Fitted here if it is not yet.
+        Makes the embeddings of images, as :func:`embed_images` says (default: the penultimate
+        layer of EfficientNet-Lite0 at the ``image_size="auto"`` input size). Fitted here if it
+        is not yet.
 
     Returns
     -------
@@ -405,8 +480,9 @@ def near_duplicate_groups(X: Any, *, threshold: float | str = "auto",
     >>> near_duplicate_groups(images, estimator=cnn).tolist()
     [0, 1, 2, 3, 1, 4]
     """
-    embeddings, signatures = _embed(X, estimator)
-    return find_near_duplicates(embeddings, signatures=signatures, threshold=threshold).groups
+    embedded = embed_images(X, estimator, on_error=getattr(estimator, "on_error", "raise"))
+    return find_near_duplicates(embedded.embeddings, signatures=embedded.signatures,
+                                threshold=threshold).groups
 
 
 class NearDuplicateGroupKFold(BaseCrossValidator):
@@ -431,8 +507,8 @@ class NearDuplicateGroupKFold(BaseCrossValidator):
     threshold : "auto" or float, default="auto"
         As for :func:`near_duplicate_groups`.
     estimator : transformer, default=None
-        Makes the embeddings; default ``PretrainedCNNFeatures()``. Give the one of your pipeline
-        (with ``cache=``) and the images are embedded once for the groups and the models.
+        Makes the embeddings (see :func:`embed_images`). Give the one of your pipeline (with
+        ``cache=``) and the images are embedded once for the groups and the models.
 
     Attributes
     ----------
