@@ -27,3 +27,7 @@ TTA_NAMES = ("flip", "symmetric")
 
 #: ``duplicates=`` of evaluate: keep near-duplicate images in one fold ("group") or not.
 DUPLICATES = ("group", "ignore")
+
+#: The file skdeep writes into each folder of its own output (a report, an audit): a folder
+#: holding it is never read as images (skdeep.datasets skips it, with a note).
+OUTPUT_MARKER = ".skdeep-output"

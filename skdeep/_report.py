@@ -26,6 +26,7 @@ from ._strategies import (
     short_label,
     strategy_label,
 )
+from .datasets import mark_output_folder
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
 # summary() and save() call this module, and the dependency goes one way.
@@ -257,6 +258,7 @@ def write_report(result: Result, folder: str | os.PathLike, *,
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"the report folder {str(folder)!r} is a file")
     folder.mkdir(parents=True, exist_ok=True)
+    mark_output_folder(folder)  # its PNG plots are never read back as images
     written = []
 
     def keep(path: Path, write) -> None:

@@ -669,6 +669,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.finetune_tta == _NO_TTA:
         finetune_params["tta"] = None
     _check_folder(Path(args.output), Path(args.output))
+    _warn_if_inside_input(Path(args.output), args.input)
     X, y, source = _labelled_input(args)
     progress = _progress(args)
     print(f"Evaluating {source} ...", file=sys.stderr, flush=True)
@@ -700,6 +701,7 @@ def _run_audit(args: argparse.Namespace) -> int:
     if args.label_column is not None and not args.labels:
         raise _UsageError("--label-column and --no-labels contradict each other")
     _check_folder(Path(args.output), Path(args.output))
+    _warn_if_inside_input(Path(args.output), args.input)
     X, y, source = _audit_input(args)
     progress = _progress(args)
     # The rule of `skdeep evaluate` and `extract` too: the same images, the same input size.
@@ -960,6 +962,18 @@ def _check_not_an_input(target: Path, inputs: Sequence[str]) -> None:
             which = "it" if written == target else f"its file {written}"
             raise ValueError(f"cannot write {target}: {which} is the input {source} (the same "
                              "file); writing would destroy the input: choose another OUT")
+
+
+def _warn_if_inside_input(report: Path, source: str | None) -> None:
+    """A report folder inside the INPUT folder is skipped by skdeep (it carries the output
+    marker), but other tools would read its plots as images: say so, once."""
+    if source is None or not os.path.isdir(source):
+        return
+    inside = Path(os.path.realpath(report)).is_relative_to(os.path.realpath(source))
+    if inside:
+        warnings.warn(f"the report folder {str(report)!r} lies inside INPUT {source!r}: skdeep "
+                      "marks it and never reads it as images, but other tools would; give -o a "
+                      "folder outside INPUT", UserWarning, stacklevel=2)
 
 
 def _check_folder(folder: Path, output: Path) -> None:

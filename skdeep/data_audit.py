@@ -78,6 +78,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from ._atomic import atomic_write
 from ._inputs import as_items, load_item, preview
 from ._version import __version__
+from .datasets import mark_output_folder
 from .model_selection import (
     ImageSignatures,
     embed_images,
@@ -239,6 +240,7 @@ class AuditReport:
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(f"the audit folder {str(folder)!r} is a file")
         folder.mkdir(parents=True, exist_ok=True)
+        mark_output_folder(folder)  # its galleries are never read back as images
         written: list[Path] = []
 
         def keep(target: Path, write) -> None:

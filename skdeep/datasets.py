@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ._defaults import OUTPUT_MARKER
 from ._inputs import preview
 
 __all__ = [
@@ -278,6 +279,9 @@ def load_image_folder(
     suffixes = _normalize_extensions(extensions)
     entries = sorted(os.scandir(root), key=lambda entry: entry.name)
     classes = [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+    for name in [c for c in classes if os.path.isfile(os.path.join(root, c, OUTPUT_MARKER))]:
+        classes.remove(name)  # a report folder inside the collection: not a class
+        _note_skipped(os.path.join(root, name), stacklevel=3)
     loose = [e.name for e in entries if not e.name.startswith(".") and e.is_file()
              and e.name.lower().endswith(suffixes)]
     if not classes:
@@ -369,6 +373,10 @@ def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[tuple[str, st
             subfolders[:] = []  # listed already under an earlier path, or a loop upwards
             continue
         walked.add(real_folder)
+        if OUTPUT_MARKER in files:  # skdeep's own output (a report's PNG plots): not images
+            subfolders[:] = []
+            _note_skipped(folder)
+            continue
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         rel_folder = os.path.relpath(folder, root)
         for name in files:
@@ -383,6 +391,51 @@ def _relative_images(root: str, suffixes: tuple[str, ...]) -> list[tuple[str, st
     for rel, real in found:
         first.setdefault(real, rel)
     return [(rel, real) for real, rel in first.items()]
+
+
+def mark_output_folder(folder: str | os.PathLike) -> Path:
+    """Mark ``folder`` as skdeep's own output, so that it is never read as images.
+
+    ``skdeep evaluate`` and ``skdeep audit`` write their report folders with PNG plots in them;
+    run inside the image collection (``cd photos && skdeep evaluate .``), the next run would
+    read those plots as images of a class named after the report folder. Each such folder holds
+    the small file :data:`~skdeep._defaults.OUTPUT_MARKER` (``.skdeep-output``), and
+    :func:`find_images` and :func:`load_image_folder` skip any folder holding it, with a
+    warning that names it.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        An existing folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The marker file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "report").mkdir()
+    >>> Image.new("RGB", (8, 8)).save(root / "report" / "plot.png")
+    >>> _ = mark_output_folder(root / "report")
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     find_images(root)
+    []
+    """
+    marker = Path(folder) / OUTPUT_MARKER
+    marker.write_text("This folder was written by skdeep. skdeep never reads a folder holding "
+                      "this file as images.\n", encoding="utf-8")
+    return marker
+
+
+def _note_skipped(folder: str, stacklevel: int = 4) -> None:
+    warnings.warn(f"{folder!r} holds skdeep's own output (the file {OUTPUT_MARKER}): its files "
+                  "are not read as images", UserWarning, stacklevel=stacklevel)
 
 
 def _encloses(folder: str, path: str) -> bool:

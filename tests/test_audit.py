@@ -260,7 +260,7 @@ def test_plot_of_embeddings_writes_the_tables_only(tmp_path):
     written = audit(embeddings, labels, random_state=0).plot(tmp_path)
     assert [path.name for path in written] == ["issues.csv", "summary.json"]
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "issues.csv", "mine.png", "summary.json"]
+        ".skdeep-output", "issues.csv", "mine.png", "summary.json"]
 
 
 # --- the command -------------------------------------------------------------------------------

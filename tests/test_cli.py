@@ -32,7 +32,8 @@ from _helpers import TINY, make_images
 
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
-                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"}
+                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png",
+                ".skdeep-output"}  # the marker: never read back as images
 
 
 def _image(value_or_array, size=16, seed=0):

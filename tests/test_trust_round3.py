@@ -6,6 +6,7 @@ the other output checks, in test_trust_cli.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import warnings
@@ -378,3 +379,49 @@ def test_the_classifier_predicts_a_mirrored_image_as_its_original_under_tta_flip
     clf.set_params(tta="flip")
     np.testing.assert_allclose(clf.predict_proba(images[:, :, ::-1].copy()),
                                clf.predict_proba(images), rtol=1e-5, atol=1e-6)
+
+
+# --- item 3: skdeep never reads its own report as images ----------------------------------------
+
+
+def _labelled(root):
+    for label, value in (("bright", 200), ("dark", 50)):
+        (root / label).mkdir(parents=True)
+        for k in range(6):
+            pixels = np.full((16, 16, 3), value, np.uint8)
+            pixels[k::6] = 255 - value  # stripes at another place in each image
+            Image.fromarray(pixels).save(root / label / f"{k}.png")
+    return root
+
+
+def test_evaluate_run_twice_inside_its_input_reads_no_plot_as_an_image(tmp_path, capsys,
+                                                                        monkeypatch):
+    photos = _labelled(tmp_path / "photos")
+    monkeypatch.chdir(photos)
+    argv = ["evaluate", ".", "--folds", "2", "--layers", "blocks.1", "--image-size", "32",
+            "--precision", "fp32", "--no-progress", "--duplicates", "ignore"]
+    code, first, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "lies inside INPUT" in err  # the default ./skdeep-report is inside "."
+    assert (photos / "skdeep-report" / ".skdeep-output").is_file()
+    before = json.loads((photos / "skdeep-report" / "results.json").read_text())
+    code, second, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "12 images, 2 classes" in second and "skdeep-report" in err
+    after = json.loads((photos / "skdeep-report" / "results.json").read_text())
+    assert after["config"]["classes"] == ["bright", "dark"]
+    assert ([row["accuracy_mean"] for row in after["scores"]]
+            == [row["accuracy_mean"] for row in before["scores"]])
+
+
+def test_find_images_skips_a_marked_folder_with_a_note(tmp_path):
+    from skdeep.datasets import find_images, mark_output_folder
+
+    photos = _photos(tmp_path / "photos")
+    report = photos / "report"
+    report.mkdir()
+    Image.new("RGB", (8, 8)).save(report / "plot.png")
+    mark_output_folder(report)
+    with pytest.warns(UserWarning, match="skdeep's own output"):
+        found = find_images(photos)
+    assert [os.path.basename(path) for path in found] == ["0.png", "1.png", "2.png"]
