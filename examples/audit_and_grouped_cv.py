@@ -54,7 +54,8 @@ def copy_of(image: np.ndarray, kind: str) -> np.ndarray:
 
 images, labels = load_fashion_sample(return_X_y=True)
 development, test, y_development, y_test = train_test_split(
-    images, labels, train_size=300 if SMALL else 600, stratify=labels, random_state=0)
+    images, labels, train_size=200 if SMALL else 600, test_size=200 if SMALL else 400,
+    stratify=labels, random_state=0)
 
 # Copies of 30 % of the development images, with their source's label.
 sources = rng.choice(len(development), size=int(0.3 * len(development)), replace=False)

@@ -32,8 +32,8 @@ from _helpers import TINY, make_images
 
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
-                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png",
-                ".skdeep-output"}  # the marker: never read back as images
+                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"}
+MARKER = ".skdeep-output"  # in every report folder: never read back as images
 
 
 def _image(value_or_array, size=16, seed=0):
@@ -359,7 +359,7 @@ def test_evaluate_folder_writes_the_report(labelled_folder, tmp_path, capsys):
     results = json.loads((report / "results.json").read_text())
     # duplicates.csv when the near-duplicate search found some (one colour + noise per class)
     found = {"duplicates.csv"} if results["config"]["n_duplicate_groups"] else set()
-    assert {p.name for p in report.iterdir()} == REPORT_FILES | found
+    assert {p.name for p in report.iterdir()} == REPORT_FILES | found | {MARKER}
     strategies = [row["strategy"] for row in results["scores"]]
     singles = ["blocks.1", "blocks.3", "blocks.5", "penultimate"]
     pairs = [f"{a}+{b}" for i, a in enumerate(singles) for b in singles[i + 1:]]

@@ -27,6 +27,7 @@ EXPECTED_OUTPUT = {
     "decaf_vgg16.py": "DeCAF7 (fc7)",
     "finetune_steplr.py": "reloaded model predicts the same labels: True",
     "choose_strategy.py": "wins at",
+    "audit_and_grouped_cv.py": "grouped 5-fold CV",
 }
 
 # Public names an example imports beyond the foundation; a missing one skips with a reason.
@@ -34,6 +35,7 @@ REQUIRES = {
     "finetune_steplr.py": [("skdeep", "FineTunedCNNClassifier")],
     "choose_strategy.py": [("skdeep", "FineTunedCNNClassifier")],
     "grid_search_layers.py": [("skdeep", "FeatureCache")],
+    "audit_and_grouped_cv.py": [("skdeep", "audit"), ("skdeep", "NearDuplicateGroupKFold")],
 }
 COMMON_REQUIREMENTS = [("skdeep.datasets", "load_fashion_sample")]
 

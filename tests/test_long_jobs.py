@@ -441,7 +441,10 @@ def test_a_cache_made_before_versions_is_adopted(tmp_path):
                 PRIMARY KEY (layer_key, image_key)) WITHOUT ROWID;
             INSERT INTO features VALUES ('layer', 'image', x'0000803f', 4, 0);
         """)
-    assert FeatureCache(folder).get("layer", ["image"], width=1)["image"].tolist() == [1.0]
+    # The layout is adopted; the entry, stored before vectors carried a checksum, is not served
+    # (in use, its layer key holds the older feature format and is never looked up at all).
+    with pytest.warns(DamagedCacheWarning):
+        assert FeatureCache(folder).get("layer", ["image"], width=1) == {}
     with sqlite3.connect(folder / "features.sqlite") as connection:
         assert connection.execute("PRAGMA user_version").fetchone() == (1,)
 
