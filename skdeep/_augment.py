@@ -104,7 +104,7 @@ def describe(augment: Any) -> Any:
     return {"callable": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(augment))[:500]}
 
 
-def train_transform(data_config: dict[str, Any], augment: Any):
+def train_transform(data_config: dict[str, Any], augment: Any, *, exact_centre: bool = False):
     """The train-time transform of ``augment`` (PIL image -> ``uint8`` CHW tensor).
 
     Parameters
@@ -115,6 +115,10 @@ def train_transform(data_config: dict[str, Any], augment: Any):
         ``False`` is the evaluation transform (resize, centre crop). A callable receives the
         evaluation transform's ``uint8`` (C, H, W) tensor and returns an image of that shape.
 
+    exact_centre : bool, default=False
+        For the evaluation transform: an exactly centred crop (the group TTA policies need it;
+        see :class:`~skdeep._preprocessing.GeometricTransform`).
+
     Returns
     -------
     transform
@@ -122,7 +126,7 @@ def train_transform(data_config: dict[str, Any], augment: Any):
     """
     policy = resolve_policy(augment)
     if policy is None:
-        return geometric_transform(data_config)
+        return geometric_transform(data_config, exact_centre=exact_centre)
     if not isinstance(policy, Policy):
         return AugmentTransform(geometric_transform(data_config), CheckedAugment(policy))
     base = GeometricTransform(data_config, train=True, scale=policy.scale, ratio=policy.ratio,

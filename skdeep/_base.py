@@ -94,7 +94,9 @@ class CNNEstimatorMixin:
         )
 
     def _transform(self, train: bool):
-        return geometric_transform(self.data_config_, train=train)
+        # The group TTA policies need an exactly centred crop (see GeometricTransform).
+        return geometric_transform(self.data_config_, train=train,
+                                   exact_centre=not train and self.tta in TTA_NAMES)
 
     def _inference_batch_size(self) -> int:
         """``batch_size``, or for ``None`` the size that runs fastest on ``device_``."""

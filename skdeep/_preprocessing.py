@@ -55,14 +55,16 @@ def with_image_size(data_config: dict[str, Any], image_size: int | None) -> dict
     return config
 
 
-def geometric_transform(data_config: dict[str, Any], *, train: bool = False) -> GeometricTransform:
+def geometric_transform(data_config: dict[str, Any], *, train: bool = False,
+                        exact_centre: bool = False) -> GeometricTransform:
     """PIL image -> ``uint8`` CHW tensor of the network's input size.
 
-    At eval time: resize then centre crop, as the weights were evaluated. At train time: timm's
-    random-resized-crop and horizontal flip, with the same interpolation and size (the
-    ``"natural"`` policy of :mod:`skdeep._augment`, which defines the others).
+    At eval time: resize then centre crop, as the weights were evaluated (``exact_centre``: with
+    the crop exactly centred, for the group TTA policies; see :class:`GeometricTransform`). At
+    train time: timm's random-resized-crop and horizontal flip, with the same interpolation and
+    size (the ``"natural"`` policy of :mod:`skdeep._augment`, which defines the others).
     """
-    return GeometricTransform(data_config, train=train)
+    return GeometricTransform(data_config, train=train, exact_centre=exact_centre)
 
 
 class GeometricTransform:
@@ -83,14 +85,22 @@ class GeometricTransform:
         ratio; None is timm's ImageNet default, (0.08, 1) and (3/4, 4/3).
     hflip, vflip : float, default=0.5 and 0.0
         At train time, the probability of a horizontal and of a vertical flip.
+    exact_centre : bool, default=False
+        At eval time in ``"center"`` mode, resize a side whose margin around the centre crop
+        would be odd one pixel larger, so that the crop is exactly centred. timm's crop is then
+        one pixel off centre, so a mirrored or rotated image is not a permutation of the views
+        of ``tta="flip"`` / ``"symmetric"`` (cosine 0.98 on fine textures); with even margins it
+        is, and such an image gets its original's features. Used for those policies only: the
+        other paths keep the crop the weights were evaluated with.
     """
 
     def __init__(self, data_config: dict[str, Any], *, train: bool = False,
                  scale: tuple[float, float] | None = None,
                  ratio: tuple[float, float] | None = None,
-                 hflip: float = 0.5, vflip: float = 0.0) -> None:
+                 hflip: float = 0.5, vflip: float = 0.0, exact_centre: bool = False) -> None:
         self.data_config = dict(data_config)
         self.train = train
+        self.exact_centre = exact_centre
         kwargs = {
             "input_size": data_config["input_size"],
             "interpolation": data_config["interpolation"],
@@ -116,7 +126,7 @@ class GeometricTransform:
         return torch.from_numpy(np.array(cropped, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
     def _symmetric_crop(self) -> bool:
-        return (self.data_config.get("crop_mode") or "center") == "center"
+        return self.exact_centre and (self.data_config.get("crop_mode") or "center") == "center"
 
     def resized_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` an image of ``size`` = ``(width, height)`` is resized to.
@@ -127,11 +137,8 @@ class GeometricTransform:
         ``Resize`` does), ``"border"`` the longer side, ``"squash"`` both sides. Training
         resizes a random crop to the input size.
 
-        One difference, in ``"center"`` mode: a side whose margin around the centre crop would
-        be odd is resized one pixel larger, so that the crop is exactly centred. A one-pixel
-        off-centre crop (torchvision's rounding) made a mirrored or rotated image give other
-        features than its original under ``tta="flip"`` / ``"symmetric"`` (cosine 0.98 on
-        fine textures); with even margins, mirroring or rotating the input permutes the views.
+        With ``exact_centre``, in ``"center"`` mode, a side whose margin around the centre crop
+        would be odd is resized one pixel larger (see the class docstring).
         """
         _, height, width = self.data_config["input_size"]
         if self.train:
@@ -149,6 +156,8 @@ class GeometricTransform:
         scale = scale_w if size[0] <= size[1] else scale_h
         sides = (scale, int(scale * long / short))
         new_w, new_h = sides if size[0] <= size[1] else sides[::-1]
+        if not self.exact_centre:
+            return new_w, new_h
         return new_w + (new_w - width) % 2, new_h + (new_h - height) % 2
 
 

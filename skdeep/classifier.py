@@ -40,7 +40,7 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from ._defaults import DEFAULT_BACKBONE
+from ._defaults import DEFAULT_BACKBONE, TTA_NAMES
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
@@ -603,7 +603,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     def _transform(self, train: bool):
         """At train time the ``augment`` policy's transform, else the evaluation one."""
-        return train_transform(self.data_config_, self.augment if train else False)
+        return train_transform(self.data_config_, self.augment if train else False,
+                               exact_centre=not train and self.tta in TTA_NAMES)
 
     def _split(self, encoded: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         rows = np.arange(len(encoded))

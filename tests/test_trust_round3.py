@@ -356,20 +356,30 @@ def test_tta_symmetric_gives_a_rotated_image_the_features_of_its_original(shape)
         assert _cosine(original, rotated).min() >= 0.999
 
 
-def test_the_centre_crop_is_exact_and_otherwise_timms():
+def test_the_exact_centre_crop_differs_from_timms_only_where_a_margin_is_odd():
     from skdeep._preprocessing import geometric_transform
 
     config = {"input_size": (3, 96, 96), "interpolation": "bicubic", "crop_pct": 0.875,
               "crop_mode": "center"}
-    transform = geometric_transform(config)
-    assert transform.resized_size((28, 28)) == (110, 110)  # timm: 109, an odd margin of 13
-    assert transform.resized_size((300, 400)) == (110, 146)  # 109 x 145, both margins odd
-    assert transform.resized_size((220, 440)) == (110, 218)  # 109 x 218: one margin odd
+    exact = geometric_transform(config, exact_centre=True)
+    assert geometric_transform(config).resized_size((28, 28)) == (109, 109)  # timm's
+    assert exact.resized_size((28, 28)) == (110, 110)  # an odd margin of 13 made even
+    assert exact.resized_size((300, 400)) == (110, 146)  # 109 x 145: both margins odd
+    assert exact.resized_size((220, 440)) == (110, 218)  # 109 x 218: one margin odd
     # At 224 px (scale 256) a 220 x 440 image has even margins: exactly timm's transform.
-    transform = geometric_transform({**config, "input_size": (3, 224, 224)})
-    assert transform.resized_size((220, 440)) == (256, 512)
+    exact = geometric_transform({**config, "input_size": (3, 224, 224)}, exact_centre=True)
+    assert exact.resized_size((220, 440)) == (256, 512)
     image = Image.fromarray(_fine_texture(0, (440, 220, 3)))
+    np.testing.assert_array_equal(exact(image).numpy(), exact.transform(image).numpy())
+
+
+def test_without_a_group_tta_policy_the_crop_is_timms():
+    cnn = PretrainedCNNFeatures(image_size=96, layer="blocks.1", precision="fp32").fit()
+    image = Image.fromarray(_fine_texture(0, (28, 28, 3)))
+    transform = cnn._transform(False)
     np.testing.assert_array_equal(transform(image).numpy(), transform.transform(image).numpy())
+    assert cnn.set_params(tta="flip")._transform(False).exact_centre
+    assert not cnn.set_params(tta=4)._transform(False).exact_centre
 
 
 def test_the_classifier_predicts_a_mirrored_image_as_its_original_under_tta_flip():
