@@ -230,6 +230,7 @@ def gallery(images, labels, groups_of_rows, path, *, max_rows=40, scale=2):
     """One row per group: its images side by side, each with its label under it."""
     rows = groups_of_rows[:max_rows]
     if not rows:
+        path.unlink(missing_ok=True)  # no stale gallery from an earlier run
         return None
     h, w = images.shape[1:3]
     cell_w, cell_h = w * scale + 4, h * scale + 14
