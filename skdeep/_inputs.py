@@ -75,6 +75,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset, get_worker_info
@@ -450,6 +451,27 @@ def _check_length(n_images: int, n_targets: int) -> None:
 
 
 # --- one item -> RGB PIL image -----------------------------------------------------------------
+
+
+def check_labels(y: Any, n_items: int) -> np.ndarray:
+    """``y`` as a 1-D array of one label per image, or a clear error (shape, length, missing).
+
+    The one check of ``evaluate`` and ``audit``, before any image is read.
+
+    Examples
+    --------
+    >>> check_labels(["cat", "dog"], 2).tolist()
+    ['cat', 'dog']
+    """
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be one label per image (1-D); got shape {labels.shape}.")
+    if len(labels) != n_items:
+        raise ValueError(f"X has {n_items} images but y has {len(labels)} labels; they must match.")
+    missing = pd.isna(labels)
+    if missing.any():
+        raise ValueError(f"y has missing labels in rows {preview(np.flatnonzero(missing))}.")
+    return labels
 
 
 def decode(data: str | os.PathLike | bytes) -> Image.Image:

@@ -78,7 +78,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._atomic import atomic_write
-from ._inputs import as_items, load_item, preview
+from ._inputs import as_items, check_labels, load_item, preview
 from ._version import __version__
 from .datasets import mark_output_folder
 from .model_selection import (
@@ -538,7 +538,7 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     if n < 2:
         raise ValueError(f"X has {n} image; audit needs at least 2 (duplicates, outliers and "
                          "label errors are found by comparing images).")
-    labels = _check_labels(y, n) if y is not None else None
+    labels = check_labels(y, n) if y is not None else None
     if labels is not None:
         _check_classes(labels)  # before the work, not after it
     embedded = embed_images(X if items is None else items, estimator, on_error=on_error,
@@ -613,18 +613,6 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
 
 def _path_of(item: Any) -> str | None:
     return os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
-
-
-def _check_labels(y: Any, n: int) -> np.ndarray:
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise ValueError(f"y must be one label per image (1-D); got shape {labels.shape}.")
-    if len(labels) != n:
-        raise ValueError(f"X has {n} images but y has {len(labels)} labels; they must match.")
-    missing = pd.isna(labels)
-    if missing.any():
-        raise ValueError(f"y has missing labels in rows {preview(np.flatnonzero(missing))}.")
-    return labels
 
 
 def _duplicate_findings(groups: np.ndarray, pairs: pd.DataFrame, digests: np.ndarray | None,

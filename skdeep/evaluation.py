@@ -60,7 +60,7 @@ from torch import nn
 from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
 from ._defaults import DEFAULT_BACKBONE, DUPLICATES, POOLINGS
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items, auto_image_size, preview
+from ._inputs import ImageDataset, as_items, auto_image_size, check_labels
 from ._layers import normalize_layers
 from ._report import recommend
 from ._result import EvaluationResult
@@ -721,15 +721,7 @@ def _check_labels(y: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     categories = None
     if isinstance(getattr(y, "dtype", None), pd.CategoricalDtype):
         categories = list(y.cat.categories if hasattr(y, "cat") else y.categories)
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise ValueError(f"y must be one label per image (1-D); got shape {labels.shape}.")
-    if len(labels) != n_items:
-        raise ValueError(f"X has {n_items} images but y has {len(labels)} labels; they must match.")
-    missing = pd.isna(labels)
-    if missing.any():
-        rows = np.flatnonzero(missing)
-        raise ValueError(f"y has missing labels in rows {preview(rows)}.")
+    labels = check_labels(y, n_items)
     present = pd.unique(labels)
     if categories is not None:
         classes = np.asarray([c for c in categories if c in set(present)], dtype=object)
