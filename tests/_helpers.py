@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 TINY = "timm/test_efficientnet"  # 356k parameters: a real timm network that trains in a blink
 
@@ -15,3 +16,23 @@ def make_images(n: int = 24, n_classes: int = 2, seed: int = 0) -> tuple[np.ndar
     for k in range(n_classes):
         images[labels == k, : 2 + k] += 120
     return images, labels
+
+
+class FineTunedStandIn(ClassifierMixin, BaseEstimator):
+    """The parameters evaluate gives FineTunedCNNClassifier, stored: the base of the test
+    doubles that stand in for it (they add fit and predict)."""
+
+    def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
+                 train_layers="all", epochs=10, tta=None, device="auto", precision="auto",
+                 num_workers=0, progress=False, random_state=None):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.train_layers = train_layers
+        self.epochs = epochs
+        self.tta = tta
+        self.device = device
+        self.precision = precision
+        self.num_workers = num_workers
+        self.progress = progress
+        self.random_state = random_state

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -28,7 +27,7 @@ from skdeep.cli import main
 from skdeep.datasets import find_images
 from skdeep.evaluation import evaluate, layer_sweep
 
-from _helpers import TINY, make_images
+from _helpers import TINY, FineTunedStandIn, make_images
 
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
@@ -402,27 +401,12 @@ def test_evaluate_bundled_sample_subset(tmp_path, capsys):
     assert config["pixel_features"] == 784  # 28x28 gray pixels taken as they are
 
 
-class _FakeFineTuned(ClassifierMixin, BaseEstimator):
+class _FakeFineTuned(FineTunedStandIn):
     """Stands in for FineTunedCNNClassifier: majority class, records what it was fitted on and
     the ``tta`` of each prediction."""
 
     fitted_on = []
     predicted_with = []
-
-    def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
-                 train_layers="all", epochs=10, tta=None, device="auto", precision="auto",
-                 num_workers=0, progress=False, random_state=None):
-        self.backbone = backbone
-        self.weights = weights
-        self.image_size = image_size
-        self.train_layers = train_layers
-        self.epochs = epochs
-        self.tta = tta
-        self.device = device
-        self.precision = precision
-        self.num_workers = num_workers
-        self.progress = progress
-        self.random_state = random_state
 
     def fit(self, X, y):
         type(self).fitted_on.append((len(X), self.get_params()))

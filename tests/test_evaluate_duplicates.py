@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -19,7 +18,7 @@ from skdeep._device import torch_threads
 from skdeep.cli import in_flags, main
 from skdeep.evaluation import evaluate
 
-from _helpers import TINY, make_images
+from _helpers import TINY, FineTunedStandIn, make_images
 
 FAST = dict(backbone=TINY, weights=None, image_size=32, precision="fp32", compile=False,
             layers=["blocks.1", "penultimate"])
@@ -165,27 +164,12 @@ def test_bad_duplicates_is_refused():
         evaluate(images, labels, cv=2, duplicates="bogus", **FAST)
 
 
-class _Oracle(ClassifierMixin, BaseEstimator):
+class _Oracle(FineTunedStandIn):
     """Stands in for FineTunedCNNClassifier: always right (it looks the answer up), so that
     fine-tuning is the best strategy; counts its fits."""
 
     truth: dict = {}
     fits: list = []
-
-    def __init__(self, backbone=None, weights=None, image_size=None, train_layers="all",
-                 epochs=1, tta=None, device="auto", precision="auto", num_workers=0,
-                 progress=False, random_state=None):
-        self.backbone = backbone
-        self.weights = weights
-        self.image_size = image_size
-        self.train_layers = train_layers
-        self.epochs = epochs
-        self.tta = tta
-        self.device = device
-        self.precision = precision
-        self.num_workers = num_workers
-        self.progress = progress
-        self.random_state = random_state
 
     def fit(self, X, y):
         type(self).fits.append(len(X))
