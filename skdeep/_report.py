@@ -26,6 +26,7 @@ from ._strategies import (
     short_label,
     strategy_label,
 )
+from ._values import json_default
 from .datasets import mark_output_folder
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
@@ -231,18 +232,12 @@ def to_jsonable(result: Result) -> dict:
         return json.loads(frame.to_json(orient="records"))
 
     return {
-        "config": json.loads(json.dumps(result.config, default=_json_default)),
+        "config": json.loads(json.dumps(result.config, default=json_default)),
         "scores": records(result.scores),
         "folds": records(result.folds),
         "best": result.best,
         "recommendation": result.recommendation,
     }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 # --- files -------------------------------------------------------------------------------------

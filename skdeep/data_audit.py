@@ -30,8 +30,9 @@ those two. The rules, and why:
   ``1 - d / cut``: ``d`` the distance to its closest group mate under the rule that paired them
   and ``cut`` that rule's threshold, so 1 for exact copies and 0 at the edge of the rule.
 - **Outliers.** Each image's mean cosine distance to its ``k = min(10, n - 1)`` nearest
-  neighbours in the embedding, ``s``. The distribution of ``s`` has a long right tail, so it is
-  judged on ``log(s)``: an image is an outlier when its robust z-score,
+  neighbours in the embedding (the search the near-duplicate rule made:
+  :func:`~skdeep.model_selection.nearest_neighbours`), ``s``. The distribution of ``s`` has a
+  long right tail, so it is judged on ``log(s)``: an image is an outlier when its robust z-score,
   ``(log s - median) / (1.4826 * MAD)``, exceeds :data:`OUTLIER_Z` (the median and the median
   absolute deviation are those of ``log s`` over all images, so a few outliers do not move the
   cut), and ``s`` is at least :data:`OUTLIER_MIN_RATIO` times the median (in a set of very
@@ -72,17 +73,18 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._atomic import atomic_write
 from ._inputs import as_items, check_labels, load_item, preview
+from ._values import json_default, plain
 from ._version import __version__
 from .datasets import mark_output_folder
 from .model_selection import (
     ImageSignatures,
+    Neighbours,
     embed_images,
     find_near_duplicates,
     is_embedding_matrix,
@@ -101,9 +103,6 @@ OUTLIER_Z = 3.5
 OUTLIER_MIN_RATIO = 2.0
 #: Fewer readable images than this: no outlier is flagged (the median and MAD mean little).
 MIN_IMAGES_FOR_OUTLIERS = 8
-#: Neighbours whose mean distance is an image's outlier statistic (fewer in smaller sets); the
-#: same neighbours vote on its label.
-OUTLIER_NEIGHBOURS = 10
 #: Inverse regularisation of the label-error probe, for 1,280 features; scaled by 1,280 / the
 #: number of features (the L2 penalty on standardised features grows with their number), at
 #: most 1. Measured on penultimate features (1,280) at 96 px with 3 % planted flips (1,797
@@ -288,7 +287,7 @@ class AuditReport:
             "unreadable": self.unreadable_.to_dict(orient="records"),
             "provenance": self.provenance_,
         }
-        return json.loads(json.dumps(record, default=_json_default))
+        return json.loads(json.dumps(record, default=json_default))
 
     # --- galleries ---------------------------------------------------------------------------
 
@@ -313,7 +312,7 @@ class AuditReport:
         return _grid(rows, title)
 
     def _label(self, row: int) -> str | None:
-        return None if self._labels is None else str(_plain(self._labels[row]))
+        return None if self._labels is None else str(plain(self._labels[row]))
 
     def _caption(self, row: int, *extra: str) -> str:
         label = self._label(row)
@@ -362,12 +361,12 @@ class AuditReport:
             row = int(finding.row)
             suggested = classes.index(finding.suggested_label)
             cells = [(self._thumbnail(row),
-                      f"row {row}\ngiven: {_plain(finding.given_label)}\nsuggested: "
-                      f"{_plain(finding.suggested_label)} ({finding.score:.2f})", "tab:red")]
+                      f"row {row}\ngiven: {plain(finding.given_label)}\nsuggested: "
+                      f"{plain(finding.suggested_label)} ({finding.score:.2f})", "tab:red")]
             mates = [r for r in np.flatnonzero(self._labels == finding.suggested_label)
                      if r not in flagged and np.isfinite(probabilities[r, suggested])]
             mates = sorted(mates, key=lambda r: -probabilities[r, suggested])[:_TYPICAL]
-            cells += [(self._thumbnail(int(r)), f"row {r}\ntypical\n{_plain(self._labels[r])}",
+            cells += [(self._thumbnail(int(r)), f"row {r}\ntypical\n{plain(self._labels[r])}",
                        "black") for r in mates]
             rows.append(cells)
         return rows
@@ -392,10 +391,10 @@ def _finding_line(finding: pd.Series) -> str:
     if finding["issue"] in ("exact_duplicate", "near_duplicate"):
         detail = f" (copy of row {finding['duplicate_of']})"
     elif finding["issue"] == "label_conflict":
-        detail = f" (group {finding['group']}, labelled {_plain(finding['given_label'])!r})"
+        detail = f" (group {finding['group']}, labelled {plain(finding['given_label'])!r})"
     elif finding["issue"] == "label_error":
-        detail = (f" (given {_plain(finding['given_label'])!r}, suggested "
-                  f"{_plain(finding['suggested_label'])!r})")
+        detail = (f" (given {plain(finding['given_label'])!r}, suggested "
+                  f"{plain(finding['suggested_label'])!r})")
     return f"{finding['issue']:<15}  score {finding['score']:.2f}  {where}{detail}"
 
 
@@ -430,18 +429,6 @@ def _grid(rows: list[list[tuple[Any, str, str]]], title: str):
 
 def _save(figure, path: str) -> None:
     figure.savefig(path, dpi=90, format="png")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # --- audit -------------------------------------------------------------------------------------
@@ -577,7 +564,7 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     if labels is not None:
         findings += _conflict_findings(groups, labels, findings)
 
-    z, ratio, neighbours = _outlier_statistic(embeddings, readable)
+    z, ratio, neighbours = _outlier_statistic(found.neighbours, readable, n)
     findings += [{"row": int(row), "issue": "outlier", "score": 1.0 - OUTLIER_Z / z[row]}
                  for row in readable if z[row] > OUTLIER_Z and ratio[row] >= OUTLIER_MIN_RATIO]
 
@@ -600,7 +587,7 @@ def audit(X: Any, y: Any = None, *, estimator: Any = None, cv: int = 5,
     thresholds = {
         **found.thresholds, "outlier_z": OUTLIER_Z, "outlier_min_ratio": OUTLIER_MIN_RATIO,
         "label": None if label_thresholds is None else {
-            str(_plain(c)): float(t) for c, t in zip(classes, label_thresholds)},
+            str(plain(c)): float(t) for c, t in zip(classes, label_thresholds)},
     }
     return AuditReport(issues=issues, summary=summary, groups=groups, pairs=pairs,
                        probabilities=probabilities, classes=classes, outlier_scores=z,
@@ -671,36 +658,25 @@ def _conflict_findings(groups: np.ndarray, labels: np.ndarray,
     return findings
 
 
-def _outlier_statistic(embeddings: np.ndarray, readable: np.ndarray
+def _outlier_statistic(neighbours: Neighbours | None, readable: np.ndarray, n: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per row of X (NaN where not computed): the robust z of the log mean cosine distance to
-    the k nearest neighbours, and that distance over the median's; then each row's neighbours
-    as rows of X (or None)."""
-    n = len(embeddings)
+    the nearest neighbours (the near-duplicate search's, over the ``readable`` rows), and that
+    distance over the median's; then each row's neighbours as rows of X (-1: none), or None."""
     z, ratio = np.full(n, np.nan), np.full(n, np.nan)
-    vectors = embeddings[readable]
-    norms = np.linalg.norm(vectors, axis=1)
-    if len(readable) < 2 or not (norms > 0).all():
+    if neighbours is None or neighbours.indices.shape[1] == 0:
         return z, ratio, None
-    k = min(OUTLIER_NEIGHBOURS, len(readable) - 1)
-    distances, neighbours = (NearestNeighbors(n_neighbors=k + 1, metric="cosine",
-                                              algorithm="brute")
-                             .fit(vectors / norms[:, None]).kneighbors(vectors / norms[:, None]))
-    # Drop each row itself (not always column 0: an identical row may tie with it).
-    own = neighbours == np.arange(len(readable))[:, None]
-    own[~own.any(axis=1), -1] = True
-    distances = np.clip(distances[~own].reshape(len(readable), k), 0.0, None)
-    neighbours = readable[neighbours[~own].reshape(len(readable), k)]
-    nearby = np.full((n, k), -1, dtype=np.int64)
-    nearby[readable] = neighbours
-    if len(readable) < MIN_IMAGES_FOR_OUTLIERS:
+    searched = (neighbours.indices >= 0).all(axis=1)
+    nearby = np.full((n, neighbours.indices.shape[1]), -1, dtype=np.int64)
+    nearby[readable[searched]] = readable[neighbours.indices[searched]]
+    if searched.sum() < MIN_IMAGES_FOR_OUTLIERS:
         return z, ratio, nearby
-    spread = np.log(distances.mean(axis=1) + 1e-6)
+    spread = np.log(neighbours.distances[searched].mean(axis=1) + 1e-6)
     centre = np.median(spread)
     mad = 1.4826 * np.median(np.abs(spread - centre))
-    ratio[readable] = np.exp(spread - centre)
+    ratio[readable[searched]] = np.exp(spread - centre)
     if mad > 0:
-        z[readable] = (spread - centre) / mad
+        z[readable[searched]] = (spread - centre) / mad
     return z, ratio, nearby
 
 
@@ -751,10 +727,10 @@ def _check_classes(labels: np.ndarray, readable: bool = False
     codes = np.array([index[value] for value in labels], dtype=np.intp)
     counts = np.bincount(codes, minlength=len(classes))
     if len(classes) < 2:
-        raise ValueError(f"y has a single class ({_plain(classes[0])!r}); label errors need at "
+        raise ValueError(f"y has a single class ({plain(classes[0])!r}); label errors need at "
                          "least 2 (give y=None to audit without labels).")
     if counts.min() < 2:
-        small = _plain(classes[int(np.argmin(counts))])
+        small = plain(classes[int(np.argmin(counts))])
         raise ValueError(f"class {small!r} has only {counts.min()}{' readable' * readable} "
                          "image; finding label errors needs at least 2 per class (or give "
                          "y=None to audit without labels).")
@@ -810,15 +786,15 @@ def _issue_table(findings: list[dict], paths: Sequence[str | None], groups: np.n
     grouped = table["issue"].isin(["exact_duplicate", "near_duplicate", "label_conflict"])
     table["group"] = pd.array(np.where(grouped, groups[rows], 0), dtype="Int64")
     table.loc[~grouped.to_numpy(), "group"] = pd.NA
-    table["duplicate_of"] = pd.array(table.get("duplicate_of", pd.Series(np.nan, index=table.index)),
-                                     dtype="Int64")
+    copied = table.get("duplicate_of", pd.Series(np.nan, index=table.index))
+    table["duplicate_of"] = pd.array(copied, dtype="Int64")
     table["given_label"] = pd.Series(
-        [_plain(labels[row]) for row in rows] if labels is not None else None,
+        [plain(labels[row]) for row in rows] if labels is not None else None,
         index=table.index, dtype=object)
     suggested = table.get("suggested_label", pd.Series(None, index=table.index, dtype=object))
     table["suggested_label"] = pd.Series(  # object: labels keep their type, None where none
         [None if value is None or (isinstance(value, float) and np.isnan(value))
-         else _plain(value) for value in suggested.astype(object)],
+         else plain(value) for value in suggested.astype(object)],
         index=table.index, dtype=object)
     table["order"] = table["issue"].map({name: i for i, name in enumerate(ISSUE_TYPES)})
     table = (table.sort_values(["order", "score", "row"], ascending=[True, False, True],

@@ -73,6 +73,7 @@ from ._strategies import (
     is_finetune,
     strategy_label,
 )
+from ._values import plain
 from .backbones import layer_sweep
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
@@ -326,9 +327,9 @@ def evaluate(
     if finetune:
         strategies += _finetune_strategies(tuned, tta, items, sides[0])
 
-    plain = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    plain_folds = list(StratifiedKFold(cv, shuffle=True, random_state=random_state)
                  .split(np.zeros(len(labels)), labels))
-    splits, found = plain, None
+    splits, found = plain_folds, None
     if duplicates == "group":
         # The last (deepest) layer at the first size: the closest to the penultimate features
         # that near_duplicate_groups, where the rule was tuned, embeds with by default.
@@ -338,7 +339,7 @@ def evaluate(
             progress=progress))
         # Plain folds that split no group (always so when every image is its own group) are
         # kept: grouping changes nothing then, and the scores stay those of duplicates="ignore".
-        if _straddling(found.pairs, plain).any():
+        if _straddling(found.pairs, plain_folds).any():
             _check_group_folds(labels, found.groups, cv)
             splits = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state)
                           .split(np.zeros(len(labels)), labels, found.groups))
@@ -349,12 +350,12 @@ def evaluate(
     scores = _score_table(strategies, folds)
     best = str(scores.loc[scores["accuracy_mean"].idxmax(), "strategy"])
     duplicate_facts, duplicate_pairs = _duplicate_facts(
-        found, scores, best, strategies, labels, items, plain,
-        rescore=splits is not plain, n_jobs=n_jobs, log=log)
+        found, scores, best, strategies, labels, items, plain_folds,
+        rescore=splits is not plain_folds, n_jobs=n_jobs, log=log)
     config = {
         "n_images": int(len(labels)),
         "n_classes": int(len(classes)),
-        "classes": [_plain(c) for c in classes],
+        "classes": [plain(c) for c in classes],
         "cv": int(cv),
         "duplicates": duplicates,
         **duplicate_facts,
@@ -467,7 +468,7 @@ def _check_group_folds(labels: np.ndarray, groups: np.ndarray, cv: int) -> None:
     if distinct[worst] < cv:
         count = int(np.sum(labels == values[worst]))
         raise ValueError(
-            f"class {_plain(values[worst])!r} has {count} image(s) but only {distinct[worst]} "
+            f"class {plain(values[worst])!r} has {count} image(s) but only {distinct[worst]} "
             f"once near-duplicates are grouped, and {cv}-fold cross-validation keeping each group "
             f"in one fold needs at least {cv} per class; use fewer folds (cv / --folds), add "
             "images, or score on plain folds with duplicates='ignore' (scores inflated by the "
@@ -498,7 +499,7 @@ def _duplicates_line(found: NearDuplicates) -> str:
 
 
 def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: str, strategies,
-                     labels: np.ndarray, items, plain: list, *, rescore: bool, n_jobs, log
+                     labels: np.ndarray, items, plain_folds: list, *, rescore: bool, n_jobs, log
                      ) -> tuple[dict, pd.DataFrame | None]:
     """The config entries on near-duplicates and the table of their pairs (``({}, None)`` when
     they were not looked for).
@@ -511,7 +512,7 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
         return {}, None
     sizes = np.bincount(found.groups)
     first, second = found.pairs["first"].to_numpy(), found.pairs["second"].to_numpy()
-    straddles = _straddling(found.pairs, plain)
+    straddles = _straddling(found.pairs, plain_folds)
     by_name = scores.set_index("strategy")
     frozen = by_name[by_name["layer"].notna()]
     compared = str(frozen["accuracy_mean"].idxmax()) if is_finetune(best) else best
@@ -519,8 +520,8 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
     plain_accuracy = grouped
     if rescore:
         strategy = next(strategy for strategy in strategies if strategy.name == compared)
-        rows, _ = _cross_validate([strategy], labels, plain, n_jobs=n_jobs, progress=False,
-                                  log=lambda message: None)
+        rows, _ = _cross_validate([strategy], labels, plain_folds, n_jobs=n_jobs,
+                                  progress=False, log=lambda message: None)
         plain_accuracy = float(np.mean([row["accuracy"] for row in rows]))
         log(f"  {compared} on plain folds, near-duplicates not grouped: accuracy "
             f"{plain_accuracy:.3f} (grouped: {grouped:.3f})")
@@ -728,7 +729,7 @@ def _check_labels(y: Any, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         classes = np.sort(present)
     if len(classes) < 2:
-        raise ValueError(f"y has a single class ({_plain(classes[0])!r}); evaluate needs at least 2.")
+        raise ValueError(f"y has a single class ({plain(classes[0])!r}); evaluate needs at least 2.")
     return labels, classes
 
 
@@ -738,7 +739,7 @@ def _check_folds(labels: np.ndarray, cv: int) -> None:
     if small.any():
         worst = int(np.argmin(counts))
         raise ValueError(
-            f"class {_plain(values[worst])!r} has only {counts[worst]} image(s), but {cv}-fold "
+            f"class {plain(values[worst])!r} has only {counts[worst]} image(s), but {cv}-fold "
             f"cross-validation needs at least {cv} per class; use fewer folds (cv / --folds) "
             "or add images."
         )
@@ -769,10 +770,6 @@ class _Concatenation:
         self.parts = parts
         self.ndim = 2
         self.shape = (len(parts[0]), sum(part.shape[1] for part in parts))
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _backbone_name(backbone: Any) -> str:

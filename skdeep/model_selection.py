@@ -73,6 +73,7 @@ __all__ = [
     "N_NEIGHBORS",
     "NearDuplicateGroupKFold",
     "NearDuplicates",
+    "Neighbours",
     "PIXEL_FACTOR",
     "THUMBNAIL_SIZE",
     "ImageSignatures",
@@ -81,6 +82,7 @@ __all__ = [
     "image_signatures",
     "is_embedding_matrix",
     "near_duplicate_groups",
+    "nearest_neighbours",
 ]
 
 #: Side of the grey thumbnails compared by the pixel rule.
@@ -160,7 +162,8 @@ def image_signatures(X: Any, *, on_error: str = "raise", batch_size: int = 256,
     >>> images = np.zeros((3, 20, 20), dtype=np.uint8)
     >>> images[2, :10] = 255
     >>> signatures = image_signatures(images)
-    >>> signatures.digests[0] == signatures.digests[1], signatures.digests[0] == signatures.digests[2]
+    >>> same, other = signatures.digests[0], signatures.digests[2]
+    >>> signatures.digests[1] == same, other == same
     (True, False)
     >>> signatures.thumbnails.shape
     (3, 256)
@@ -200,11 +203,15 @@ class NearDuplicates(NamedTuple):
         most similar first.
     thresholds : dict
         The absolute cuts used: ``{"pixels": float or None, "embedding": float or None}``.
+    neighbours : Neighbours or None
+        Each image's :data:`N_NEIGHBORS` nearest images in the embedding (None without
+        embeddings): the search the embedding rule made, for other uses (the audit's).
     """
 
     groups: np.ndarray
     pairs: pd.DataFrame
     thresholds: dict
+    neighbours: Neighbours | None = None
 
 
 @validate_params({"embeddings": ["array-like", None], "signatures": [ImageSignatures, None],
@@ -253,21 +260,22 @@ def find_near_duplicates(embeddings: Any = None, *, signatures: ImageSignatures 
         raise ValueError(f"signatures has {len(signatures.digests)} rows but embeddings {n}")
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
     thresholds: dict[str, float | None] = {"pixels": None, "embedding": None}
+    neighbours = None
     if signatures is not None:
         found.append((*_exact_pairs(signatures.digests), "exact"))
         if threshold == "auto":
             thumbnails = signatures.thumbnails - signatures.thumbnails.mean(axis=1,
-                                                            keepdims=True)
-            *pairs, thresholds["pixels"] = _close_pairs(thumbnails, factor=PIXEL_FACTOR)
+                                                                            keepdims=True)
+            *pairs, thresholds["pixels"], _ = _close_pairs(thumbnails, factor=PIXEL_FACTOR)
             found.append((*pairs, "pixels"))
     if embeddings is not None:
         relative = threshold == "auto"
-        *pairs, thresholds["embedding"] = _close_pairs(
+        *pairs, thresholds["embedding"], neighbours = _close_pairs(
             embeddings, factor=EMBEDDING_FACTOR if relative else None,
             absolute=None if relative else float(threshold))
         found.append((*pairs, "embedding"))
     table = _pair_table(found)
-    return NearDuplicates(_components(table, n), table, thresholds)
+    return NearDuplicates(_components(table, n), table, thresholds, neighbours)
 
 
 def _exact_pairs(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -285,32 +293,76 @@ def _exact_pairs(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
             np.zeros(len(firsts)))
 
 
-def _close_pairs(vectors: np.ndarray, *, factor: float | None = None,
-                 absolute: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Pairs among each row's nearest neighbours whose cosine distance is within the cut.
+class Neighbours(NamedTuple):
+    """Each row's nearest other rows by cosine distance (:func:`nearest_neighbours`).
 
-    The cut is ``absolute``, or ``factor`` x the median nearest-neighbour distance. Rows with
-    NaN (unreadable images) and all-zero rows (no direction: a blank thumbnail) take no part.
+    Attributes
+    ----------
+    indices : ndarray of shape (n_samples, k), int
+        The neighbours' rows, nearest first; -1 throughout for a row that took no part (NaN,
+        or all zeros: no direction).
+    distances : ndarray of shape (n_samples, k), float
+        Their cosine distances; NaN where ``indices`` is -1.
     """
+
+    indices: np.ndarray
+    distances: np.ndarray
+
+
+def nearest_neighbours(vectors: np.ndarray, k: int = N_NEIGHBORS) -> Neighbours:
+    """Each row's ``k`` nearest other rows by cosine distance (fewer when there are fewer rows).
+
+    Brute force on unit vectors (exact; scikit-learn chunks it to bounded memory). Rows with NaN
+    (unreadable images) and all-zero rows (a blank thumbnail) take no part. The near-duplicate
+    rule and the audit's outliers and label vote share one search.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.model_selection import nearest_neighbours
+    >>> found = nearest_neighbours(np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]), k=1)
+    >>> found.indices.ravel().tolist()
+    [1, 0, 1]
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(vectors, axis=1)
     usable = np.flatnonzero(np.isfinite(norms) & (norms > 0))
-    empty = np.empty(0, dtype=np.intp)
-    if len(usable) < 2:
-        return empty, empty, np.empty(0), float(absolute or 0.0)
+    k = max(0, min(k, len(usable) - 1))
+    indices = np.full((len(vectors), k), -1, dtype=np.intp)
+    distances = np.full((len(vectors), k), np.nan)
+    if k == 0:
+        return Neighbours(indices, distances)
     unit = vectors[usable] / norms[usable, None]
-    k = min(N_NEIGHBORS + 1, len(usable))
-    # Brute force on unit vectors: exact, and sklearn chunks it to bounded memory.
-    distances, neighbours = (NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
-                             .fit(unit).kneighbors(unit))
-    distances = np.clip(distances, 0.0, None)
-    # Column 0 is usually the row itself, but not when an identical row ties with it.
-    is_self = neighbours == np.arange(len(usable))[:, None]
-    nearest = np.where(is_self[:, 0], distances[:, 1], distances[:, 0])
+    found_d, found_i = (NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute")
+                        .fit(unit).kneighbors(unit))
+    # Drop each row itself: column 0, except when an identical row ties with it (then it may
+    # be later, or pushed out: the last column goes instead).
+    own = found_i == np.arange(len(usable))[:, None]
+    own[~own.any(axis=1), -1] = True
+    indices[usable] = usable[found_i[~own].reshape(len(usable), k)]
+    distances[usable] = np.clip(found_d[~own].reshape(len(usable), k), 0.0, None)
+    return Neighbours(indices, distances)
+
+
+def _close_pairs(vectors: np.ndarray, *, factor: float | None = None,
+                 absolute: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, Neighbours]:
+    """Pairs among each row's nearest neighbours whose cosine distance is within the cut, the
+    cut, and the neighbours.
+
+    The cut is ``absolute``, or ``factor`` x the median nearest-neighbour distance.
+    """
+    neighbours = nearest_neighbours(vectors)
+    searched = (neighbours.indices >= 0).any(axis=1)
+    if not searched.any():
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty, np.empty(0), float(absolute or 0.0), neighbours
+    nearest = neighbours.distances[searched, 0]
     cut = absolute if absolute is not None else factor * float(np.median(nearest))
-    rows = np.repeat(np.arange(len(usable)), k)
-    keep = (~is_self.ravel()) & (distances.ravel() <= cut)
-    a, b = usable[rows[keep]], usable[neighbours.ravel()[keep]]
-    return np.minimum(a, b), np.maximum(a, b), distances.ravel()[keep], float(cut)
+    rows, columns = np.nonzero(neighbours.distances <= cut)  # NaN compares False
+    a, b = rows, neighbours.indices[rows, columns]
+    return (np.minimum(a, b), np.maximum(a, b), neighbours.distances[rows, columns], float(cut),
+            neighbours)
 
 
 def _pair_table(found) -> pd.DataFrame:

@@ -22,6 +22,7 @@ LAYERS = [
     # foundations: no skdeep imports
     "_defaults",        # allowed values and defaults, importing nothing (the CLI's parser)
     "_version",         # the version, importing nothing (the build reads it statically)
+    "_values",          # NumPy values as plain Python, for messages and JSON
     "_device",          # which hardware and dtype
     "_weights",         # reading weights files and hub caches safely
     "_preprocessing",   # data configs and image transforms

@@ -22,11 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skdeep import NearDuplicateGroupKFold, PretrainedCNNFeatures, near_duplicate_groups
 from skdeep.datasets import load_fashion_sample
-from skdeep.model_selection import (
-    PIXEL_FACTOR,
-    find_near_duplicates,
-    image_signatures,
-)
+from skdeep.model_selection import find_near_duplicates, image_signatures
 
 FAST = {"image_size": 32, "layer": "blocks.1", "precision": "fp32"}
 
@@ -158,12 +154,6 @@ def test_bad_arguments_are_refused():
         find_near_duplicates()
 
 
-def test_the_pixel_factor_is_documented_where_the_rule_is():
-    import skdeep.model_selection as module
-
-    assert f"PIXEL_FACTOR" in module.__doc__ and 0 < PIXEL_FACTOR < 1
-
-
 # --- the splitter ------------------------------------------------------------------------------
 
 
@@ -236,3 +226,16 @@ def test_the_splitter_shows_its_parameters_and_validates_them_in_split():
         next(NearDuplicateGroupKFold(n_splits=1).split(np.eye(4)))
     with pytest.raises(ValueError, match="groups has 3 rows"):
         next(NearDuplicateGroupKFold(n_splits=2).split(np.eye(4), groups=[0, 1, 2]))
+
+
+def test_nearest_neighbours_skip_the_row_itself_also_among_identical_rows_and_nan_rows():
+    from skdeep.model_selection import nearest_neighbours
+
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [np.nan, 1.0],
+                        [0.0, 0.0]])
+    found = nearest_neighbours(vectors, k=2)
+    for row in range(4):
+        assert row not in found.indices[row]
+    assert sorted(found.indices[0]) == [1, 2] and sorted(found.indices[2]) == [0, 1]
+    np.testing.assert_allclose(found.distances[:3], 0.0, atol=1e-12)
+    assert (found.indices[4:] == -1).all() and np.isnan(found.distances[4:]).all()
