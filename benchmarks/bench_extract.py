@@ -28,6 +28,15 @@ Goals: >= 0.85, and auto within 0.5 point of fp32.
     python benchmarks/bench_extract.py --no-compile-jobs   # skip the end-to-end compile jobs
     python benchmarks/bench_extract.py --batch-sweep       # eager and compiled at batches 8-32
     python benchmarks/bench_extract.py --stall             # a new estimator's first call (item 3)
+    python benchmarks/bench_extract.py --pipeline          # the input pipeline (issue 25)
+
+Input pipeline (--pipeline): 96 uint8 arrays of 224 px and the same images as 96 JPEG files,
+EfficientNet-Lite0, precision "auto", batches of 8, median of 3 interleaved rounds, one process.
+The network alone on ready uint8 batches (eager, and skdeep's compiled graph) is the limit;
+skdeep's transform is timed with today's tensor path and with timm's PIL transform per image
+(the path it replaced, switched back on in the same run).
+Goals: compiled transform of arrays >= 0.85x the compiled network; eager >= 0.95x the eager
+network; files no slower than through the PIL path.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from sklearn.preprocessing import StandardScaler
 from _data import load_fashion_mnist
 from skdeep import PretrainedCNNFeatures
 from skdeep._device import autocast
-from skdeep._preprocessing import geometric_transform
+from skdeep._preprocessing import GeometricTransform, TensorEvalTransform, geometric_transform
 
 
 def best_of(repeats: int, run) -> float:
@@ -235,6 +244,71 @@ def compile_jobs(sizes: tuple[int, int]) -> None:
           f"{ratio(f'compiled, {large:,} images, cold cache', f'eager, {large:,} images'):.2f}x")
 
 
+def input_pipeline(rounds: int = 3, n: int = 96, batch_size: int = 8) -> None:
+    """Issue 25's table: skdeep's transform next to its own network on ready batches."""
+    small, _ = load_fashion_mnist("test", n)
+    images = np.stack([np.asarray(Image.fromarray(image).convert("RGB").resize((224, 224)))
+                       for image in small])
+    folder = tempfile.mkdtemp()
+    files = []
+    for i, image in enumerate(images):
+        files.append(os.path.join(folder, f"{i}.jpg"))
+        Image.fromarray(image).save(files[-1], quality=90)
+    runs: dict[str, tuple] = {}
+    pil = {"supports": staticmethod(lambda config: False)}
+    for compile_ in (False, True):
+        cnn = PretrainedCNNFeatures(compile=compile_, batch_size=batch_size).fit()
+        cnn.transform(images[:batch_size * 2])  # warm-up, and the compile
+        network = cnn.__dict__.get("_compiled") if compile_ else cnn._get_extractor()
+        ready = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().split(batch_size)
+        name = "compiled" if compile_ else "eager"
+
+        def limit(network=network, ready=ready, cnn=cnn):
+            with torch.inference_mode(), autocast(cnn.device_, cnn.precision_):
+                for batch in ready:
+                    network(batch)
+
+        runs[f"{name} network, uint8 batches ready"] = (limit, None)
+        runs[f"{name} transform, arrays"] = (lambda cnn=cnn: cnn.transform(images), None)
+        runs[f"{name} transform, arrays, PIL path"] = (lambda cnn=cnn: cnn.transform(images), pil)
+        runs[f"{name} transform, JPEG files"] = (lambda cnn=cnn: cnn.transform(files), None)
+        runs[f"{name} transform, JPEG files, PIL path"] = (lambda cnn=cnn: cnn.transform(files),
+                                                          pil)
+    config = PretrainedCNNFeatures().fit().data_config_
+    tensor_transform, timm_pil = geometric_transform(config), GeometricTransform(config)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    runs["timm's eval transform alone, PIL, per image"] = (
+        lambda: [timm_pil(Image.fromarray(image)) for image in images], None)
+    runs["tensor eval transform, one uint8 batch"] = (lambda: tensor_transform.batch(batch), None)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (run, patch) in runs.items():
+            saved = {key: TensorEvalTransform.__dict__[key] for key in patch or {}}
+            for key, value in (patch or {}).items():
+                setattr(TensorEvalTransform, key, value)
+            try:
+                start = time.perf_counter()
+                run()
+                rates[name].append(n / (time.perf_counter() - start))
+            finally:
+                for key, value in saved.items():
+                    setattr(TensorEvalTransform, key, value)
+    median = {name: float(np.median(values)) for name, values in rates.items()}
+    print(f"\nInput pipeline: {n} images of 224 px, batches of {batch_size}, median of {rounds} "
+          "interleaved rounds")
+    for name, rate in median.items():
+        print(f"  {name:<46} {rate:8.1f} images/s")
+    for name in ("eager", "compiled"):
+        limit = median[f"{name} network, uint8 batches ready"]
+        goal = 0.95 if name == "eager" else 0.85
+        print(f"  {name} transform of arrays / {name} network      "
+              f"{median[f'{name} transform, arrays'] / limit:5.2f}x  (goal >= {goal}; PIL path "
+              f"{median[f'{name} transform, arrays, PIL path'] / limit:.2f}x)")
+        print(f"  {name} JPEG files: tensor path / PIL path        "
+              f"{median[f'{name} transform, JPEG files'] / median[f'{name} transform, JPEG files, PIL path']:5.2f}x"
+              "  (goal >= 1.0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
@@ -244,6 +318,8 @@ def main() -> None:
                         help="only compare batch sizes 8, 16 and 32, eager and compiled")
     parser.add_argument("--stall", action="store_true",
                         help="only check that a new estimator does not stall (issue 10, item 3)")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="only the input pipeline table (issue 25)")
     parser.add_argument("--job", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:  # one end-to-end job in a fresh process: print its result as JSON
@@ -252,6 +328,9 @@ def main() -> None:
     n_speed, n_probe, repeats = (64, 200, 1) if args.quick else (256, 2000, 3)
     if args.batch_sweep:
         batch_sweep(load_fashion_mnist("test", n_speed)[0], (8, 16, 32))
+        return
+    if args.pipeline:
+        input_pipeline()
         return
     if args.stall:
         for compile_ in (False, True):

@@ -19,6 +19,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from ._augment import POLICY_NAMES, TTA_NAMES, AveragedViews, View
 from ._compiled import CompiledForward, compile_pays
@@ -27,7 +28,7 @@ from ._device import auto_batch_size, resolve_device, resolve_precision
 from ._inference import iter_row_chunks, predict_rows
 from ._inputs import ImageDataset, warn_bad_rows
 from ._layers import FeatureExtractor
-from ._preprocessing import geometric_transform
+from ._preprocessing import DeferredResize, TensorEvalTransform, geometric_transform
 
 COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
     "backbone": [str, HasMethods(["forward", "state_dict"])],
@@ -36,7 +37,7 @@ COMMON_PARAMETER_CONSTRAINTS: dict[str, list] = {
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "device": [str, torch.device],
     "precision": [StrOptions(set(PRECISIONS))],
-    "num_workers": [Interval(Integral, 0, None, closed="left")],
+    "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
     "on_error": [StrOptions(set(ON_ERROR))],
     "progress": ["boolean"],
     "random_state": ["random_state"],
@@ -67,6 +68,26 @@ def state_dict_to_bytes(module: nn.Module) -> bytes:
 def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
     """Inverse of :func:`state_dict_to_bytes`, CPU-mapped and weights-only (no arbitrary objects)."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def resized_on_device(dataset: Dataset) -> tuple[Dataset, Any]:
+    """``dataset`` with its resize left to the network's device, and the batch resize to apply.
+
+    When every image has one size (X is an array or tensor of images) and the eval resize runs
+    on tensors, the dataset yields the images at their own size and the inference loop resizes
+    each batch in one call on the device (:class:`~skdeep._preprocessing.DeferredResize`),
+    instead of one call per image; the pixels are the same. Otherwise ``(dataset, None)``: the
+    loop's default preparation, a copy to the device.
+    A :class:`~torch.utils.data.Subset` keeps its rows.
+    """
+    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    transform = getattr(inner, "transform", None)
+    if not (isinstance(inner, ImageDataset) and isinstance(inner.items, np.ndarray)
+            and isinstance(transform, TensorEvalTransform)):
+        return dataset, None
+    deferred = DeferredResize(transform)
+    view = inner.view(deferred, input_size=(*inner.items.shape[1:3], 3))  # HWC, for blank rows
+    return (Subset(view, dataset.indices) if isinstance(dataset, Subset) else view), deferred.batch
 
 
 class CNNEstimatorMixin:
@@ -130,8 +151,9 @@ class CNNEstimatorMixin:
         with several test-time ``views`` its rows are averaged over them (see
         :meth:`_view_forward`).
         """
+        dataset, prepare = resized_on_device(dataset)
         forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
-        return predict_rows(forward, dataset, desc=desc, **options)
+        return predict_rows(forward, dataset, desc=desc, prepare=prepare, **options)
 
     def _dataset_chunks(self, eager: FeatureExtractor, dataset, desc: str, *,
                         views: Sequence[View] = (), log_proba_from: int | None = None
@@ -142,8 +164,9 @@ class CNNEstimatorMixin:
         :func:`~skdeep._inference.iter_row_chunks`); the network is chosen now, not at the
         first chunk.
         """
+        dataset, prepare = resized_on_device(dataset)
         forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
-        return iter_row_chunks(forward, dataset, desc=desc, **options)
+        return iter_row_chunks(forward, dataset, desc=desc, prepare=prepare, **options)
 
     def _view_forward(self, eager: FeatureExtractor, n_images: int, views: Sequence[View],
                       log_proba_from: int | None) -> tuple[Any, dict[str, Any]]:

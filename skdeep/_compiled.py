@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._device import autocast, memory_format
+from ._device import CUDA_GRAPH_LOCK, autocast, memory_format
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, pool_values, resolve_layers
 
 COMPILE_OPTIONS = ("auto", True, False)
@@ -187,14 +187,17 @@ class CompiledForward:
         if self._ready and not self._cuda_graphs:
             return self.compiled(images)
         # The first call compiles: once, even when threads share the estimator. CUDA graphs
-        # replay into shared memory: one call at a time.
-        with self._lock:
+        # replay into shared memory, and a capture forbids CUDA work from other threads: one
+        # call at a time, process-wide (CUDA_GRAPH_LOCK, which read-ahead threads take too).
+        with CUDA_GRAPH_LOCK if self._cuda_graphs else self._lock:
             if self._ready:
                 return self._run(images)
             if self.compiled is None:
                 return self.eager(images)
             try:
                 output = self._run(images)
+            except torch.OutOfMemoryError:
+                raise  # not a failure to compile: the inference loop retries smaller batches
             except Exception as exc:  # inductor and dynamo raise many types
                 warn_eager(self.what, exc)
                 self.compiled = None

@@ -7,12 +7,21 @@ same on CUDA, Apple MPS and CPU.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 
 import torch
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Held around CUDA-graph capture and replay (``compile=True`` on CUDA) and around the CUDA work
+#: of skdeep's read-ahead threads. A capture forbids CUDA calls from other threads while it
+#: records (measured on an H200: a copy issued by a read-ahead thread, or another thread's
+#: call, during a capture failed it, and left the card's random-number state unusable for the
+#: rest of the process). The work it guards is launches, not waits: it is held for
+#: microseconds, except during a capture.
+CUDA_GRAPH_LOCK = threading.RLock()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -74,19 +83,29 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 # the best batch was about 8 at 224 px, 48 at 96 px and 96 at 64 px, i.e. ~400k pixels; batches
 # of 64 at 224 px ran at 0.7x that speed.
 _CPU_PIXELS_PER_BATCH = 400_000
-_ACCELERATOR_BATCH = 64
 _MAX_BATCH = 256
+# On CUDA: 256 images at 224 px, fewer for larger images (64 at 448 px), more for smaller ones up
+# to 1,024. Large batches keep a fast GPU busy between launches; a card with too little memory
+# for one makes the inference loop halve it (skdeep._inference.MemoryBackoff), so it is never
+# an out-of-memory crash. The sweep that chose it: benchmarks/bench_gpu.py.
+_CUDA_PIXELS_PER_BATCH = 256 * 224 * 224
+_MAX_CUDA_BATCH = 1024
+_ACCELERATOR_BATCH = 64  # Apple MPS: not measured here
 
 
 def auto_batch_size(device: torch.device, input_size: tuple[int, int, int]) -> int:
     """Images per forward pass for ``batch_size=None``.
 
     On a CPU, a batch holds about 400,000 input pixels (8 images at 224 px, 43 at 96 px): larger
-    batches spill the caches and run slower, not faster. On a GPU, 64 images.
+    batches spill the caches and run slower, not faster. On CUDA, about 12.8 million pixels
+    (256 images at 224 px), halved by the inference loop if the card runs out of memory. On
+    other accelerators, 64 images.
     """
+    pixels = int(input_size[1]) * int(input_size[2])
+    if device.type == "cuda":
+        return max(1, min(_MAX_CUDA_BATCH, round(_CUDA_PIXELS_PER_BATCH / pixels)))
     if device.type != "cpu":
         return _ACCELERATOR_BATCH
-    pixels = int(input_size[1]) * int(input_size[2])
     return max(1, min(_MAX_BATCH, round(_CPU_PIXELS_PER_BATCH / pixels)))
 
 

@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFile, ImageOps
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from ._defaults import ON_ERROR, SMALL_IMAGE_INPUT, SMALL_IMAGE_SIDE
 
@@ -840,14 +840,18 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def view(self, transform: Callable, *, targets: bool = True) -> ImageDataset:
+    def view(self, transform: Callable, *, targets: bool = True,
+             input_size: tuple[int, int, int] | None = None) -> ImageDataset:
         """The same rows through another ``transform`` (and without targets if ``targets=False``).
 
         Items and the checks already made are shared, not repeated: training reads the
         validation rows of its dataset through the evaluation transform this way.
+        ``input_size`` is the new transform's output size, when it differs (for blank rows).
         """
         view = copy.copy(self)
         view.transform = transform
+        if input_size is not None:
+            view.input_size = tuple(input_size)
         if not targets:
             view.targets = None
         return view
@@ -926,6 +930,34 @@ class ImageDataset(Dataset):
             return image, error
         return image, error, self.targets[index]
 
+    def __getitems__(self, indices: list[int]) -> list | StackedRows:
+        """Rows ``indices`` at once (the DataLoader asks for a batch this way).
+
+        An array of images read through a transform that takes arrays (the deferred resize:
+        ``transform.from_arrays``, NHWC uint8 -> NCHW tensor) is converted as one slice, with
+        the rules each row would follow (:func:`rgb_arrays`), and handed over already collated
+        (:func:`collate_rows`): no per-row Python work, which caps a fast GPU otherwise. Any
+        other case, or one needing per-row care (alpha, a size refused), reads row by row.
+        """
+        from_arrays = getattr(self.transform, "from_arrays", None)
+        if from_arrays is None or self.targets is not None or not isinstance(self.items, np.ndarray):
+            return [self[index] for index in indices]
+        first = indices[0] if len(indices) else 0
+        consecutive = list(indices) == list(range(first, first + len(indices)))
+        # Consecutive rows (inference reads in order) are a view: no copy before pinning.
+        pixels = rgb_arrays(self.items[first:first + len(indices)] if consecutive
+                            else self.items[indices])
+        resized_size = getattr(self.transform, "resized_size", None)
+        if pixels is None:
+            return [self[index] for index in indices]
+        if resized_size is not None:
+            size = (pixels.shape[2], pixels.shape[1])
+            try:
+                _check_resized(size, resized_size(size))
+            except BadImageError:  # every row is refused: each says so, under on_error
+                return [self[index] for index in indices]
+        return StackedRows((from_arrays(pixels), [""] * len(indices)))
+
     def _read(self, index: int) -> Image.Image:
         """Row ``index`` as an RGB PIL image, refused if the transform would resize it to a bomb.
 
@@ -949,6 +981,31 @@ class ImageDataset(Dataset):
             reason = f"{type(exc).__name__}: {reason}"
         return f"{name}: cannot read image {item}: {reason}", BadImageError
 
+
+
+class StackedRows(tuple):
+    """A batch already collated by :meth:`ImageDataset.__getitems__`: ``(images, messages)``."""
+
+
+def collate_rows(data: list | StackedRows) -> Any:
+    """The DataLoader's ``collate_fn``: a :class:`StackedRows` as it is, else torch's default."""
+    return tuple(data) if isinstance(data, StackedRows) else default_collate(data)
+
+
+def rgb_arrays(pixels: np.ndarray) -> np.ndarray | None:
+    """A validated ``(N, H, W[, C])`` batch -> ``(N, H, W, 3)`` uint8, as each row is converted.
+
+    The rules of :func:`array_to_image` for a whole slice: the dtype's scaling, gray repeated
+    to RGB. None for RGBA, whose compositing on white is left to Pillow row by row.
+    """
+    if pixels.ndim == 4 and pixels.shape[-1] == 4:
+        return None
+    if pixels.ndim == 4 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    pixels = _to_uint8(pixels)
+    if pixels.ndim == 3:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return np.ascontiguousarray(pixels)
 
 
 def _check_resized(size: tuple[int, int], resized: tuple[int, int]) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._device import autocast
-from ._inference import make_loader, predict_rows
+from ._inference import make_loader, predict_rows, warn_out_of_memory
 from ._inputs import ImageDataset
 from ._optim import LRSchedule, load_optimizer_state, optimizer_state
 
@@ -138,6 +138,7 @@ class Trainer:
     label_smoothing: float = 0.0
     grad_clip_norm: float | None = None
     bad_rows: dict[int, str] = field(default_factory=dict)
+    part_size: int | None = None  # images per forward/backward pass once memory ran out
 
     def enter(self, stage: Stage) -> None:
         """Train with ``stage``'s optimizer, schedule and modes from now on."""
@@ -164,13 +165,8 @@ class Trainer:
                 ok = [not message for message in messages]
                 self.bad_rows.update({int(r): m for r, m in zip(rows.tolist(), messages) if m})
                 weights = weights * torch.tensor(ok, device=self.device, dtype=weights.dtype)
-            with autocast(self.device, self.precision):
-                logits = self.logits(images)
-            losses = F.cross_entropy(logits.float(), targets, reduction="none",
-                                     label_smoothing=self.label_smoothing)
-            weighted = (losses * weights).sum()
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(weighted / len(rows)).backward()
+            weighted = self._backward(images, targets, weights)
             if self.grad_clip_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(trainable, self.grad_clip_norm)
@@ -180,6 +176,40 @@ class Trainer:
             total += weighted.detach()
             weight_sum += weights.sum()
         return float(total / weight_sum.clamp(min=1e-12))  # the one synchronisation per epoch
+
+    def _backward(self, images: torch.Tensor, targets: torch.Tensor,
+                  weights: torch.Tensor) -> torch.Tensor:
+        """Gradients of the batch's mean weighted loss; returns its weighted sum (on the device).
+
+        When the device runs out of memory (``torch.OutOfMemoryError``), the partial gradients
+        are dropped and the same batch runs again as parts of half the size, whose gradients
+        add up to the whole batch's (each part's loss divided by the batch's size): one
+        optimizer step over the same rows, none skipped or seen twice. The part size is kept
+        for the rest of the fit. Batch-norm layers then see smaller batches.
+        """
+        n_rows = len(images)
+        while True:
+            part_size = self.part_size or n_rows
+            total = torch.zeros((), device=self.device)
+            try:
+                for start in range(0, n_rows, part_size):
+                    part = slice(start, start + part_size)
+                    with autocast(self.device, self.precision):
+                        logits = self.logits(images[part])
+                    losses = F.cross_entropy(logits.float(), targets[part], reduction="none",
+                                             label_smoothing=self.label_smoothing)
+                    weighted = (losses * weights[part]).sum()
+                    self.scaler.scale(weighted / n_rows).backward()
+                    total += weighted.detach()
+                return total
+            except torch.OutOfMemoryError:
+                if part_size == 1:
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                first = self.part_size is None
+                self.part_size = part_size // 2
+                if first:
+                    warn_out_of_memory(part_size, self.part_size, "this fit's steps")
 
     def evaluate(self, dataset: Dataset, rows: np.ndarray, *, batch_size: int,
                  num_workers: int) -> tuple[float, float]:

@@ -195,8 +195,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Mixed-precision training and inference (autocast); fp16 adds a gradient scaler. ``"auto"``
         is bf16 (or fp16) on CUDA, bf16 on CPUs that compute it natively, else fp32.
-    num_workers : int, default=0
+    num_workers : int or "auto", default="auto"
         DataLoader worker processes that decode and augment images in parallel with training.
+        ``"auto"``: 0 on a CPU (workers would take its cores from the network); on CUDA one
+        per spare core, at most 8 (and 0 to predict on images already in memory).
     on_error : {"raise", "nan"}, default="raise"
         Unreadable images: raise an error naming the row and path, or skip them in training and
         give NaN probabilities at prediction, with a warning naming them; ``bad_rows_`` lists
@@ -367,7 +369,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         class_weight: dict | str | None = None,
         device: str = "auto",
         precision: str = "auto",
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         on_error: str = "raise",
         progress: bool = False,
         verbose: int = 0,
@@ -1165,7 +1167,7 @@ def _saved_params(saved: _safe_format.SavedFolder, cls: type) -> dict[str, Any]:
         raise saved.error("params.image_size",
                           f"is {size}, more than {_safe_format.MAX_IMAGE_SIZE} pixels")
     cpus = os.cpu_count() or 1
-    if params.get("num_workers", 0) > cpus:
+    if isinstance(params.get("num_workers"), int) and params["num_workers"] > cpus:
         warnings.warn(f"{saved.where('params.num_workers')} is {params['num_workers']}, more than "
                       f"the {cpus} CPUs of this machine: capped at {cpus}.", UserWarning,
                       stacklevel=3)

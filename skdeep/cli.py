@@ -512,8 +512,10 @@ def _runtime_options(group) -> None:
                        help="run the network as one compiled graph (torch.compile; about 2x on "
                             "CPUs, after a compile of seconds): on, off, or auto = when the job "
                             "is large enough to pay for the compile (default: auto)")
-    group.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
-                       help="processes decoding images in parallel (default: 0, in-process)")
+    group.add_argument("--workers", type=_workers, default="auto", metavar="N",
+                       help="processes decoding images in parallel: a number (0: in-process, "
+                            "reading a batch ahead in a thread) or auto = 0 on a CPU, one per "
+                            "spare core (at most 8) for files on CUDA (default: auto)")
     group.add_argument("--cache", metavar="DIR",
                        help="keep each image's features in DIR and reuse them in later runs")
     group.add_argument("--on-error", choices=ON_ERROR, default="raise",
@@ -539,6 +541,12 @@ def _int_at_least(low: int):
     parse.__name__ = "integer"
     return parse
 
+
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _int_at_least(0)(text)
+
+
+_workers.__name__ = "integer or auto"
 
 _NO_TTA = "none"
 

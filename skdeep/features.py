@@ -75,8 +75,11 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Compute precision. ``"auto"`` uses bf16 (or fp16) autocast on CUDA and bf16 on CPUs with
         native bf16 (AVX512-BF16/AMX), fp32 elsewhere. The output is always float32.
-    num_workers : int, default=0
+    num_workers : int or "auto", default="auto"
         DataLoader worker processes that decode and resize images in parallel with the network.
+        0 reads in the main process, one batch ahead in a thread. ``"auto"``: 0 on a CPU and for
+        images already in memory (resized a batch at a time on the device); on CUDA, for files,
+        one per spare core, at most 8.
     on_error : {"raise", "nan"}, default="raise"
         What an unreadable image does: raise an error naming its row and path, or give a row of
         NaN (with a warning listing the bad rows) so that rows stay aligned with the input.
@@ -189,7 +192,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         batch_size: int | None = None,
         device: str = "auto",
         precision: str = "auto",
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         on_error: str = "raise",
         cache: str | os.PathLike | FeatureCache | None = None,
         cache_layers: str | list[str] | None = None,

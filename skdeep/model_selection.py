@@ -134,7 +134,7 @@ class _Signature:
 
 @validate_params({"X": "no_validation", "on_error": [StrOptions({"raise", "nan"})],
                   "batch_size": [Interval(Real, 1, None, closed="left")],
-                  "num_workers": [Interval(Real, 0, None, closed="left")],
+                  "num_workers": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
                   "progress": ["boolean"]},
                  prefer_skip_nested_validation=True)
 def image_signatures(X: Any, *, on_error: str = "raise", batch_size: int = 256,
@@ -173,7 +173,8 @@ def image_signatures(X: Any, *, on_error: str = "raise", batch_size: int = 256,
                            on_error=on_error)
     rows, errors = predict_rows(
         lambda batch: batch.flatten(1), dataset, device=torch.device("cpu"), precision="fp32",
-        batch_size=int(batch_size), num_workers=int(num_workers), progress=progress,
+        batch_size=int(batch_size),
+        num_workers=num_workers if num_workers == "auto" else int(num_workers), progress=progress,
         desc="signatures",
     )
     if len(dataset) == 0:

@@ -336,7 +336,10 @@ def test_batch_size_none_follows_the_device(rgb_images):
     assert _device.auto_batch_size(cpu, (3, 96, 96)) == 43
     assert _device.auto_batch_size(cpu, (3, 16, 16)) == 256
     assert _device.auto_batch_size(cpu, (3, 4096, 4096)) == 1
-    assert _device.auto_batch_size(cuda, (3, 224, 224)) == 64
+    assert _device.auto_batch_size(cuda, (3, 224, 224)) == 256
+    assert _device.auto_batch_size(cuda, (3, 448, 448)) == 64
+    assert _device.auto_batch_size(cuda, (3, 32, 32)) == 1024
+    assert _device.auto_batch_size(torch.device("mps"), (3, 224, 224)) == 64
     auto = lite(precision="fp32").fit()  # 32 px inputs: the cap of 256 images
     assert auto.batch_size is None and auto._inference_batch_size() == 256
     np.testing.assert_allclose(auto.transform(rgb_images),

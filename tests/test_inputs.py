@@ -44,8 +44,9 @@ def cnn():
 
 
 def assert_same_rows(actual, expected):
-    """Same images in batches of another size: equal up to float32 summation order."""
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    """Same images in batches of another size: equal up to float32 summation order (features
+    up to ~4 here, so differences up to ~1.5e-5 measured)."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=3e-5)
 
 
 def embed(cnn, X, on_error="raise", num_workers=0):
