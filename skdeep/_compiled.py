@@ -35,6 +35,7 @@ from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, pool_values, resolve
 
 COMPILE_OPTIONS = ("auto", True, False)
 COMPILE_CACHE_ENV = "SKDEEP_COMPILE_CACHE"
+_INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 # Break-even of compile="auto", measured with EfficientNet-Lite0 in bf16 on 2-core CPUs: a cold
 # compile took 23-35 s on an AMX Xeon and about 15 s on an AVX512-BF16 EPYC, 6-9 s with a warm
@@ -53,9 +54,15 @@ class GraphUnavailableError(RuntimeError):
 def compile_cache_dir() -> Path:
     """The folder where compiled networks (``compile=``) are cached across processes.
 
-    ``$SKDEEP_COMPILE_CACHE`` if set, else inductor's ``$TORCHINDUCTOR_CACHE_DIR`` if set, else
-    ``~/.cache/skdeep/inductor`` (``$XDG_CACHE_HOME`` is respected). Inductor's own cache format
-    lives there; deleting the folder only costs a cold compile.
+    ``$SKDEEP_COMPILE_CACHE`` if set, else inductor's ``$TORCHINDUCTOR_CACHE_DIR`` if *you* set
+    it, else ``~/.cache/skdeep/inductor`` (``$XDG_CACHE_HOME`` is respected). Inductor's own
+    cache format lives there; deleting the folder only costs a cold compile.
+
+    Importing ``torch._dynamo`` (as skdeep and ``torch.compile`` do) writes inductor's default,
+    a folder under the temporary directory (``/tmp/torchinductor_<user>``), into
+    ``$TORCHINDUCTOR_CACHE_DIR``. That value is torch's, not yours, and counts as unset: a
+    cache in ``/tmp`` is lost whenever ``/tmp`` is cleaned, bringing back a cold compile.
+    To keep inductor's temporary folder on purpose, set ``$SKDEEP_COMPILE_CACHE`` to it.
 
     Returns
     -------
@@ -69,11 +76,26 @@ def compile_cache_dir() -> Path:
     '/tmp/skdeep-compiled'
     >>> del os.environ["SKDEEP_COMPILE_CACHE"]
     """
-    explicit = os.environ.get(COMPILE_CACHE_ENV) or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    explicit = os.environ.get(COMPILE_CACHE_ENV)
     if explicit:
         return Path(explicit)
+    inductor = os.environ.get(_INDUCTOR_CACHE_ENV)
+    if inductor and os.path.abspath(inductor) != os.path.abspath(_inductor_default_dir()):
+        return Path(inductor)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skdeep" / "inductor"
+
+
+def _inductor_default_dir() -> str:
+    """The folder inductor writes into ``$TORCHINDUCTOR_CACHE_DIR`` when nobody set it."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # a torch that keeps it elsewhere: its documented default
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return default_cache_dir()
 
 
 def compile_pays(setting: str | bool, n_images: int, input_size: Sequence[int],
@@ -138,7 +160,7 @@ def compile_extractor(extractor: GraphExtractor, device: torch.device,
     Compilation itself happens on the first call; :class:`CompiledForward` handles its failure.
     """
     # Inductor reads its cache folder from the environment when it compiles.
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+    os.environ[_INDUCTOR_CACHE_ENV] = str(compile_cache_dir())
     # Autocast inside the graph: with freezing, inductor folds BatchNorm into the convolutions in
     # float32 first and then folds the casts, so the weights are prepacked once in bf16 (casting
     # the module to bf16 beforehand folds in bf16 and loses accuracy).
