@@ -511,7 +511,8 @@ def _runtime_options(group) -> None:
     group.add_argument("--compile", choices=tuple(_COMPILE), default="auto",
                        help="run the network as one compiled graph (torch.compile; about 2x on "
                             "CPUs, after a compile of seconds): on, off, or auto = when the job "
-                            "is large enough to pay for the compile (default: auto)")
+                            "is large enough to pay for the compile (default: auto); a "
+                            "first compile is said in one line on stderr")
     group.add_argument("--workers", type=_int_at_least(0), default=0, metavar="N",
                        help="processes decoding images in parallel (default: 0, in-process)")
     group.add_argument("--cache", metavar="DIR",

@@ -101,7 +101,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         seconds (fewer with a warm cache; see :func:`skdeep.compile_cache_dir`). ``"auto"``
         compiles on CPUs when a call has enough images to pay for that; ``True`` always,
         ``False`` never. Outputs agree with eager to floating-point rounding (cache entries are
-        shared). A network that cannot be compiled runs eager, with one warning.
+        shared). A network that cannot be compiled runs eager, with one warning. A first
+        compile is said in one line on stderr (for ``True`` always, for ``"auto"`` when
+        ``progress`` is on).
     tta : None, "flip", "symmetric" or int, default=None
         Test-time augmentation: each image's features are the mean of its features over several
         views of it, one batched forward pass per view (the views are made on the device from
