@@ -270,6 +270,12 @@ def run_epochs(
     the next stage.
     """
     stopper = early_stopping if validation is not None else None
+    if verbose and epochs > 0:
+        held_out = f", validating on {len(validation[1])}" if validation is not None else ""
+        batches = len(train_loader)
+        print(f"training on {len(train_loader.dataset)} images{held_out}: epochs "
+              f"{first_epoch}-{first_epoch + epochs - 1}, {batches} batch{'es' * (batches != 1)} "
+              f"of up to {train_loader.batch_size} per epoch", flush=True)
     for epoch in range(first_epoch, first_epoch + epochs):
         head_only = unfreeze_after is not None and epoch <= unfreeze_after
         if stopper is not None and stopper.should_stop and not head_only:  # a resumed run that
@@ -299,11 +305,10 @@ def run_epochs(
             "seconds": time.perf_counter() - start,
         }
         if verbose:
-            print(
-                f"epoch {epoch:3d}  train_loss {train_loss:.4f}  valid_loss {valid_loss:.4f}  "
-                f"valid_accuracy {valid_accuracy:.4f}  lr {lr:.2e}  {record['seconds']:.1f}s",
-                flush=True,
-            )
+            valid = (f"  valid_loss {valid_loss:.4f}  valid_accuracy {valid_accuracy:.4f}"
+                     if validation is not None else "")
+            print(f"epoch {epoch:3d}  train_loss {train_loss:.4f}{valid}  lr {lr:.2e}  "
+                  f"{record['seconds']:.1f}s", flush=True)
         stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
         stop = stop and not head_only
         if stop and verbose:

@@ -208,7 +208,8 @@ def evaluate(
         Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``. Two keys choose what
         is compared: ``train_layers=k`` (an int >= 1) the last units trained, and ``tta`` the
         test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
-        TTA rows).
+        TTA rows). The fine-tuned classifiers print no epoch lines (``verbose=0``) unless
+        ``{"verbose": 1}`` is given: ``verbose`` here reports each step.
     max_images : int, default=None
         Evaluate a stratified random subset of this many images.
     pixel_size : int, default=32
@@ -268,7 +269,7 @@ def evaluate(
         tuned, tta = _finetuned_classifiers(
             finetune_params, backbone=backbone, weights=weights, image_size=sizes[0],
             device=device, precision=precision, num_workers=num_workers, progress=progress,
-            random_state=random_state,
+            random_state=random_state, verbose=0,  # one line per step (ours), not per epoch
         )
 
     extractors, features, seconds = [], [], {}
