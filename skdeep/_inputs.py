@@ -1021,8 +1021,9 @@ def load_item(item: Any) -> Image.Image:
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
 
 
-def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -> None:
-    """One :class:`BadImageWarning` that lists the rows that became NaN, with their paths.
+def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None, *,
+                  outcome: str = "their rows are NaN") -> None:
+    """One :class:`BadImageWarning` that lists the unreadable rows, with their paths.
 
     Parameters
     ----------
@@ -1030,6 +1031,8 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
         ``{row: message}`` of the unreadable rows.
     dataset : ImageDataset, optional
         The rows' dataset: the warning's ``paths`` come from it (all None without it).
+    outcome : str, default="their rows are NaN"
+        What became of those rows, said after "could not be read; ".
     """
     if not errors:
         return
@@ -1042,7 +1045,7 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
                 f"{_numbered(positions[_SHOWN:], numbering, 50)}")
     paths = [dataset.path(row) if dataset is not None else None for row in positions]
     warnings.warn(
-        BadImageWarning(f"{len(positions)} image(s) could not be read; their rows are NaN:\n"
+        BadImageWarning(f"{len(positions)} image(s) could not be read; {outcome}:\n"
                         f"{listing}{more}", rows=[numbering[0] + row for row in positions],
                         paths=paths, reasons=[errors[index] for index in positions]),
         stacklevel=3,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _helpers import TINY, make_images
-from skdeep import FineTunedCNNClassifier
+from skdeep import BadImageWarning, FineTunedCNNClassifier
 
 FAST = {"backbone": TINY, "weights": None, "image_size": 16, "batch_size": 8, "random_state": 0}
 
@@ -31,3 +31,28 @@ def test_verbose_0_is_silent_and_no_validation_prints_no_nan(capsys):
     out = capsys.readouterr().out
     assert out.startswith("training on 24 images: epochs 1-1, 3 batches")
     assert "nan" not in out and "valid_" not in out
+
+
+# --- 4. on_error="nan": each warning says what became of the rows ---------------------------------
+
+
+def test_each_bad_row_warning_says_what_became_of_the_rows(tmp_path):
+    X, y = make_images(24)
+    names = np.array(["cat", "dog"])[y]
+    items = list(X)
+    items[5] = str(tmp_path / "missing.png")
+    clf = FineTunedCNNClassifier(epochs=1, on_error="nan", validation_fraction=0, verbose=0,
+                                 **FAST)
+    with pytest.warns(BadImageWarning, match=r"left out of training \(listed in bad_rows_\)"):
+        clf.fit(items, names)
+    with pytest.warns(BadImageWarning) as caught:
+        predicted = clf.predict(items)
+    message = str(caught[0].message)
+    assert message.startswith("1 image(s) could not be read; predict gives their rows the "
+                              "placeholder 'cat', not a prediction (listed in bad_rows_):")
+    assert "NaN" not in message and "row 5" in message
+    assert predicted[5] == "cat" and clf.bad_rows_.tolist() == [5]
+    # The result that cannot be mistaken for a prediction: NaN probabilities.
+    with pytest.warns(BadImageWarning, match=r"their rows are NaN \(listed in bad_rows_\)"):
+        proba = clf.predict_proba(items)
+    assert np.flatnonzero(np.isnan(proba).any(axis=1)).tolist() == [5]
