@@ -839,7 +839,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of evaluate -> (X, y, description)."""
-    from .datasets import load_fashion_sample, load_image_folder, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, load_fashion_sample, load_image_folder, read_image_table
 
     if args.input is None:
         sample = load_fashion_sample()
@@ -855,13 +855,13 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
     table = read_image_table(args.input, path_column=args.path_column,
                               label_column=args.label_column)
-    return (table["file"].tolist(), table["label"].to_numpy(),
+    return (table[RESOLVED_PATH_COLUMN].tolist(), table[args.label_column].to_numpy(),
             f"{len(table)} images listed in {args.input}")
 
 
 def _audit_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of audit -> (X, y or None, description): labelled when the input has labels."""
-    from .datasets import find_images, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, find_images, read_image_table
 
     if args.input is None or (os.path.isdir(args.input) and args.labels
                               and _has_subfolders(args.input)):
@@ -880,13 +880,14 @@ def _audit_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
         try:
             table = read_image_table(args.input, path_column=args.path_column,
                                      label_column=column)
-            return (table["file"].tolist(), table["label"].to_numpy(),
+            return (table[RESOLVED_PATH_COLUMN].tolist(), table[column].to_numpy(),
                     f"{len(table)} images listed in {args.input}")
         except ValueError as exc:
             if args.label_column is not None or f"has no column {column!r}" not in str(exc):
                 raise
     table = read_image_table(args.input, path_column=args.path_column)
-    return table["file"].tolist(), None, f"{len(table)} images listed in {args.input}"
+    return (table[RESOLVED_PATH_COLUMN].tolist(), None,
+            f"{len(table)} images listed in {args.input}")
 
 
 def _has_subfolders(folder: str) -> bool:
@@ -896,7 +897,7 @@ def _has_subfolders(folder: str) -> bool:
 
 def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """INPUT of extract -> (index paths, files to open)."""
-    from .datasets import find_images, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, find_images, read_image_table
 
     if os.path.isdir(args.input):
         paths = find_images(args.input)
@@ -907,7 +908,7 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
     table = read_image_table(args.input, path_column=args.path_column)
-    return table["path"].tolist(), table["file"].tolist()
+    return table[args.path_column].astype(str).tolist(), table[RESOLVED_PATH_COLUMN].tolist()
 
 
 def _check_output(target: Path, paths: list[str]) -> None:
