@@ -441,7 +441,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             parameters (but callbacks, ``verbose``, ``progress``, ``num_workers``, ``device``,
             ``compile`` and ``tta``), ``y`` and ``sample_weight`` must be those of the
             interrupted fit, and ``X`` the same images. A staged fit (``freeze_epochs``)
-            resumes in the stage it was in.
+            resumes in the stage it was in. One exception: a larger ``epochs`` extends the fit
+            ("train two more epochs" from the checkpoint of a finished fit): the schedule is
+            recomputed for the new total and continues from the step reached, the optimizer's
+            state is kept (not with ``scheduler="onecycle"``, whose cycle is fixed).
 
         Returns
         -------
@@ -510,9 +513,14 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         """Refuse to resume with parameters other than those of the checkpointed fit."""
         saved = checkpoint.saved.field("params", dict)
         current = self._encoded_params()
+        # More epochs extend the run ("train two more"): the schedule is rebuilt for the new
+        # total and continues from the step reached. One-cycle's cycle cannot be stretched.
+        longer = (isinstance(saved.get("epochs"), int) and current["epochs"] > saved["epochs"]
+                  and self.scheduler != "onecycle")
         changed = [f"{name}={saved.get(name, '(absent)')!r}, now {name}={value!r}"
                    for name, value in current.items()
-                   if name not in _RESUME_MAY_CHANGE and saved.get(name, value) != value]
+                   if name not in _RESUME_MAY_CHANGE and saved.get(name, value) != value
+                   and not (name == "epochs" and longer)]
         if changed:
             raise ValueError(
                 f"the checkpoint in {str(checkpoint.folder)!r} continues a fit with other "

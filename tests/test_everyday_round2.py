@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _helpers import TINY, make_images
-from skdeep import BadImageWarning, FineTunedCNNClassifier
+from skdeep import BadImageWarning, Checkpoint, FineTunedCNNClassifier
 
 FAST = {"backbone": TINY, "weights": None, "image_size": 16, "batch_size": 8, "random_state": 0}
 
@@ -56,3 +56,34 @@ def test_each_bad_row_warning_says_what_became_of_the_rows(tmp_path):
     with pytest.warns(BadImageWarning, match=r"their rows are NaN \(listed in bad_rows_\)"):
         proba = clf.predict_proba(items)
     assert np.flatnonzero(np.isnan(proba).any(axis=1)).tolist() == [5]
+
+
+# --- 6. "train two more epochs": resume= with a larger epochs ------------------------------------
+
+
+def test_resume_with_more_epochs_extends_the_run_on_the_recomputed_schedule(tmp_path):
+    X, y = make_images(32)
+    params = dict(FAST, scheduler="cosine", validation_fraction=0, verbose=0)
+    folder = tmp_path / "ckpt"
+    FineTunedCNNClassifier(epochs=2, callbacks=[Checkpoint(folder, monitor=None)],
+                           **params).fit(X, y)
+    longer = FineTunedCNNClassifier(epochs=4, **params).fit(X, y, resume=folder)
+    straight = FineTunedCNNClassifier(epochs=4, **params).fit(X, y)
+    assert [r["epoch"] for r in longer.history_] == [1, 2, 3, 4] and longer.n_iter_ == 4
+    # Epochs 3-4 run on the 4-epoch cosine, from the step reached: the rates of a 4-epoch run.
+    assert [r["lr"] for r in longer.history_[2:]] == [r["lr"] for r in straight.history_[2:]]
+    assert longer.history_[2]["lr"] > 0  # the 2-epoch cosine had reached 0
+
+
+def test_resume_refuses_fewer_epochs_and_a_longer_one_cycle(tmp_path):
+    X, y = make_images(24)
+    params = dict(FAST, validation_fraction=0, verbose=0)
+    FineTunedCNNClassifier(epochs=2, callbacks=[Checkpoint(tmp_path / "a", monitor=None)],
+                           **params).fit(X, y)
+    with pytest.raises(ValueError, match=r"epochs=2, now epochs=1"):
+        FineTunedCNNClassifier(epochs=1, **params).fit(X, y, resume=tmp_path / "a")
+    FineTunedCNNClassifier(epochs=2, scheduler="onecycle", **params,
+                           callbacks=[Checkpoint(tmp_path / "b", monitor=None)]).fit(X, y)
+    with pytest.raises(ValueError, match=r"epochs=2, now epochs=3"):
+        FineTunedCNNClassifier(epochs=3, scheduler="onecycle", **params).fit(
+            X, y, resume=tmp_path / "b")
