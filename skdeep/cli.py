@@ -805,15 +805,31 @@ def _run_backbones(args: argparse.Namespace) -> int:
 
     from .backbones import list_backbones
 
-    names = list_backbones(args.source, available_offline=args.offline, tags=args.tags)
-    if args.pattern:
+    def matching(names: list[str]) -> list[str]:
+        if not args.pattern:
+            return names
         pattern = args.pattern.lower()
         if not any(char in pattern for char in "*?["):
             pattern = f"*{pattern}*"
-        names = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
-        if not names:
-            raise ValueError(f"no {args.source if args.source != 'all' else ''} backbone "
-                             f"matches {args.pattern!r}".replace("  ", " "))
+        return [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
+
+    names = matching(list_backbones(args.source, available_offline=args.offline, tags=args.tags))
+    if not names and (args.pattern or args.offline):
+        family = f"{args.source} backbone" if args.source != "all" else "backbone"
+        # Offline, say whether the name is wrong or only the weights are missing: other fixes.
+        known = matching(list_backbones(args.source, tags=args.tags)) if args.offline else []
+        if not known:
+            raise ValueError(f"no {family} matches {args.pattern!r}" if args.pattern else
+                             f"no {family} has its pretrained weights on this machine")
+        from ._inputs import preview
+
+        which = (f"{len(known)} {family}(s) match {args.pattern!r}" if args.pattern
+                 else f"{len(known)} {family}(s) are known")
+        raise ValueError(
+            f"{which} ({preview(known, 5)}), but none has its pretrained weights on this "
+            "machine: run one once with a network connection (its weights are then cached), or "
+            "bring them as the Offline use guide says; without --offline, `skdeep backbones` "
+            "lists them all")
     _print_lines(names)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ import pytest
 
 from _helpers import TINY, make_images
 from skdeep import BadImageWarning, Checkpoint, FineTunedCNNClassifier
+from skdeep.cli import main
 
 FAST = {"backbone": TINY, "weights": None, "image_size": 16, "batch_size": 8, "random_state": 0}
 
@@ -87,3 +88,20 @@ def test_resume_refuses_fewer_epochs_and_a_longer_one_cycle(tmp_path):
     with pytest.raises(ValueError, match=r"epochs=2, now epochs=3"):
         FineTunedCNNClassifier(epochs=3, scheduler="onecycle", **params).fit(
             X, y, resume=tmp_path / "b")
+
+
+# --- 7. `skdeep backbones PATTERN --offline`: a wrong name is not missing weights -----------------
+
+
+def test_backbones_offline_says_the_weights_are_missing_not_the_name(monkeypatch, tmp_path,
+                                                                      capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch hub cache
+    assert main(["backbones", "resnet", "--source", "torchvision", "--offline"]) == 1
+    err = capsys.readouterr().err
+    assert "torchvision backbone(s) match 'resnet' (['resnet101'" in err
+    assert "none has its pretrained weights on this machine" in err
+    assert "no torchvision backbone matches" not in err
+    assert main(["backbones", "no-such-net", "--source", "torchvision", "--offline"]) == 1
+    assert "no torchvision backbone matches 'no-such-net'" in capsys.readouterr().err
+    assert main(["backbones", "lite0", "--offline"]) == 0  # the bundled weights are here
+    assert capsys.readouterr().out.split() == ["efficientnet_lite0"]
