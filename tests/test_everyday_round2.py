@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from _helpers import TINY, make_images
-from skdeep import BadImageWarning, Checkpoint, FineTunedCNNClassifier
+from _helpers import TINY, FineTunedStandIn, make_images
+from skdeep import BadImageWarning, Checkpoint, FineTunedCNNClassifier, evaluate
 from skdeep.cli import main
 
 FAST = {"backbone": TINY, "weights": None, "image_size": 16, "batch_size": 8, "random_state": 0}
@@ -105,3 +107,43 @@ def test_backbones_offline_says_the_weights_are_missing_not_the_name(monkeypatch
     assert "no torchvision backbone matches 'no-such-net'" in capsys.readouterr().err
     assert main(["backbones", "lite0", "--offline"]) == 0  # the bundled weights are here
     assert capsys.readouterr().out.split() == ["efficientnet_lite0"]
+
+
+# --- 8. evaluate's fine-tuning fits give the small-validation-split warning once -----------------
+
+
+def test_evaluate_finetune_warns_about_the_validation_split_once_not_per_fit():
+    images, labels = make_images(n=16, n_classes=2, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
+                 layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
+                 finetune_params={"epochs": 1, "batch_size": 8, "tta": None})
+    split = [w for w in caught if "too few for a stratified split" in str(w.message)]
+    assert len(split) == 1  # 3 strategies x 2 folds = 6 fits, one warning
+
+
+class _Warns(FineTunedStandIn):
+    """Stands in for FineTunedCNNClassifier: each fit warns about its own bad row."""
+
+    def fit(self, X, y):
+        warnings.warn(BadImageWarning(f"row {len(X)} of {self.train_layers}", rows=[0],
+                                      paths=[None], reasons=["?"]))
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+def test_evaluate_still_passes_on_every_bad_image_warning(monkeypatch):
+    import skdeep.evaluation
+
+    monkeypatch.setattr(skdeep.evaluation, "FineTunedCNNClassifier", _Warns)
+    images, labels = make_images(n=16, n_classes=2, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
+                 layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
+                 finetune_params={"tta": None})
+    assert sum(issubclass(w.category, BadImageWarning) for w in caught) == 6
