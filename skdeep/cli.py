@@ -482,7 +482,8 @@ def _image_size_option(group) -> None:
     group.add_argument("--image-size", type=_image_size, default="auto", metavar="N|auto|native",
                        help=f"network input side in pixels (default: auto = {SMALL_IMAGE_INPUT} "
                             f"for images of at most {SMALL_IMAGE_SIDE} px, else native, the "
-                            "network's own size)")
+                            "network's own size; Python's PretrainedCNNFeatures has no auto: "
+                            "its image_size=None is native)")
 
 
 def _backbone_options(group) -> None:

@@ -147,3 +147,18 @@ def test_evaluate_still_passes_on_every_bad_image_warning(monkeypatch):
                  layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
                  finetune_params={"tta": None})
     assert sum(issubclass(w.category, BadImageWarning) for w in caught) == 6
+
+
+# --- 9. the input-size rules of Python and of the command line, said in both places --------------
+
+
+def test_the_documented_difference_of_the_image_size_rules_holds(capsys):
+    from skdeep import PretrainedCNNFeatures
+    from skdeep._inputs import auto_image_size
+
+    digits = np.zeros((2, 28, 28), np.uint8)
+    assert auto_image_size(digits) == 96  # skdeep extract / evaluate: --image-size auto
+    assert PretrainedCNNFeatures().fit().data_config_["input_size"][-1] == 224  # Python: native
+    assert "pass ``image_size=96``" in PretrainedCNNFeatures.__doc__
+    assert main(["extract", "--help"]) == 0
+    assert "PretrainedCNNFeatures has no auto" in " ".join(capsys.readouterr().out.split())
