@@ -162,3 +162,28 @@ def test_the_documented_difference_of_the_image_size_rules_holds(capsys):
     assert "pass ``image_size=96``" in PretrainedCNNFeatures.__doc__
     assert main(["extract", "--help"]) == 0
     assert "PretrainedCNNFeatures has no auto" in " ".join(capsys.readouterr().out.split())
+
+
+# --- 10. floats outside [0, 1]: advice from the data's range -------------------------------------
+
+
+@pytest.mark.parametrize(("top", "advice"), [
+    (16.0, "the largest value is 16, so divide by 16 if 0-16 is the scale (the scale of sklearn's "
+           "load_digits)"),
+    (200.0, "divide by 255 if 0-255 is the scale (8-bit data; or pass it as uint8)"),
+    (1000.0, "divide by 4095 if 0-4095 is the scale (12-bit data)"),
+    (1e6, "the largest value is 1e+06; divide by X.max()"),
+    (-0.5, "for data in [-1, 1], use (X + 1) / 2"),
+    (-3.0, "negative values look normalised"),
+])
+def test_floats_outside_0_1_get_advice_from_their_range(top, advice):
+    from skdeep import PretrainedCNNFeatures
+
+    X = np.zeros((2, 8, 8))
+    X[1, 0, 0] = top
+    cnn = PretrainedCNNFeatures(backbone=TINY, weights=None, image_size=16).fit()
+    with pytest.raises(ValueError, match=r"rows \[1\]") as raised:
+        cnn.transform(X)
+    assert advice in str(raised.value)
+    if top == 16.0:
+        assert "255" not in str(raised.value)
