@@ -9,6 +9,7 @@ import pytest
 
 from _helpers import TINY, FineTunedStandIn, make_images
 from skdeep import BadImageWarning, Checkpoint, FineTunedCNNClassifier, evaluate
+from skdeep._report import plot_accuracy_by_layer
 from skdeep.cli import main
 
 FAST = {"backbone": TINY, "weights": None, "image_size": 16, "batch_size": 8, "random_state": 0}
@@ -187,3 +188,33 @@ def test_floats_outside_0_1_get_advice_from_their_range(top, advice):
     assert advice in str(raised.value)
     if top == 16.0:
         assert "255" not in str(raised.value)
+
+
+# --- 11. small disagreements between the docs and the code ---------------------------------------
+
+
+def test_the_fine_tuning_progress_bar_counts_images_as_the_docs_say(capsys):
+    X, y = make_images(24)
+    FineTunedCNNClassifier(epochs=1, validation_fraction=0, verbose=0, progress=True,
+                           **FAST).fit(X, y)
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "24/24" in err and "img" in err  # not 3/3 batches
+
+
+def test_the_accuracy_plots_legend_stands_beside_the_lines():
+    pytest.importorskip("matplotlib")
+    images, labels = make_images(n=16, n_classes=2, seed=1)
+    result = evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
+                      layers=["blocks.1", "penultimate"], precision="fp32", compile=False,
+                      finetune=True, finetune_params={"epochs": 1, "batch_size": 8,
+                                                      "validation_fraction": 0})
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = plot_accuracy_by_layer(result)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    ax = figure.axes[0]
+    renderer = canvas.get_renderer()
+    legend, plot = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert len(ax.get_legend().get_texts()) >= 8  # pixels, fine-tuning x 6, the features...
+    assert legend.x0 >= plot.x1  # right of the axes: it covers no line
