@@ -155,34 +155,33 @@ class Trainer:
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         total = torch.zeros((), device=self.device)
         weight_sum = torch.zeros((), device=self.device)
-        # The bar counts images, as inference's bars do (a dropped last image is not counted).
-        seen = min(len(loader.dataset), len(loader) * loader.batch_size)
-        with tqdm(total=seen, desc=desc, unit="img", disable=not progress, leave=True) as bar:
-            for images, messages, rows in loader:
-                images = images.to(self.device, non_blocking=True)
-                rows_on_device = rows.to(self.device, non_blocking=True)
-                targets = self.targets[rows_on_device]
-                weights = self.weights[rows_on_device]
-                if any(messages):  # unreadable images (on_error="nan") do not train
-                    ok = [not message for message in messages]
-                    self.bad_rows.update({int(r): m for r, m in zip(rows.tolist(), messages) if m})
-                    weights = weights * torch.tensor(ok, device=self.device, dtype=weights.dtype)
-                with autocast(self.device, self.precision):
-                    logits = self.logits(images)
-                losses = F.cross_entropy(logits.float(), targets, reduction="none",
-                                         label_smoothing=self.label_smoothing)
-                weighted = (losses * weights).sum()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(weighted / len(rows)).backward()
-                if self.grad_clip_norm is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(trainable, self.grad_clip_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.schedule.after_step()
-                total += weighted.detach()
-                weight_sum += weights.sum()
-                bar.update(len(rows))
+        # The bar counts batches. (tqdm.auto's bar calls iter(loader) once more, which draws
+        # from the loader's generator: iterating without it would change every shuffle.)
+        for images, messages, rows in tqdm(loader, desc=desc, unit="batch", disable=not progress,
+                                           leave=True):
+            images = images.to(self.device, non_blocking=True)
+            rows_on_device = rows.to(self.device, non_blocking=True)
+            targets = self.targets[rows_on_device]
+            weights = self.weights[rows_on_device]
+            if any(messages):  # unreadable images (on_error="nan") do not train
+                ok = [not message for message in messages]
+                self.bad_rows.update({int(r): m for r, m in zip(rows.tolist(), messages) if m})
+                weights = weights * torch.tensor(ok, device=self.device, dtype=weights.dtype)
+            with autocast(self.device, self.precision):
+                logits = self.logits(images)
+            losses = F.cross_entropy(logits.float(), targets, reduction="none",
+                                     label_smoothing=self.label_smoothing)
+            weighted = (losses * weights).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(weighted / len(rows)).backward()
+            if self.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(trainable, self.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.after_step()
+            total += weighted.detach()
+            weight_sum += weights.sum()
         return float(total / weight_sum.clamp(min=1e-12))  # the one synchronisation per epoch
 
     def evaluate(self, dataset: Dataset, rows: np.ndarray, *, batch_size: int,

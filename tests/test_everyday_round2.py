@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,12 +194,15 @@ def test_floats_outside_0_1_get_advice_from_their_range(top, advice):
 # --- 11. small disagreements between the docs and the code ---------------------------------------
 
 
-def test_the_fine_tuning_progress_bar_counts_images_as_the_docs_say(capsys):
+def test_the_fine_tuning_progress_bar_counts_batches_as_the_docs_say(capsys):
     X, y = make_images(24)
     FineTunedCNNClassifier(epochs=1, validation_fraction=0, verbose=0, progress=True,
                            **FAST).fit(X, y)
     err = capsys.readouterr().err
-    assert "epoch 1" in err and "24/24" in err and "img" in err  # not 3/3 batches
+    assert "epoch 1" in err and "3/3" in err and "batch" in err  # 24 images, batches of 8
+    guide = Path(__file__).resolve().parents[1] / "docs" / "user_guide" / "performance.rst"
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    assert "one bar per epoch over its training batches" in text
 
 
 def test_the_accuracy_plots_legend_stands_beside_the_lines():
