@@ -104,6 +104,7 @@ finetune = FineTunedCNNClassifier(
     image_size=64 if not SMALL else 32,
     epochs=1 if SMALL else 4,
     random_state=0,
+    verbose=0,  # no epoch lines between this script's own
 )
 start = time.perf_counter()
 finetune.fit(X_pool[more], y_pool[more])

@@ -69,6 +69,7 @@ tutorial_recipe = dict(
     epochs=2 if SMALL else 9,
     image_size=32 if SMALL else 64,
     random_state=0,
+    verbose=0,                 # the history is printed below, as a table
 )
 
 scenarios = {

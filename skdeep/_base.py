@@ -138,7 +138,10 @@ class CNNEstimatorMixin:
             return compiled
         if not compile_pays(self.compile, n_images, self.data_config_["input_size"], self.device_):
             return eager
-        self._compiled = CompiledForward(eager, self.device_, self.precision_)
+        # A first compile takes seconds with nothing moving: said in one line when the user asked
+        # for compile=True, or for progress or verbose output.
+        announce = self.compile is True or self.progress or bool(getattr(self, "verbose", 0))
+        self._compiled = CompiledForward(eager, self.device_, self.precision_, announce=announce)
         return self._compiled
 
     def _run_dataset(self, eager: FeatureExtractor, dataset, desc: str, *,

@@ -21,10 +21,13 @@ this follows PyTorch's documented usage but has not been run here, as no GPU was
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -35,6 +38,7 @@ from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, pool_values, resolve
 
 COMPILE_OPTIONS = ("auto", True, False)
 COMPILE_CACHE_ENV = "SKDEEP_COMPILE_CACHE"
+_INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 # Break-even of compile="auto", measured with EfficientNet-Lite0 in bf16 on 2-core CPUs: a cold
 # compile took 23-35 s on an AMX Xeon and about 15 s on an AVX512-BF16 EPYC, 6-9 s with a warm
@@ -53,9 +57,15 @@ class GraphUnavailableError(RuntimeError):
 def compile_cache_dir() -> Path:
     """The folder where compiled networks (``compile=``) are cached across processes.
 
-    ``$SKDEEP_COMPILE_CACHE`` if set, else inductor's ``$TORCHINDUCTOR_CACHE_DIR`` if set, else
-    ``~/.cache/skdeep/inductor`` (``$XDG_CACHE_HOME`` is respected). Inductor's own cache format
-    lives there; deleting the folder only costs a cold compile.
+    ``$SKDEEP_COMPILE_CACHE`` if set, else inductor's ``$TORCHINDUCTOR_CACHE_DIR`` if *you* set
+    it, else ``~/.cache/skdeep/inductor`` (``$XDG_CACHE_HOME`` is respected). Inductor's own
+    cache format lives there; deleting the folder only costs a cold compile.
+
+    Importing ``torch._dynamo`` (as skdeep and ``torch.compile`` do) writes inductor's default,
+    a folder under the temporary directory (``/tmp/torchinductor_<user>``), into
+    ``$TORCHINDUCTOR_CACHE_DIR``. That value is torch's, not yours, and counts as unset: a
+    cache in ``/tmp`` is lost whenever ``/tmp`` is cleaned, bringing back a cold compile.
+    To keep inductor's temporary folder on purpose, set ``$SKDEEP_COMPILE_CACHE`` to it.
 
     Returns
     -------
@@ -69,11 +79,26 @@ def compile_cache_dir() -> Path:
     '/tmp/skdeep-compiled'
     >>> del os.environ["SKDEEP_COMPILE_CACHE"]
     """
-    explicit = os.environ.get(COMPILE_CACHE_ENV) or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    explicit = os.environ.get(COMPILE_CACHE_ENV)
     if explicit:
         return Path(explicit)
+    inductor = os.environ.get(_INDUCTOR_CACHE_ENV)
+    if inductor and os.path.abspath(inductor) != os.path.abspath(_inductor_default_dir()):
+        return Path(inductor)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "skdeep" / "inductor"
+
+
+def _inductor_default_dir() -> str:
+    """The folder inductor writes into ``$TORCHINDUCTOR_CACHE_DIR`` when nobody set it."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # a torch that keeps it elsewhere: its documented default
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return default_cache_dir()
 
 
 def compile_pays(setting: str | bool, n_images: int, input_size: Sequence[int],
@@ -138,7 +163,7 @@ def compile_extractor(extractor: GraphExtractor, device: torch.device,
     Compilation itself happens on the first call; :class:`CompiledForward` handles its failure.
     """
     # Inductor reads its cache folder from the environment when it compiles.
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+    os.environ[_INDUCTOR_CACHE_ENV] = str(compile_cache_dir())
     # Autocast inside the graph: with freezing, inductor folds BatchNorm into the convolutions in
     # float32 first and then folds the casts, so the weights are prepacked once in bf16 (casting
     # the module to bf16 beforehand folds in bf16 and loses accuracy).
@@ -162,13 +187,19 @@ class CompiledForward:
         The hooked extractor; also the fallback.
     device : torch.device
     precision : {"fp32", "bf16", "fp16"}
+    announce : bool, default=False
+        Say on stderr, in one line, that the first call compiles and for how long (a compile
+        looks like a hang otherwise).
     """
 
-    def __init__(self, eager: FeatureExtractor, device: torch.device, precision: str) -> None:
+    def __init__(self, eager: FeatureExtractor, device: torch.device, precision: str,
+                 announce: bool = False) -> None:
         self.eager = eager
         self.what = type(eager.model).__name__
         self._lock = threading.Lock()
         self._ready = False
+        self._announce = announce
+        self._cpu = device.type == "cpu"
         # CUDA graphs replay into static output memory, which the next call overwrites: each
         # call starts a new step and its output is copied before the caller keeps it.
         self._cuda_graphs = device.type == "cuda"
@@ -194,8 +225,11 @@ class CompiledForward:
                 return self._run(images)
             if self.compiled is None:
                 return self.eager(images)
+            if self._announce:
+                _say(compile_notice(self.what, images.shape))
             try:
-                output = self._run(images)
+                with _no_cuda_probe_warning(self._cpu):
+                    output = self._run(images)
             except torch.OutOfMemoryError:
                 raise  # not a failure to compile: the inference loop retries smaller batches
             except Exception as exc:  # inductor and dynamo raise many types
@@ -210,6 +244,48 @@ class CompiledForward:
             return self.compiled(images)
         torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(images).clone()
+
+
+def compile_notice(what: str, batch_shape: Sequence[int]) -> str:
+    """The one line said before a first compile: what, for which shape, how long, cached where."""
+    shape = "x".join(str(int(side)) for side in batch_shape)
+    # The cold and warm compile times measured for the "auto" rule (see the performance guide).
+    return (f"compile: compiling {what} for batches of {shape}, once: 15-55 s the first time "
+            f"(measured on 2-core CPUs), 6-9 s once cached in {compile_cache_dir()}")
+
+
+def _say(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)  # above a progress bar in use, not through it
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _no_cuda_probe_warning(cpu: bool) -> Iterator[None]:
+    """Silence "No CUDA runtime is found" while compiling for a CPU.
+
+    Inductor imports ``torch.utils.cpp_extension``, which logs that warning on any machine with
+    a CUDA toolkit folder but no GPU: noise when the job runs on the CPU by design.
+    """
+    if not cpu:
+        yield
+        return
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    quiet = _DropMessage("No CUDA runtime is found")
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def warn_eager(what: str, exc: BaseException) -> None:

@@ -414,8 +414,7 @@ def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
     low, high = flat.min(axis=1), flat.max(axis=1)
     if kind == "f":
         bad, allowed = (low < 0) | (high > 1), "[0, 1]"
-        hint = ("Float images must be scaled to [0, 1]: divide 0-255 data by 255, or pass it "
-                "as uint8.")
+        hint = _float_scale_hint(float(low.min()), float(high.max()))
     elif dtype == np.int16:
         bad, allowed = low < 0, "[0, 32767]"
         hint = "int16 images are scaled by 32767 and must not be negative."
@@ -432,6 +431,27 @@ def _check_values(pixels: np.ndarray, where: str, rows: bool) -> None:
             f"[{low[first]:g}, {high[first]:g}]). {hint}" if rows else
             f"{where} has {dtype} values in [{low[0]:g}, {high[0]:g}], outside {allowed}. {hint}"
         )
+
+
+# The tops of the usual pixel scales: 4-bit (sklearn's load_digits: 0-16), 8, 12 and 16 bits.
+_SCALE_TOPS = (16, 255, 4095, 65535)
+
+
+def _float_scale_hint(low: float, high: float) -> str:
+    """How to bring floats spanning [low, high] to [0, 1], from that range (not always 255)."""
+    if low < 0:
+        if low >= -1 and high <= 1:
+            return "Float images must be in [0, 1]: for data in [-1, 1], use (X + 1) / 2."
+        return ("Float images must be in [0, 1]: negative values look normalised (mean "
+                "subtracted); pass the images before normalisation, as skdeep normalises for the "
+                "network itself, or rescale with (X - X.min()) / (X.max() - X.min()).")
+    top = next((top for top in _SCALE_TOPS if high <= top), None)
+    if top is None:
+        return f"Float images must be in [0, 1]: the largest value is {high:g}; divide by X.max()."
+    known = {16: " (the scale of sklearn's load_digits)", 255: " (8-bit data; or pass it as "
+             "uint8)"}.get(top, f" ({top.bit_length()}-bit data)")
+    return (f"Float images must be in [0, 1]: the largest value is {high:g}, so divide by {top} "
+            f"if 0-{top} is the scale{known}, or by X.max().")
 
 
 def _where(where: str, rows: bool, mask: np.ndarray) -> str:
@@ -1078,8 +1098,9 @@ def load_item(item: Any) -> Image.Image:
     raise BadImageError(f"{type(item).__name__} is not an image, path or bytes")
 
 
-def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -> None:
-    """One :class:`BadImageWarning` that lists the rows that became NaN, with their paths.
+def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None, *,
+                  outcome: str = "their rows are NaN") -> None:
+    """One :class:`BadImageWarning` that lists the unreadable rows, with their paths.
 
     Parameters
     ----------
@@ -1087,6 +1108,8 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
         ``{row: message}`` of the unreadable rows.
     dataset : ImageDataset, optional
         The rows' dataset: the warning's ``paths`` come from it (all None without it).
+    outcome : str, default="their rows are NaN"
+        What became of those rows, said after "could not be read; ".
     """
     if not errors:
         return
@@ -1099,7 +1122,7 @@ def warn_bad_rows(errors: dict[int, str], dataset: ImageDataset | None = None) -
                 f"{_numbered(positions[_SHOWN:], numbering, 50)}")
     paths = [dataset.path(row) if dataset is not None else None for row in positions]
     warnings.warn(
-        BadImageWarning(f"{len(positions)} image(s) could not be read; their rows are NaN:\n"
+        BadImageWarning(f"{len(positions)} image(s) could not be read; {outcome}:\n"
                         f"{listing}{more}", rows=[numbering[0] + row for row in positions],
                         paths=paths, reasons=[errors[index] for index in positions]),
         stacklevel=3,

@@ -204,6 +204,10 @@ class LRSchedule:
         self.step_count = int(state["step_count"])
         if self._torch is not None:
             self._torch.load_state_dict(state["torch"])
+        if self.kind not in ("onecycle", "plateau"):  # those two own their rates: as saved
+            # The rate of this step under this schedule: the saved one, unless the run was
+            # extended (more epochs: a cosine is recomputed for the new total).
+            self._apply(self.step_count)
 
     def after_epoch(self, monitored_loss: float) -> None:
         """Advance one epoch; ``monitored_loss`` drives "plateau" (NaN is ignored)."""

@@ -156,7 +156,10 @@ class Trainer:
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         total = torch.zeros((), device=self.device)
         weight_sum = torch.zeros((), device=self.device)
-        for images, messages, rows in tqdm(loader, desc=desc, disable=not progress, leave=True):
+        # The bar counts batches. (tqdm.auto's bar calls iter(loader) once more, which draws
+        # from the loader's generator: iterating without it would change every shuffle.)
+        for images, messages, rows in tqdm(loader, desc=desc, unit="batch", disable=not progress,
+                                           leave=True):
             images = images.to(self.device, non_blocking=True)
             rows_on_device = rows.to(self.device, non_blocking=True)
             targets = self.targets[rows_on_device]
@@ -300,6 +303,12 @@ def run_epochs(
     the next stage.
     """
     stopper = early_stopping if validation is not None else None
+    if verbose and epochs > 0:
+        held_out = f", validating on {len(validation[1])}" if validation is not None else ""
+        batches = len(train_loader)
+        print(f"training on {len(train_loader.dataset)} images{held_out}: epochs "
+              f"{first_epoch}-{first_epoch + epochs - 1}, {batches} batch{'es' * (batches != 1)} "
+              f"of up to {train_loader.batch_size} per epoch", flush=True)
     for epoch in range(first_epoch, first_epoch + epochs):
         head_only = unfreeze_after is not None and epoch <= unfreeze_after
         if stopper is not None and stopper.should_stop and not head_only:  # a resumed run that
@@ -329,11 +338,10 @@ def run_epochs(
             "seconds": time.perf_counter() - start,
         }
         if verbose:
-            print(
-                f"epoch {epoch:3d}  train_loss {train_loss:.4f}  valid_loss {valid_loss:.4f}  "
-                f"valid_accuracy {valid_accuracy:.4f}  lr {lr:.2e}  {record['seconds']:.1f}s",
-                flush=True,
-            )
+            valid = (f"  valid_loss {valid_loss:.4f}  valid_accuracy {valid_accuracy:.4f}"
+                     if validation is not None else "")
+            print(f"epoch {epoch:3d}  train_loss {train_loss:.4f}{valid}  lr {lr:.2e}  "
+                  f"{record['seconds']:.1f}s", flush=True)
         stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
         stop = stop and not head_only
         if stop and verbose:

@@ -156,6 +156,14 @@ class CacheInfo:
     ``hits`` and ``misses`` count images (rows): a hit is a row whose requested layers were all
     found, a miss a row that went through the network. ``damaged`` counts stored vectors that
     failed their checksum (each was computed again: a miss).
+
+    The counters live in this object, in this process: copies of the estimator working in other
+    processes (``GridSearchCV(n_jobs=2)``, joblib, Dask workers) count in their own copies,
+    which this one never sees, so their hits are not in it. ``entries`` and ``size_bytes`` are
+    read from disk and include everyone's work. ``size_bytes`` is the disk use of the database
+    and its write-ahead log, which SQLite grows with writes and folds back at checkpoints: it
+    changes while the entries stay the same. Compare ``entries``, not bytes, to see whether
+    something was stored.
     """
 
     hits: int

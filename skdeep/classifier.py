@@ -69,6 +69,7 @@ from ._training import (
     training_data,
     write_training_state,
 )
+from ._values import plain
 from ._version import __version__
 from .backbones import freeze, resolve_backbone
 from .cache import image_keys
@@ -205,8 +206,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         their rows (see :meth:`predict` for their labels).
     progress : bool, default=False
         Progress bars over batches.
-    verbose : int, default=0
-        Print one line per epoch (losses, validation accuracy, learning rate, seconds).
+    verbose : int, default=1
+        Print, on stdout, what will train (epochs, batches, images) and then one line per epoch
+        (losses, validation accuracy, learning rate, seconds), as skorch's epoch table does: a
+        fit takes minutes on a CPU. ``verbose=0`` is silent; ``history_`` holds the same figures.
     random_state : int, RandomState instance or None, default=None
         Seeds the new head, random initialisation, the validation split, shuffling, dropout and
         augmentation. With an int, two fits on the same machine give identical predictions.
@@ -372,7 +375,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         num_workers: int | str = "auto",
         on_error: str = "raise",
         progress: bool = False,
-        verbose: int = 0,
+        verbose: int = 1,
         random_state: Any = None,
         warm_start: bool = False,
         compile: str | bool = "auto",
@@ -440,7 +443,10 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             parameters (but callbacks, ``verbose``, ``progress``, ``num_workers``, ``device``,
             ``compile`` and ``tta``), ``y`` and ``sample_weight`` must be those of the
             interrupted fit, and ``X`` the same images. A staged fit (``freeze_epochs``)
-            resumes in the stage it was in.
+            resumes in the stage it was in. One exception: a larger ``epochs`` extends the fit
+            ("train two more epochs" from the checkpoint of a finished fit): the schedule is
+            recomputed for the new total and continues from the step reached, the optimizer's
+            state is kept (not with ``scheduler="onecycle"``, whose cycle is fixed).
 
         Returns
         -------
@@ -509,9 +515,14 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         """Refuse to resume with parameters other than those of the checkpointed fit."""
         saved = checkpoint.saved.field("params", dict)
         current = self._encoded_params()
+        # More epochs extend the run ("train two more"): the schedule is rebuilt for the new
+        # total and continues from the step reached. One-cycle's cycle cannot be stretched.
+        longer = (isinstance(saved.get("epochs"), int) and current["epochs"] > saved["epochs"]
+                  and self.scheduler != "onecycle")
         changed = [f"{name}={saved.get(name, '(absent)')!r}, now {name}={value!r}"
                    for name, value in current.items()
-                   if name not in _RESUME_MAY_CHANGE and saved.get(name, value) != value]
+                   if name not in _RESUME_MAY_CHANGE and saved.get(name, value) != value
+                   and not (name == "epochs" and longer)]
         if changed:
             raise ValueError(
                 f"the checkpoint in {str(checkpoint.folder)!r} continues a fit with other "
@@ -691,7 +702,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             del self._run
             freeze(self.model_)
             trainer.network.eval()
-        warn_bad_rows(trainer.bad_rows, base)
+        warn_bad_rows(trainer.bad_rows, base,
+                      outcome="they were left out of training (listed in bad_rows_)")
         self.bad_rows_ = _rows_array(trainer.bad_rows)
         self.best_epoch_ = self.n_iter_ if best is None else best
         _call(callbacks, "on_train_end", self)
@@ -797,15 +809,19 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     # --- prediction ----------------------------------------------------------------------------
 
-    def _outputs(self, X: Any, desc: str) -> np.ndarray:
-        """``[embedding | logits]`` rows; under ``tta``, ``[mean embedding | log mean proba]``."""
+    def _outputs(self, X: Any, desc: str, outcome: str = "their rows are NaN") -> np.ndarray:
+        """``[embedding | logits]`` rows; under ``tta``, ``[mean embedding | log mean proba]``.
+
+        Unreadable rows (``on_error="nan"``) are NaN, ``bad_rows_``, and warned about, the
+        warning saying ``outcome``.
+        """
         check_is_fitted(self)
         network = self._get_network().eval()
         # tta=None is one view, the image itself: the network alone, as without TTA
         dataset = self._dataset(X)
         rows, errors = self._run_dataset(network, dataset, desc, views=self._tta_views(),
                                          log_proba_from=self.n_features_out_)
-        warn_bad_rows(errors, dataset)
+        warn_bad_rows(errors, dataset, outcome=f"{outcome} (listed in bad_rows_)")
         self.bad_rows_ = _rows_array(errors)
         return rows
 
@@ -817,8 +833,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         return tta_views(self.tta, self.data_config_, augment=self.augment,
                          seed=seed_of(self.random_state))
 
-    def _logits(self, X: Any) -> np.ndarray:
-        return self._outputs(X, "predicting")[:, self.n_features_out_:].astype(np.float64)
+    def _logits(self, X: Any, outcome: str = "their rows are NaN") -> np.ndarray:
+        return self._outputs(X, "predicting", outcome)[:, self.n_features_out_:].astype(np.float64)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits of the classes (for two classes: ``logit(classes_[1]) - logit(classes_[0])``).
@@ -877,12 +893,15 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         labels : ndarray of shape (n_samples,)
             Of the dtype of ``classes_`` (that of ``y``). An image that could not be read
             (``on_error="nan"``) has no prediction: its row gets ``classes_[0]`` as a placeholder,
-            a warning names it, and ``bad_rows_`` lists such rows, so that
-            ``np.delete(labels, clf.bad_rows_)`` keeps the real predictions. (A sentinel such as
-            ``None`` would turn integer labels into objects that metrics refuse, and no value of
-            every label type can mean "missing".)
+            a :class:`~skdeep.BadImageWarning` says so and names it, and ``bad_rows_`` lists such
+            rows, so that ``np.delete(labels, clf.bad_rows_)`` keeps the real predictions. For a
+            result that cannot be mistaken for a prediction, use :meth:`predict_proba`: those
+            rows are NaN. (A sentinel such as ``None`` would turn integer labels into objects
+            that metrics refuse, and no value of every label type can mean "missing".)
         """
-        logits = self._logits(X)
+        check_is_fitted(self)  # before classes_ is read below
+        logits = self._logits(X, f"predict gives their rows the placeholder "
+                                 f"{plain(self.classes_[0])!r}, not a prediction")
         # NaN rows (unreadable images) argmax to column 0: classes_[0], the documented placeholder
         return self.classes_[np.nan_to_num(logits, nan=0.0).argmax(axis=1)]
 

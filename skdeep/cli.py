@@ -482,7 +482,8 @@ def _image_size_option(group) -> None:
     group.add_argument("--image-size", type=_image_size, default="auto", metavar="N|auto|native",
                        help=f"network input side in pixels (default: auto = {SMALL_IMAGE_INPUT} "
                             f"for images of at most {SMALL_IMAGE_SIDE} px, else native, the "
-                            "network's own size)")
+                            "network's own size; Python's PretrainedCNNFeatures has no auto: "
+                            "its image_size=None is native)")
 
 
 def _backbone_options(group) -> None:
@@ -511,7 +512,8 @@ def _runtime_options(group) -> None:
     group.add_argument("--compile", choices=tuple(_COMPILE), default="auto",
                        help="run the network as one compiled graph (torch.compile; about 2x on "
                             "CPUs, after a compile of seconds): on, off, or auto = when the job "
-                            "is large enough to pay for the compile (default: auto)")
+                            "is large enough to pay for the compile (default: auto); a "
+                            "first compile is said in one line on stderr")
     group.add_argument("--workers", type=_workers, default="auto", metavar="N",
                        help="processes decoding images in parallel: a number (0: in-process, "
                             "reading a batch ahead in a thread) or auto = 0 on a CPU, one per "
@@ -812,15 +814,31 @@ def _run_backbones(args: argparse.Namespace) -> int:
 
     from .backbones import list_backbones
 
-    names = list_backbones(args.source, available_offline=args.offline, tags=args.tags)
-    if args.pattern:
+    def matching(names: list[str]) -> list[str]:
+        if not args.pattern:
+            return names
         pattern = args.pattern.lower()
         if not any(char in pattern for char in "*?["):
             pattern = f"*{pattern}*"
-        names = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
-        if not names:
-            raise ValueError(f"no {args.source if args.source != 'all' else ''} backbone "
-                             f"matches {args.pattern!r}".replace("  ", " "))
+        return [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
+
+    names = matching(list_backbones(args.source, available_offline=args.offline, tags=args.tags))
+    if not names and (args.pattern or args.offline):
+        family = f"{args.source} backbone" if args.source != "all" else "backbone"
+        # Offline, say whether the name is wrong or only the weights are missing: other fixes.
+        known = matching(list_backbones(args.source, tags=args.tags)) if args.offline else []
+        if not known:
+            raise ValueError(f"no {family} matches {args.pattern!r}" if args.pattern else
+                             f"no {family} has its pretrained weights on this machine")
+        from ._inputs import preview
+
+        which = (f"{len(known)} {family}(s) match {args.pattern!r}" if args.pattern
+                 else f"{len(known)} {family}(s) are known")
+        raise ValueError(
+            f"{which} ({preview(known, 5)}), but none has its pretrained weights on this "
+            "machine: run one once with a network connection (its weights are then cached), or "
+            "bring them as the Offline use guide says; without --offline, `skdeep backbones` "
+            "lists them all")
     _print_lines(names)
     return EXIT_OK
 
@@ -846,7 +864,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of evaluate -> (X, y, description)."""
-    from .datasets import load_fashion_sample, load_image_folder, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, load_fashion_sample, load_image_folder, read_image_table
 
     if args.input is None:
         sample = load_fashion_sample()
@@ -862,13 +880,13 @@ def _labelled_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
     table = read_image_table(args.input, path_column=args.path_column,
                               label_column=args.label_column)
-    return (table["file"].tolist(), table["label"].to_numpy(),
+    return (table[RESOLVED_PATH_COLUMN].tolist(), table[args.label_column].to_numpy(),
             f"{len(table)} images listed in {args.input}")
 
 
 def _audit_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """INPUT of audit -> (X, y or None, description): labelled when the input has labels."""
-    from .datasets import find_images, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, find_images, read_image_table
 
     if args.input is None or (os.path.isdir(args.input) and args.labels
                               and _has_subfolders(args.input)):
@@ -887,13 +905,14 @@ def _audit_input(args: argparse.Namespace) -> tuple[Any, Any, str]:
         try:
             table = read_image_table(args.input, path_column=args.path_column,
                                      label_column=column)
-            return (table["file"].tolist(), table["label"].to_numpy(),
+            return (table[RESOLVED_PATH_COLUMN].tolist(), table[column].to_numpy(),
                     f"{len(table)} images listed in {args.input}")
         except ValueError as exc:
             if args.label_column is not None or f"has no column {column!r}" not in str(exc):
                 raise
     table = read_image_table(args.input, path_column=args.path_column)
-    return table["file"].tolist(), None, f"{len(table)} images listed in {args.input}"
+    return (table[RESOLVED_PATH_COLUMN].tolist(), None,
+            f"{len(table)} images listed in {args.input}")
 
 
 def _has_subfolders(folder: str) -> bool:
@@ -903,7 +922,7 @@ def _has_subfolders(folder: str) -> bool:
 
 def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """INPUT of extract -> (index paths, files to open)."""
-    from .datasets import find_images, read_image_table
+    from .datasets import RESOLVED_PATH_COLUMN, find_images, read_image_table
 
     if os.path.isdir(args.input):
         paths = find_images(args.input)
@@ -914,7 +933,7 @@ def _unlabelled_input(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"INPUT not found: {args.input!r}")
     table = read_image_table(args.input, path_column=args.path_column)
-    return table["path"].tolist(), table["file"].tolist()
+    return table[args.path_column].astype(str).tolist(), table[RESOLVED_PATH_COLUMN].tolist()
 
 
 def _check_output(target: Path, paths: list[str]) -> None:

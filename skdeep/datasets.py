@@ -26,14 +26,17 @@ from ._defaults import OUTPUT_MARKER
 from ._inputs import preview
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "find_images", "load_fashion_sample", "load_image_folder",
-    "read_image_table",
+    "IMAGE_EXTENSIONS", "RESOLVED_PATH_COLUMN", "find_images", "load_fashion_sample",
+    "load_image_folder", "read_image_table",
 ]
 
 #: File extensions :func:`find_images` and :func:`load_image_folder` treat as images (any case).
 IMAGE_EXTENSIONS = (
     ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp",
 )
+
+#: The column :func:`read_image_table` adds: the path of each image file to open.
+RESOLVED_PATH_COLUMN = "resolved_path"
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -454,9 +457,11 @@ def read_image_table(
     Relative paths in the table are resolved against the table's folder: a table is usually
     written next to its images, and it must mean the same files wherever the command runs. Only
     a path that exists relative to the current folder and not next to the table is taken from
-    the current folder. The ``path`` column keeps the values as written (so results join back on
-    them) and a ``file`` column holds the paths to open. Nothing is opened here: missing or
-    unreadable files are reported when the images are read (see ``on_error``).
+    the current folder. The table comes back whole: every column as read, under its own name
+    (the path column keeps the values as written, so results join back on them; the label column
+    and any others, ``sku`` or ``price``, are untouched), plus one added column,
+    ``resolved_path`` (``RESOLVED_PATH_COLUMN``), with the paths to open. Nothing is opened
+    here: missing or unreadable files are reported when the images are read (see ``on_error``).
 
     Duplicate rows are kept (each gets its own, identical, features) with a warning: copies of
     one image in both the training and the test folds of a cross-validation inflate its scores.
@@ -472,16 +477,17 @@ def read_image_table(
 
     Returns
     -------
-    DataFrame with columns ``path``, ``file`` and (with ``label_column``) ``label``
-        One row per row of the table, in its order.
+    DataFrame
+        The table's columns and ``resolved_path``, one row per row of the table, in its order.
 
     Raises
     ------
     FileNotFoundError
         If the table does not exist.
     ValueError
-        If it is not a regular file, cannot be parsed, has no rows, lacks a column, or has a
-        missing value in the path or label column (the message names the rows).
+        If it is not a regular file, cannot be parsed, has no rows, lacks a column, has a
+        missing value in the path or label column (the message names the rows), or already has
+        a ``resolved_path`` column.
 
     Warns
     -----
@@ -492,10 +498,12 @@ def read_image_table(
     --------
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> pd.DataFrame({"path": ["img/a.png"], "label": ["cat"]}).to_csv(
+    >>> pd.DataFrame({"path": ["img/a.png"], "species": ["cat"], "sku": ["A-1"]}).to_csv(
     ...     folder / "index.csv", index=False)
-    >>> table = read_image_table(folder / "index.csv", label_column="label")
-    >>> table["path"].tolist(), table["file"].tolist() == [str(folder / "img" / "a.png")]
+    >>> table = read_image_table(folder / "index.csv", label_column="species")
+    >>> list(table.columns)
+    ['path', 'species', 'sku', 'resolved_path']
+    >>> table["path"].tolist(), table["resolved_path"].tolist() == [str(folder / "img" / "a.png")]
     (['img/a.png'], True)
     """
     table_path = os.fspath(path)
@@ -534,6 +542,9 @@ def read_image_table(
         )
     if len(table) == 0:
         raise ValueError(f"{table_path!r} has no rows.")
+    if RESOLVED_PATH_COLUMN in table.columns:
+        raise ValueError(f"{table_path!r} already has a column {RESOLVED_PATH_COLUMN!r}, the name "
+                         "of the column read_image_table adds: rename it.")
     for column in needed:
         blank = table[column].isna().to_numpy()
         if blank.any():
@@ -543,10 +554,8 @@ def read_image_table(
     base = os.path.dirname(os.path.abspath(table_path))
     files = [_locate(value, base) for value in written]
     _warn_duplicates(table_path, files)
-    result = pd.DataFrame({"path": written, "file": files})
-    if label_column is not None:
-        result["label"] = table[label_column].to_numpy()
-    return result
+    table[RESOLVED_PATH_COLUMN] = files
+    return table
 
 
 

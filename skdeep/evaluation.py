@@ -208,7 +208,8 @@ def evaluate(
         Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``. Two keys choose what
         is compared: ``train_layers=k`` (an int >= 1) the last units trained, and ``tta`` the
         test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
-        TTA rows).
+        TTA rows). The fine-tuned classifiers print no epoch lines (``verbose=0``) unless
+        ``{"verbose": 1}`` is given: ``verbose`` here reports each step.
     max_images : int, default=None
         Evaluate a stratified random subset of this many images.
     pixel_size : int, default=32
@@ -268,7 +269,7 @@ def evaluate(
         tuned, tta = _finetuned_classifiers(
             finetune_params, backbone=backbone, weights=weights, image_size=sizes[0],
             device=device, precision=precision, num_workers=num_workers, progress=progress,
-            random_state=random_state,
+            random_state=random_state, verbose=0,  # one line per step (ours), not per epoch
         )
 
     extractors, features, seconds = [], [], {}
@@ -413,12 +414,15 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     linear = [task for task in tasks if not is_finetune(strategies[task[0]].name)]
     heavy = [task for task in tasks if is_finetune(strategies[task[0]].name)]
 
+    shown = set()  # where the fine-tuning fits' plain UserWarnings came from: each said once
+
     def call(task, single_thread):
         strategy = strategies[task[0]]
         train, test = splits[task[1]]
         return delayed(_fit_fold)(strategy.estimator, strategy.data, labels, train, test,
                                   single_thread=single_thread,
-                                  again=[params for _, params in again.get(task[0], [])])
+                                  again=[params for _, params in again.get(task[0], [])],
+                                  shown=None if single_thread else shown)
 
     outcomes = {}  # (strategy index, fold) -> (predictions, fit s, predict s, converged)
 
@@ -545,10 +549,17 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
     return facts, table
 
 
-def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=()):
+def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=(),
+              shown: set | None = None):
     """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged,
     repredicted), where ``repredicted`` holds (predictions, s) of the fitted model predicting
-    ``test`` again with each parameter set of ``again`` (set after the fit: no refit)."""
+    ``test`` again with each parameter set of ``again`` (set after the fit: no refit).
+
+    Warnings are passed on. With ``shown`` (the places warned from so far), a plain
+    ``UserWarning`` from a place already in it is not repeated: the same advice (a validation
+    split too small to stratify) came once per fold and strategy, six times for one command.
+    Subclasses (:class:`~skdeep.BadImageWarning` naming other rows) are always passed on.
+    """
     from threadpoolctl import threadpool_limits
 
     model = clone(estimator)
@@ -571,9 +582,14 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, agai
     for caught_warning in caught:  # count convergence notices, pass everything else on
         if issubclass(caught_warning.category, ConvergenceWarning):
             converged = False
-        else:
-            warnings.warn_explicit(caught_warning.message, caught_warning.category,
-                                   caught_warning.filename, caught_warning.lineno)
+            continue
+        place = (caught_warning.filename, caught_warning.lineno)
+        if shown is not None and caught_warning.category is UserWarning:
+            if place in shown:
+                continue
+            shown.add(place)
+        warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                               caught_warning.filename, caught_warning.lineno)
     return predicted, fit_seconds, predict_seconds, converged, repredicted
 
 

@@ -65,7 +65,10 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         pooling, the mean of avg and max, or ``None`` to flatten the map.
     image_size : int, default=None
         Side of the square network input. ``None`` uses the weights' own size (224 for most);
-        smaller values are much faster and suit small images such as 28x28 digits.
+        smaller values are much faster and suit small images such as 28x28 digits. Unlike
+        ``skdeep extract`` and ``skdeep evaluate``, whose ``--image-size auto`` (their default)
+        feeds images of at most 64 px at 96 px, nothing is chosen from the images here: for the
+        command line's features of small images, pass ``image_size=96``.
     batch_size : int, default=None
         Images per forward pass. ``None`` picks what runs fastest on the device: 64 on a GPU;
         on a CPU about 400,000 input pixels per batch (8 images at 224 px, 43 at 96 px), since
@@ -104,7 +107,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         seconds (fewer with a warm cache; see :func:`skdeep.compile_cache_dir`). ``"auto"``
         compiles on CPUs when a call has enough images to pay for that; ``True`` always,
         ``False`` never. Outputs agree with eager to floating-point rounding (cache entries are
-        shared). A network that cannot be compiled runs eager, with one warning.
+        shared). A network that cannot be compiled runs eager, with one warning. A first
+        compile is said in one line on stderr (for ``True`` always, for ``"auto"`` when
+        ``progress`` is on).
     tta : None, "flip", "symmetric" or int, default=None
         Test-time augmentation: each image's features are the mean of its features over several
         views of it, one batched forward pass per view (the views are made on the device from

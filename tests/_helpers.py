@@ -24,7 +24,7 @@ class FineTunedStandIn(ClassifierMixin, BaseEstimator):
 
     def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
                  train_layers="all", epochs=10, tta=None, device="auto", precision="auto",
-                 num_workers=0, progress=False, random_state=None):
+                 num_workers=0, progress=False, verbose=1, random_state=None):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -35,4 +35,5 @@ class FineTunedStandIn(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.num_workers = num_workers
         self.progress = progress
+        self.verbose = verbose
         self.random_state = random_state

@@ -3,6 +3,7 @@
 Compiling takes seconds, so the compiled estimators are built once per module.
 """
 
+import logging
 import pickle
 import warnings
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import skdeep._base as base_module
 import skdeep._compiled as compiled_module
 from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep.datasets import load_fashion_sample
@@ -91,6 +93,59 @@ def test_compile_failure_warns_once_and_runs_eager(monkeypatch, images):
     assert sum("runs eager" in str(w.message) for w in caught) == 1
     np.testing.assert_array_equal(first, eager)
     np.testing.assert_array_equal(second, eager)
+
+
+def _instant_compile(module, **kwargs):
+    """torch.compile without the wait: the module itself, which logs what inductor's import logs
+    on a machine with a CUDA toolkit folder and no GPU (on the first call: the compile)."""
+    calls = []
+
+    def run(images):
+        if not calls:
+            logging.getLogger("torch.utils.cpp_extension").warning(
+                "No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        calls.append(len(images))
+        return module(images)
+    return run
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_a_first_compile_is_announced_once_without_the_cuda_noise(monkeypatch, images, capsys):
+    monkeypatch.setattr(compiled_module.torch, "compile", _instant_compile)
+    records = _Records()
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    logger.addHandler(records)
+    try:
+        cnn = PretrainedCNNFeatures(compile=True, **SETTINGS).fit()  # progress is off
+        cnn.transform(images)
+        cnn.transform(images)
+    finally:
+        logger.removeHandler(records)
+    err = capsys.readouterr().err
+    assert err.count("compile: compiling EfficientNet for batches of 4x3x32x32, once") == 1
+    assert f"cached in {compiled_module.compile_cache_dir()}" in err
+    assert not records.messages  # silenced on a CPU while compiling
+    logger.warning("No CUDA runtime is found")  # and only then
+    assert "No CUDA runtime is found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("progress", "announced"), [(False, False), (True, True)])
+def test_auto_announces_its_compile_when_progress_is_on(monkeypatch, images, capsys, progress,
+                                                        announced):
+    monkeypatch.setattr(compiled_module.torch, "compile", _instant_compile)
+    monkeypatch.setattr(base_module, "compile_pays", lambda *args: True)  # as for a large job
+    cnn = PretrainedCNNFeatures(compile="auto", progress=progress, **SETTINGS).fit()
+    cnn.transform(images)
+    assert cnn.__dict__.get("_compiled") is not None
+    assert ("compile: compiling" in capsys.readouterr().err) is announced
 
 
 class _DataDependent(nn.Module):

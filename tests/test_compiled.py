@@ -1,5 +1,9 @@
 """The traced, hook-free extractor and the compile policy (no compilation in this file: fast)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -110,3 +114,41 @@ def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("SKDEEP_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compile_cache_dir() == tmp_path / "skdeep" / "inductor"
+
+
+_CACHE_PROBE = """
+import sys
+import torch._dynamo  # sets TORCHINDUCTOR_CACHE_DIR to inductor's /tmp default by itself
+import torch
+from torch._inductor.runtime.cache_dir_utils import cache_dir
+import skdeep
+from skdeep._compiled import compile_extractor
+
+print(skdeep.compile_cache_dir())
+compile_extractor(torch.nn.Identity(), torch.device("cpu"), "fp32")
+print(cache_dir())  # where inductor will write
+"""
+
+
+def _probe_cache_dir(tmp_path, **env) -> list[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TORCHINDUCTOR_CACHE_DIR", "SKDEEP_COMPILE_CACHE", "XDG_CACHE_HOME")}
+    clean.update(HOME=str(tmp_path), **env)
+    done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=clean, capture_output=True,
+                          text=True, timeout=300, check=True)
+    return done.stdout.split()
+
+
+def test_compile_cache_is_not_torchs_tmp_default_in_a_fresh_process(tmp_path):
+    # Importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to /tmp/torchinductor_<user>: that is
+    # torch's value, not the user's, and must not win over skdeep's folder.
+    mine = str(tmp_path / ".cache" / "skdeep" / "inductor")
+    assert _probe_cache_dir(tmp_path) == [mine, mine]
+
+
+def test_a_users_own_inductor_cache_dir_is_kept_in_a_fresh_process(tmp_path):
+    theirs = str(tmp_path / "theirs")
+    assert _probe_cache_dir(tmp_path, TORCHINDUCTOR_CACHE_DIR=theirs) == [theirs, theirs]
+    ours = str(tmp_path / "ours")
+    assert _probe_cache_dir(tmp_path, TORCHINDUCTOR_CACHE_DIR=theirs,
+                            SKDEEP_COMPILE_CACHE=ours) == [ours, ours]

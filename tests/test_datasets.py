@@ -10,6 +10,7 @@ from PIL import Image
 
 from skdeep.datasets import (
     FASHION_MNIST_CLASSES,
+    RESOLVED_PATH_COLUMN,
     read_image_table,
     find_images,
     load_fashion_sample,
@@ -175,9 +176,9 @@ def test_read_image_table_csv_resolves_next_to_the_table(folder, tmp_path, monke
     pd.DataFrame({"file": ["cat/z.png", "dog/b.png"], "kind": ["c", "d"]}).to_csv(table, index=False)
     monkeypatch.chdir(tmp_path)  # elsewhere: relative paths are found next to the table
     read = read_image_table(table, path_column="file", label_column="kind")
-    assert read["path"].tolist() == ["cat/z.png", "dog/b.png"]  # as written, for joining back
-    assert all(os.path.isfile(f) for f in read["file"])
-    assert read["label"].tolist() == ["c", "d"]
+    assert read["file"].tolist() == ["cat/z.png", "dog/b.png"]  # as written, for joining back
+    assert all(os.path.isfile(f) for f in read[RESOLVED_PATH_COLUMN])
+    assert read["kind"].tolist() == ["c", "d"]
 
 
 def test_read_image_table_falls_back_to_the_current_folder(folder, tmp_path, monkeypatch):
@@ -185,7 +186,7 @@ def test_read_image_table_falls_back_to_the_current_folder(folder, tmp_path, mon
     tables.mkdir()
     pd.DataFrame({"path": ["photos/cat/z.png"]}).to_csv(tables / "t.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    assert read_image_table(tables / "t.csv")["file"].tolist() == ["photos/cat/z.png"]
+    assert read_image_table(tables / "t.csv")[RESOLVED_PATH_COLUMN].tolist() == ["photos/cat/z.png"]
 
 
 def test_read_image_table_parquet(folder):
@@ -193,7 +194,24 @@ def test_read_image_table_parquet(folder):
     table = folder / "index.parquet"
     pd.DataFrame({"path": [str(folder / "cat" / "z.png")], "label": ["cat"]}).to_parquet(table)
     read = read_image_table(table, label_column="label")
-    assert read["file"].tolist() == [str(folder / "cat" / "z.png")]
+    assert read[RESOLVED_PATH_COLUMN].tolist() == [str(folder / "cat" / "z.png")]
+
+
+def test_read_image_table_keeps_the_users_columns_and_adds_one(folder):
+    table = folder / "index.csv"
+    pd.DataFrame({"file": ["0001.png", "cat/z.png"], "sku": ["0001", "0002"], "price": [9.5, 3.0],
+                  "species": ["c", "d"], "path": ["a user's own path", "column"]}
+                 ).to_csv(table, index=False)
+    read = read_image_table(table, path_column="file", label_column="species")
+    assert list(read.columns) == ["file", "sku", "price", "species", "path", RESOLVED_PATH_COLUMN]
+    assert read["file"].tolist() == ["0001.png", "cat/z.png"]  # text, as written
+    assert read["price"].tolist() == [9.5, 3.0] and read["species"].tolist() == ["c", "d"]
+    assert read["path"].tolist() == ["a user's own path", "column"]  # unchanged meaning
+    assert read[RESOLVED_PATH_COLUMN].tolist() == [str(folder / "0001.png"),
+                                                   str(folder / "cat" / "z.png")]
+    pd.DataFrame({"path": ["a.png"], RESOLVED_PATH_COLUMN: ["b.png"]}).to_csv(table, index=False)
+    with pytest.raises(ValueError, match="already has a column 'resolved_path'.*rename it"):
+        read_image_table(table)
 
 
 def test_read_image_table_errors(tmp_path):

@@ -40,7 +40,7 @@ from PIL import Image
 from skdeep import BadImageError, PretrainedCNNFeatures
 from skdeep._device import torch_threads
 from skdeep._inputs import ImageDataset, decode
-from skdeep.datasets import read_image_table
+from skdeep.datasets import RESOLVED_PATH_COLUMN, read_image_table
 
 ERROR, NAN, WORKS = "clear error", "NaN row", "works"
 DEADLINE = 20  # seconds; a read of three tiny images takes well under one
@@ -448,7 +448,7 @@ def read(cnn, trial: Trial, on_error: str, X: Any = None) -> tuple[np.ndarray, l
             warnings.simplefilter("always")
             items = trial.X if X is None else X
             if X is None and trial.table is not None:
-                items = read_image_table(items, **trial.table)["file"]
+                items = read_image_table(items, **trial.table)[RESOLVED_PATH_COLUMN]
             features = cnn.set_params(on_error=on_error).transform(items)
         return features, [str(warning.message) for warning in caught]
 

@@ -288,7 +288,7 @@ WRONG = {
                    r"rows \[2\], NaN or infinite"),
     "inf tensor": (torch.full((2, 3, 8, 8), float("inf")), "NaN or infinite"),
     "float 0-255": (rng.integers(0, 256, (3, 8, 8, 3)).astype(np.float32),
-                    r"outside \[0, 1\].*divide 0-255 data by 255"),
+                    r"outside \[0, 1\].*largest value is 255, so divide by 255"),
     "2-D": (np.zeros((28, 28), np.uint8), "2-D input is not a batch"),
     "1-D": (np.zeros(10, np.uint8), "expected"),
     "5-D": (np.zeros((2, 1, 8, 8, 3), np.uint8), "expected"),
