@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._values import plain
+
 __all__ = ["expected_calibration_error", "top_label_bins"]
 
 
@@ -131,7 +133,7 @@ def _top_label(y_true: Any, proba: Any, labels: Any) -> tuple[np.ndarray, np.nda
     unknown = ~np.isin(y_true, labels)
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0])
-        raise ValueError(f"y_true has the label {y_true[row]!r} (row {row}), which is not one of "
+        raise ValueError(f"y_true has the label {plain(y_true[row])!r} (row {row}), which is not one of "
                          f"labels {labels.tolist()[:10]}.")
     top = proba.argmax(axis=1)
     return proba[np.arange(len(proba)), top], labels[top] == y_true
