@@ -37,6 +37,7 @@ from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import brier_score_loss, log_loss
 
+from ._values import plain
 from .metrics import expected_calibration_error, top_label_bins
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "calibrated_in_fold",
     "calibration_scores",
     "check_calibration",
+    "check_inner_folds",
     "fit_temperature",
     "plot_reliability_diagram",
     "probabilities_before_and_after",
@@ -183,11 +185,43 @@ def calibration_scores(y_true: Any, proba: Any, *, labels: Any) -> dict[str, flo
     """
     labels = np.asarray(labels)
     proba = np.asarray(proba, dtype=np.float64)
+    # float32 probabilities (a model fitted on float32 features) sum to 1 only to 1e-7, which
+    # scikit-learn's float64 check of log_loss warns about: renormalise the rounding away
+    proba = proba / proba.sum(axis=1, keepdims=True)
     return {
         "log_loss": float(log_loss(y_true, proba, labels=labels)),
         "brier": float(brier_score_loss(y_true, proba, labels=labels)),
         "ece": expected_calibration_error(y_true, proba, labels=labels),
     }
+
+
+def check_inner_folds(labels: Any, splits: Sequence) -> None:
+    """Refuse folds whose training part has a class of fewer than ``INNER_FOLDS`` images.
+
+    :func:`calibrated_in_fold` splits each training fold into ``INNER_FOLDS`` stratified inner
+    folds; scikit-learn's own error would not say which class or what to do.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+    splits : list of (train, test) index arrays
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.calibration import check_inner_folds
+    >>> check_inner_folds(np.repeat([0, 1], 6), [(np.arange(12), np.arange(0))])
+    """
+    labels = np.asarray(labels)
+    for fold, (train, _) in enumerate(splits):
+        values, counts = np.unique(labels[train], return_counts=True)
+        if counts.min() < INNER_FOLDS:
+            worst = int(np.argmin(counts))
+            raise ValueError(
+                f"calibrate=True calibrates inside each training fold with {INNER_FOLDS} inner "
+                f"folds, but the training part of fold {fold} has {counts[worst]} image(s) of "
+                f"class {plain(values[worst])!r}; "
+                f"add images of that class, or evaluate without calibrate (--calibrate).")
 
 
 def calibrated_in_fold(estimator: Any) -> CalibratedClassifierCV:
