@@ -296,7 +296,7 @@ def plot_reliability_diagram(y_true: Any, probas: Mapping[str, Any], *, labels: 
 
     A calibrated model's points lie on the diagonal (of the predictions made with 80 %
     confidence, 80 % are right); points below it are over-confidence. Bars at the bottom show
-    how many predictions fall in each bin (of the first set); the legend gives each set's ECE.
+    how many predictions of the first set fall in each bin; the legend gives each set's ECE.
 
     Parameters
     ----------
@@ -346,13 +346,13 @@ def plot_reliability_diagram(y_true: Any, probas: Mapping[str, Any], *, labels: 
             bottom.bar(centres, counts, width=1 / n_bins, color="0.75", edgecolor="0.4")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
-    top.set_aspect("equal", adjustable="box")
     top.set_ylabel("accuracy (share of predictions that are right)")
-    top.legend(loc="upper left", fontsize=9)
+    top.legend(loc="lower right", fontsize=9, framealpha=0.9)
     top.grid(alpha=0.3)
     if title:
         top.set_title(title, fontsize=10)
     bottom.set_xlabel("confidence (probability of the predicted class)")
-    bottom.set_ylabel("predictions")
+    bottom.set_ylabel(f"predictions\n({next(iter(probas))})" if len(probas) > 1
+                      else "predictions")
     bottom.grid(alpha=0.3)
     return figure
