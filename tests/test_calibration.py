@@ -140,11 +140,11 @@ def test_decision_function_is_one_column_for_two_classes():
 def test_without_validation_auto_warns_and_temperature_refuses():
     X, y = make_images(n=24)
     with pytest.warns(UserWarning, match="calibration='auto' cannot calibrate.*validation_fraction=0"):
-        clf = tiny(validation_fraction=0, epochs=1).fit(X, y)
+        clf = tiny(validation_fraction=0, epochs=1, calibration="auto").fit(X, y)
     assert clf.temperature_ == 1.0
     with pytest.raises(ValueError, match="calibration='temperature'.*validation_fraction > 0"):
         tiny(validation_fraction=0, calibration="temperature").fit(X, y)
-    assert tiny(calibration=None, validation_fraction=0, epochs=1).fit(X, y).temperature_ == 1.0
+    assert tiny(validation_fraction=0, epochs=1).fit(X, y).temperature_ == 1.0  # None: silent
     with pytest.raises(ValueError, match="calibration"):
         tiny(calibration="isotonic").fit(X, y)
 
