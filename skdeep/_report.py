@@ -27,6 +27,7 @@ from ._strategies import (
     strategy_label,
 )
 from ._values import json_default
+from .calibration import plot_reliability_diagram
 from .datasets import mark_output_folder
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
@@ -41,14 +42,28 @@ _MAX_MAP_POINTS = 5000  # the 2-D map shows a random subset of larger data sets
 # --- words -------------------------------------------------------------------------------------
 
 
+def recommended_strategy(scores: pd.DataFrame, best: str) -> str:
+    """The cheapest strategy (``seconds`` per fold) whose mean accuracy is within one standard
+    deviation of the most accurate one's, ``best``."""
+    by_name = scores.set_index("strategy")
+    tied = _tied(by_name, best)
+    return (str(tied["seconds"].idxmin()) if tied["seconds"].min() < by_name.loc[best, "seconds"]
+            else best)
+
+
+def _tied(by_name: pd.DataFrame, best: str) -> pd.DataFrame:
+    """The strategies whose mean accuracy is within one standard deviation of ``best``'s."""
+    top = by_name.loc[best]
+    return by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
+
+
 def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
-    """What to use, given the cross-validated scores, in words and code: the cheapest strategy
-    (``seconds`` per fold) whose mean accuracy is within one standard deviation of the most
-    accurate one's, ``best``."""
+    """What to use, given the cross-validated scores, in words and code: the
+    :func:`recommended_strategy`."""
     by_name = scores.set_index("strategy")
     top = by_name.loc[best]
-    tied = by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
-    choice = str(tied["seconds"].idxmin()) if tied["seconds"].min() < top["seconds"] else best
+    tied = _tied(by_name, best)
+    choice = recommended_strategy(scores, best)
     chosen = by_name.loc[choice]
     pixels = by_name.loc[PIXELS]
     layers = by_name[by_name["layer"].notna()]
@@ -166,7 +181,12 @@ def format_summary(result: Result) -> str:
         lines.append(f"{len(config['unreadable_rows'])} unreadable image(s) were left out.")
     lines += _duplicate_lines(config, result.best)
     lines.append("")
-    header = ("strategy", "features", "accuracy (mean +- std)", "seconds / fold")
+    calibrated = "ece_calibrated" in result.scores
+    probabilities = "ece" in result.scores  # not in results saved before they were scored
+    header = ("strategy", "features", "accuracy (mean +- std)",
+              *(("log loss", "ECE") if probabilities else ()),
+              *(("log loss (cal.)", "ECE (cal.)") if calibrated else ()),
+              "seconds / fold")
     rows = []
     for _, row in result.scores.iterrows():
         marker = " *" if row["strategy"] == result.best else ""
@@ -174,6 +194,9 @@ def format_summary(result: Result) -> str:
             short_label(row["strategy"]) + marker,
             "-" if pd.isna(row["n_features"]) else str(int(row["n_features"])),
             f"{row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}",
+            *((f"{row['log_loss']:.3f}", f"{100 * row['ece']:.1f} %") if probabilities else ()),
+            *((f"{row['log_loss_calibrated']:.3f}", f"{100 * row['ece_calibrated']:.1f} %")
+              if calibrated else ()),
             _seconds(row["seconds"]) + ("" if row["converged"] else " (!)"),
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -185,6 +208,11 @@ def format_summary(result: Result) -> str:
                                for i, (text, width) in enumerate(zip(row, widths))))
     lines.append("Frozen features and raw pixels: StandardScaler + LogisticRegression; * marks "
                  "the most accurate.")
+    if probabilities:
+        lines.append("log loss and ECE (expected calibration error, 15 bins) of the out-of-fold "
+                     "probabilities: lower is better"
+                     + ("; calibrated: by a temperature fitted inside each training fold, which "
+                        "keeps every prediction." if calibrated else "."))
     lines.append("seconds / fold: computing the features (the whole forward pass) + fit + "
                  "prediction"
                  + (f"; a + TTA row is the fit of the row above it predicting with "
@@ -245,8 +273,9 @@ def to_jsonable(result: Result) -> dict:
 
 def write_report(result: Result, folder: str | os.PathLike, *,
                  embedding_map: str = "pca") -> list[Path]:
-    """Write results.csv, folds.csv, results.json, summary.txt, three PNG plots and, when
-    near-duplicates were found, duplicates.csv to ``folder``."""
+    """Write results.csv, folds.csv, results.json, summary.txt, four PNG plots (the reliability
+    diagram of the recommended strategy among them) and, when near-duplicates were found,
+    duplicates.csv to ``folder``."""
     if embedding_map not in EMBEDDING_MAPS:
         raise ValueError(f"embedding_map must be one of {EMBEDDING_MAPS}; got {embedding_map!r}.")
     folder = Path(folder)
@@ -274,6 +303,8 @@ def write_report(result: Result, folder: str | os.PathLike, *,
     keep(folder / "confusion_matrix.png", lambda p: _save(plot_confusion_matrix(result), p))
     keep(folder / "embedding_map.png",
          lambda p: _save(plot_embedding_map(result, method=embedding_map), p))
+    if result.probabilities is not None and result.recommended is not None:
+        keep(folder / "reliability_diagram.png", lambda p: _save(plot_reliability(result), p))
     return written
 
 
@@ -346,6 +377,21 @@ def plot_accuracy_by_layer(result: Result):
     ax.set_title(f"Which layer transfers best? {config['n_images']} images, "
                  f"{config['n_classes']} classes, {config['image_size']} px input", fontsize=11)
     return figure
+
+
+def plot_reliability(result: Result):
+    """Reliability diagram of the recommended strategy's out-of-fold probabilities, before and
+    (with ``calibrate=True``) after calibration."""
+    name = result.recommended
+    probas = {"as fitted": result.probabilities[name]}
+    if result.calibrated_probabilities is not None:
+        probas = {"before calibration": result.probabilities[name],
+                  "after (temperature, fitted in each training fold)":
+                      result.calibrated_probabilities[name]}
+    return plot_reliability_diagram(
+        result.y, probas, labels=np.unique(result.y),
+        title=f"Recommended strategy: {strategy_label(name)}\nout-of-fold probabilities, "
+              f"{len(result.y)} images")
 
 
 def plot_confusion_matrix(result: Result):

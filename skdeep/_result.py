@@ -20,7 +20,9 @@ class EvaluationResult:
     scores : DataFrame
         One row per strategy, in the order evaluated (raw pixels, layers shallow to deep,
         fine-tuning): ``strategy``, ``model``, ``layer``, ``n_features``, ``accuracy_mean``,
-        ``accuracy_std`` (over folds), ``fit_seconds`` and ``predict_seconds`` (means per fold;
+        ``accuracy_std`` (over folds), ``log_loss``, ``brier`` and ``ece`` of the out-of-fold
+        probabilities (and ``log_loss_calibrated``, ``brier_calibrated``, ``ece_calibrated``
+        with ``calibrate=True``), ``fit_seconds`` and ``predict_seconds`` (means per fold;
         for CNN features, the classifier only: the shared forward pass is in
         ``config["embedding_seconds"]``), and ``seconds``, the cost of the strategy per fold:
         its features' forward pass (or the raw pixels' reading) + fit + prediction. A
@@ -34,6 +36,14 @@ class EvaluationResult:
         The labels of the images evaluated (unreadable images dropped).
     predictions : dict of str to ndarray
         Out-of-fold predictions of each strategy, aligned with ``y``.
+    probabilities : dict of str to ndarray or None
+        Out-of-fold probabilities of each strategy, shape ``(n_samples, n_classes)``, columns in
+        sorted class order (``np.unique(y)``), as its model gives them (uncalibrated): what
+        ``log_loss``, ``brier`` and ``ece`` of ``scores`` measure.
+    calibrated_probabilities : dict of str to ndarray or None
+        The same after calibration inside each training fold (``calibrate=True``); else None.
+    recommended : str or None
+        The recommended strategy (see ``recommendation``).
     classes : ndarray
         The class labels, in display order.
     embeddings : dict of str to ndarray
@@ -80,6 +90,9 @@ class EvaluationResult:
     test_fold: np.ndarray | None = field(default=None, repr=False)
     duplicate_groups: np.ndarray | None = field(default=None, repr=False)
     duplicate_pairs: pd.DataFrame | None = field(default=None, repr=False)
+    probabilities: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    calibrated_probabilities: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    recommended: str | None = None
 
     def summary(self) -> str:
         """The table of results and the recommendation, as printed by ``skdeep evaluate``."""

@@ -239,6 +239,13 @@ class SavedFolder:
             raise self.error(name, f"is {value!r}, not one of {list(options)}")
         return value
 
+    def positive(self, name: str) -> float:
+        """A number field that must be finite and > 0 (a temperature divides the logits)."""
+        value = float(self.field(name, (int, float)))
+        if not (math.isfinite(value) and value > 0):
+            raise self.error(name, f"is {value!r}, not a finite number > 0")
+        return value
+
     # --- the document as a whole ----------------------------------------------------------------
 
     def check_document(self) -> None:
@@ -568,6 +575,8 @@ FITTED_STATE: tuple[Fitted, ...] = (
     Fitted("trained_layers_", "trained_blocks", list, SavedFolder.string_lists, _path_lists),
     Fitted("bn_mode_", "bn_mode", str, lambda saved, name: saved.choice(name, RESOLVED_BN_MODES)),
     Fitted("provenance_", "provenance", dict, SavedFolder.provenance, optional=True),
+    Fitted("temperature_", "temperature", float, lambda saved, name: saved.positive(name), float,
+           optional=True),
 )
 
 # The fields of format 1 (as FineTunedCNNClassifier.save writes them) and their JSON types. Any

@@ -41,6 +41,7 @@ from ._base import (
     state_dict_to_bytes,
 )
 from ._defaults import DEFAULT_BACKBONE, TTA_NAMES
+from ._inference import predict_rows
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
@@ -72,6 +73,7 @@ from ._training import (
 from ._values import plain
 from ._version import __version__
 from .backbones import freeze, resolve_backbone
+from .calibration import CALIBRATIONS, check_calibration, fit_temperature
 from .cache import image_keys
 from .callbacks import HOOKS, latest_checkpoint
 
@@ -232,6 +234,19 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         ``on_epoch_end``, ``history_`` ends with ``record`` and the network holds that epoch's
         weights. Callbacks are parameters: :func:`~sklearn.base.clone` (and so grid searches)
         clone them; a fit updates the instances it is given. They are not saved by :meth:`save`.
+    calibration : {"auto", "temperature"} or None, default=None
+        Calibrate the probabilities after training: one temperature ``T``, fitted on the
+        validation split by minimising the negative log-likelihood of its logits, divides the
+        logits of :meth:`predict_proba`, :meth:`predict_log_proba` and
+        :meth:`decision_function` (:func:`skdeep.calibration.fit_temperature`; Guo et al.,
+        2017). :meth:`predict` is unchanged (dividing by ``T > 0`` keeps the argmax). Under
+        ``tta`` the temperature divides the log of the averaged probabilities. ``"auto"``
+        calibrates when there is a validation split; without one (``validation_fraction=0``, or
+        images too few to split) it warns and leaves ``temperature_ = 1.0``. ``"temperature"``
+        refuses to fit without a validation split (a ``ValueError`` before training). ``None``:
+        the network's own probabilities: the default, because ``benchmarks/bench_calibration.py``
+        measured no reliable gain with the 50-image validation split of 500 training images
+        (see the user guide "Calibrated probabilities and conformal prediction sets").
 
     Attributes
     ----------
@@ -270,6 +285,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         :meth:`fit` (skipped in training), :meth:`predict`, :meth:`predict_proba`,
         :meth:`predict_log_proba`, :meth:`decision_function` or :meth:`transform`; empty when
         every image was read. ``np.delete(y, clf.bad_rows_)`` leaves the rows that were scored.
+    temperature_ : float
+        The fitted temperature (1.0 when not calibrated, and during training: a checkpoint
+        holds an epoch's uncalibrated network; the end of the fit calibrates).
     provenance_ : dict
         Where the numbers come from, in JSON types: the versions of skdeep, Python, torch,
         torchvision, timm, scikit-learn and numpy; the backbone, its weights id and the SHA-256 of
@@ -339,6 +357,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "callbacks": [list, tuple, None],
+        "calibration": [StrOptions(set(CALIBRATIONS)), None],
     }
 
     def __init__(
@@ -380,6 +399,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         warm_start: bool = False,
         compile: str | bool = "auto",
         callbacks: list | None = None,
+        calibration: str | None = None,
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -417,6 +437,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self.warm_start = warm_start
         self.compile = compile
         self.callbacks = callbacks
+        self.calibration = calibration
 
     # --- fitting -------------------------------------------------------------------------------
 
@@ -471,6 +492,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         base = self._dataset(X, train=True, targets=np.arange(n))  # checks len(X) == n
         seed = seed_of(self.random_state)
         train_rows, valid_rows = self._split(encoded, seed)
+        check_calibration(self.calibration, valid_rows is not None, self.validation_fraction)
         self._check_readable(base.bad, encoded, train_rows)  # missing files, before any model work
         weights = self._sample_weights(labels, encoded, sample_weight, train_rows)
         fingerprint = _fingerprint(encoded, weights, train_rows, valid_rows)
@@ -684,6 +706,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             restore_training_state(run, checkpoint.document, checkpoint.tensors)
         self.history_ = list(self.history_)  # appended to per epoch: never a list shared elsewhere
         self.provenance_ = provenance(self)
+        self.temperature_ = 1.0  # an epoch's network, uncalibrated (what checkpoints hold)
         self._run = run  # what save_checkpoint writes, during fit only
         try:
             _call(callbacks, "on_train_begin", self)
@@ -706,7 +729,22 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                       outcome="they were left out of training (listed in bad_rows_)")
         self.bad_rows_ = _rows_array(trainer.bad_rows)
         self.best_epoch_ = self.n_iter_ if best is None else best
+        if self.calibration is not None and data.validation is not None:
+            self.temperature_ = self._fitted_temperature(trainer, *data.validation)
+        self.provenance_.update(calibration=self.calibration, temperature=self.temperature_)
         _call(callbacks, "on_train_end", self)
+
+    def _fitted_temperature(self, trainer: Trainer, dataset, rows: np.ndarray) -> float:
+        """The temperature that calibrates the best weights' logits of the validation images."""
+        logits, errors = predict_rows(trainer.logits, dataset, device=self.device_,
+                                      precision=self.precision_, batch_size=self.batch_size,
+                                      num_workers=self.num_workers)
+        read = np.setdiff1d(np.arange(len(rows)), list(errors))  # unreadable: listed in bad_rows_
+        if not len(read):
+            return 1.0
+        index = torch.as_tensor(rows[read], device=self.device_)
+        return fit_temperature(logits[read], trainer.targets[index].cpu().numpy(),
+                               trainer.weights[index].cpu().numpy())
 
     def _stage(self, layers: list[TrainableLayer], names: list[str], epochs: int, *,
                steps_per_epoch: int) -> Stage:
@@ -834,10 +872,15 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                          seed=seed_of(self.random_state))
 
     def _logits(self, X: Any, outcome: str = "their rows are NaN") -> np.ndarray:
-        return self._outputs(X, "predicting", outcome)[:, self.n_features_out_:].astype(np.float64)
+        """The logits of ``X`` divided by ``temperature_`` (1.0 in fits saved before it)."""
+        logits = self._outputs(X, "predicting", outcome)[:, self.n_features_out_:]
+        return logits.astype(np.float64) / getattr(self, "temperature_", 1.0)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits of the classes (for two classes: ``logit(classes_[1]) - logit(classes_[0])``).
+
+        Divided by ``temperature_`` (see ``calibration``): what
+        ``CalibratedClassifierCV(FrozenEstimator(clf), method=...)`` reads.
 
         Parameters
         ----------
@@ -1048,6 +1091,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             params["device"] = device
         estimator = cls(**params)
         _safe_format.restore_fitted(saved, estimator)
+        estimator.__dict__.setdefault("temperature_", 1.0)  # saved before calibration existed
         estimator.n_classes_ = len(estimator.classes_)
         name = saved.field("backbone.name", str)
         try:
@@ -1110,7 +1154,8 @@ class _Checkpointed:
             name = self.saved.field("backbone.name", str)
             raise self.saved.misfit(f"field 'backbone.name' {name!r}", str(exc)) from exc
         _safe_format.restore_fitted(self.saved, estimator,
-                                    ("bn_mode_", "history_", "n_iter_", "best_epoch_"))
+                                    ("bn_mode_", "history_", "n_iter_", "best_epoch_",
+                                     "temperature_"))
 
 
 def _fingerprint(encoded: np.ndarray, weights: np.ndarray, train_rows: np.ndarray,

@@ -361,6 +361,10 @@ def _add_evaluate(commands) -> None:
                         help="test-time views of the fine-tuned models' TTA rows: flip, "
                              "symmetric (8 dihedral views), N random views or none (default: "
                              f"{FINETUNE_TTA})")
+    method.add_argument("--calibrate", action="store_true",
+                        help="also calibrate every strategy's probabilities by a temperature "
+                             "fitted inside each training fold (never on the test fold), and "
+                             "report log loss and ECE after calibration beside those before")
     method.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                         help="processes fitting the logistic regressions of different folds at "
                              "once; -1 = one per core (default: 1)")
@@ -687,7 +691,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         X, y, backbone=args.backbone, weights=args.weights, layers=args.layers,
         image_size=args.image_size, image_sizes=args.image_sizes, pairs=args.pairs,
         pooling=args.pooling, cv=args.folds, duplicates=args.duplicates, finetune=args.finetune,
-        finetune_params=finetune_params or None, max_images=args.max_images, C=args.C,
+        finetune_params=finetune_params or None, calibrate=args.calibrate,
+        max_images=args.max_images, C=args.C,
         max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
         cache=args.cache, random_state=args.seed, n_jobs=args.jobs, progress=progress,

@@ -62,7 +62,7 @@ from ._defaults import DEFAULT_BACKBONE, DUPLICATES, POOLINGS
 from ._inference import predict_rows
 from ._inputs import ImageDataset, as_items, auto_image_size, check_labels
 from ._layers import normalize_layers
-from ._report import recommend
+from ._report import recommend, recommended_strategy
 from ._result import EvaluationResult
 from ._strategies import (
     FINETUNE_LAST_K,
@@ -75,6 +75,12 @@ from ._strategies import (
 )
 from ._values import plain
 from .backbones import layer_sweep
+from .calibration import (
+    calibrated_in_fold,
+    calibration_scores,
+    check_inner_folds,
+    probabilities_before_and_after,
+)
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
@@ -105,6 +111,7 @@ _IMAGE_SIZE = [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}),
         "duplicates": [StrOptions(set(DUPLICATES))],
         "finetune": ["boolean"],
         "finetune_params": [dict, None],
+        "calibrate": ["boolean"],
         "max_images": [Interval(Integral, 2, None, closed="left"), None],
         "pixel_size": [Interval(Integral, 1, None, closed="left")],
         "C": [Interval(Real, 0, None, closed="neither")],
@@ -133,6 +140,7 @@ def evaluate(
     duplicates: str = "group",
     finetune: bool = False,
     finetune_params: dict | None = None,
+    calibrate: bool = False,
     max_images: int | None = None,
     pixel_size: int = 32,
     C: float = 1.0,
@@ -210,6 +218,16 @@ def evaluate(
         test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
         TTA rows). The fine-tuned classifiers print no epoch lines (``verbose=0``) unless
         ``{"verbose": 1}`` is given: ``verbose`` here reports each step.
+    calibrate : bool, default=False
+        Also calibrate every strategy's probabilities, inside each training fold only (the test
+        fold is never seen): a linear model by one temperature learnt from 3 inner folds of the
+        training fold (:func:`skdeep.calibration.calibrated_in_fold`, scikit-learn's
+        ``CalibratedClassifierCV(method="temperature", ensemble=False)``), a fine-tuned one by
+        the temperature fitted on its own validation split (``calibration="auto"``). Temperature
+        scaling keeps every prediction, so accuracy is unchanged; the scores gain
+        ``log_loss_calibrated``, ``brier_calibrated`` and ``ece_calibrated``. Without it the
+        fine-tuned classifiers are fitted with ``calibration=None`` (unless ``finetune_params``
+        says otherwise), so every strategy is scored on its model's own probabilities.
     max_images : int, default=None
         Evaluate a stratified random subset of this many images.
     pixel_size : int, default=32
@@ -231,7 +249,9 @@ def evaluate(
     Returns
     -------
     EvaluationResult
-        Its ``scores`` give each strategy's accuracy and ``seconds`` per fold: the forward pass
+        Its ``scores`` give each strategy's accuracy, and ``log_loss``, ``brier`` and ``ece``
+        (expected calibration error, 15 bins) of its out-of-fold probabilities (each image
+        predicted by the fold that held it out), and ``seconds`` per fold: the forward pass
         of its features, its fit and its prediction. A ``-tta`` strategy's seconds include the
         fit it shares with the strategy without TTA (the same fitted model, predicting with
         TTA): each row is the cost of that strategy alone. The recommendation picks the
@@ -270,6 +290,7 @@ def evaluate(
             finetune_params, backbone=backbone, weights=weights, image_size=sizes[0],
             device=device, precision=precision, num_workers=num_workers, progress=progress,
             random_state=random_state, verbose=0,  # one line per step (ours), not per epoch
+            calibration="auto" if calibrate else None,
         )
 
     extractors, features, seconds = [], [], {}
@@ -308,6 +329,8 @@ def evaluate(
         _check_folds(labels, cv)
 
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    if calibrate:
+        linear = calibrated_in_fold(linear)
     strategies = [_Strategy(PIXELS, strategy_label(PIXELS), None, linear, pixels, None,
                             pixel_seconds)]
     embeddings = {}
@@ -345,10 +368,13 @@ def evaluate(
             splits = list(StratifiedGroupKFold(cv, shuffle=True, random_state=random_state)
                           .split(np.zeros(len(labels)), labels, found.groups))
         log(_duplicates_line(found))
-    fold_rows, predictions = _cross_validate(strategies, labels, splits, n_jobs=n_jobs,
-                                             progress=progress, log=log)
+    if calibrate:
+        check_inner_folds(labels, splits)
+    fold_rows, predictions, probabilities = _cross_validate(strategies, labels, splits,
+                                                            n_jobs=n_jobs, progress=progress,
+                                                            log=log)
     folds = pd.DataFrame(fold_rows)
-    scores = _score_table(strategies, folds)
+    scores = _score_table(strategies, folds, labels, probabilities, calibrate=calibrate)
     best = str(scores.loc[scores["accuracy_mean"].idxmax(), "strategy"])
     duplicate_facts, duplicate_pairs = _duplicate_facts(
         found, scores, best, strategies, labels, items, plain_folds,
@@ -378,10 +404,15 @@ def evaluate(
         "unreadable_rows": [int(i) for i in unreadable],
         "finetune": bool(finetune),
         "finetune_params": dict(finetune_params or {}),
+        "calibrate": bool(calibrate),
         **({"finetune_train_layers": list(tuned), "finetune_tta": tta} if finetune else {}),
     }
     recommendation = recommend(scores, best, config)
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
+                            probabilities={name: pair[0] for name, pair in probabilities.items()},
+                            calibrated_probabilities={name: pair[1] for name, pair
+                                                      in probabilities.items()} if calibrate
+                            else None, recommended=recommended_strategy(scores, best),
                             classes=classes, embeddings=embeddings, best=best,
                             recommendation=recommendation, config=config,
                             test_fold=_test_fold(splits),
@@ -393,7 +424,8 @@ def evaluate(
 
 
 def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
-    """Fit and score every strategy on every fold; returns (fold rows, out-of-fold predictions).
+    """Fit and score every strategy on every fold; returns (fold rows, out-of-fold predictions,
+    out-of-fold probabilities before and after calibration, columns in sorted class order).
 
     The linear models are small, so each fits single-threaded (a BLAS thread pool only adds
     overhead there, and spins badly on a busy machine) and ``n_jobs`` processes share the
@@ -424,13 +456,14 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
                                   again=[params for _, params in again.get(task[0], [])],
                                   shown=None if single_thread else shown)
 
-    outcomes = {}  # (strategy index, fold) -> (predictions, fit s, predict s, converged)
+    outcomes = {}  # (strategy index, fold) -> (predictions, proba, fit s, predict s, converged)
 
     def keep(task, outcome):
-        predicted, fit_seconds, predict_seconds, converged, repredicted = outcome
-        outcomes[task] = (predicted, fit_seconds, predict_seconds, converged)
-        for (index, _), (predicted, seconds) in zip(again.get(task[0], []), repredicted):
-            outcomes[(index, task[1])] = (predicted, fit_seconds, seconds, converged)  # same fit
+        predicted, proba, fit_seconds, predict_seconds, converged, repredicted = outcome
+        outcomes[task] = (predicted, proba, fit_seconds, predict_seconds, converged)
+        for (index, _), (predicted, proba, seconds) in zip(again.get(task[0], []), repredicted):
+            outcomes[(index, task[1])] = (predicted, proba, fit_seconds, seconds,
+                                          converged)  # same fit
     with tqdm(total=len(tasks), desc="cross-validating", unit="fit", disable=not progress,
               leave=True) as bar:
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
@@ -442,12 +475,16 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
             keep(task, function(*args, **kwargs))
             bar.update()
 
-    rows, predictions = [], {}
+    rows, predictions, probabilities = [], {}, {}
+    n_classes = len(np.unique(labels))
     for index, name in enumerate(strategy.name for strategy in strategies):
         predicted = np.empty(len(labels), dtype=labels.dtype)
+        pooled = np.empty((2, len(labels), n_classes))
         for fold, (train, test) in enumerate(splits):
-            test_predictions, fit_seconds, predict_seconds, converged = outcomes[(index, fold)]
+            test_predictions, proba, fit_seconds, predict_seconds, converged = outcomes[
+                (index, fold)]
             predicted[test] = test_predictions
+            pooled[:, test] = proba
             rows.append({
                 "strategy": name, "fold": fold,
                 "accuracy": float(np.mean(test_predictions == labels[test])),
@@ -455,9 +492,10 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
                 "n_train": len(train), "n_test": len(test), "converged": converged,
             })
         predictions[name] = predicted
+        probabilities[name] = (pooled[0], pooled[1])
         accuracy = [row["accuracy"] for row in rows if row["strategy"] == name]
         log(f"  {name}: accuracy {np.mean(accuracy):.3f} +- {np.std(accuracy):.3f}")
-    return rows, predictions
+    return rows, predictions, probabilities
 
 
 def _check_group_folds(labels: np.ndarray, groups: np.ndarray, cv: int) -> None:
@@ -524,7 +562,7 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
     plain_accuracy = grouped
     if rescore:
         strategy = next(strategy for strategy in strategies if strategy.name == compared)
-        rows, _ = _cross_validate([strategy], labels, plain_folds, n_jobs=n_jobs,
+        rows, _, _ = _cross_validate([strategy], labels, plain_folds, n_jobs=n_jobs,
                                   progress=False, log=lambda message: None)
         plain_accuracy = float(np.mean([row["accuracy"] for row in rows]))
         log(f"  {compared} on plain folds, near-duplicates not grouped: accuracy "
@@ -551,9 +589,11 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
 
 def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=(),
               shown: set | None = None):
-    """Fit a clone on ``train``, predict ``test``: (predictions, fit s, predict s, converged,
-    repredicted), where ``repredicted`` holds (predictions, s) of the fitted model predicting
-    ``test`` again with each parameter set of ``again`` (set after the fit: no refit).
+    """Fit a clone on ``train``, predict ``test``: (predictions, probabilities, fit s, predict s,
+    converged, repredicted), where ``repredicted`` holds (predictions, probabilities, s) of the
+    fitted model predicting ``test`` again with each parameter set of ``again`` (set after the
+    fit: no refit). Probabilities are (before, after calibration), columns in the order of
+    ``np.unique(labels)``; the predictions are their most probable class.
 
     Warnings are passed on. With ``shown`` (the places warned from so far), a plain
     ``UserWarning`` from a place already in it is not repeated: the same advice (a validation
@@ -571,13 +611,14 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, agai
         fit_seconds = time.perf_counter() - start
         test_data = _take(data, test)
         start = time.perf_counter()
-        predicted = np.asarray(model.predict(test_data))
+        predicted, proba = _predicted(model, test_data, labels)
         predict_seconds = time.perf_counter() - start
         repredicted = []
         for params in again:
             model.set_params(**params)
             start = time.perf_counter()
-            repredicted.append((np.asarray(model.predict(test_data)), time.perf_counter() - start))
+            repredicted.append((*_predicted(model, test_data, labels),
+                                time.perf_counter() - start))
     converged = True
     for caught_warning in caught:  # count convergence notices, pass everything else on
         if issubclass(caught_warning.category, ConvergenceWarning):
@@ -590,12 +631,28 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, agai
             shown.add(place)
         warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                caught_warning.filename, caught_warning.lineno)
-    return predicted, fit_seconds, predict_seconds, converged, repredicted
+    return predicted, proba, fit_seconds, predict_seconds, converged, repredicted
 
 
-def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
+def _predicted(model, data, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted ``model``'s predictions of ``data`` and its probabilities before and after
+    calibration, stacked, columns reordered from ``model.classes_`` to ``np.unique(labels)``."""
+    before, after = probabilities_before_and_after(model, data)
+    columns = np.searchsorted(model.classes_, np.unique(labels))
+    proba = np.stack([before, after])[:, :, columns]
+    return model.classes_[after.argmax(axis=1)], proba
+
+
+def _score_table(strategies, folds: pd.DataFrame, labels: np.ndarray, probabilities: dict, *,
+                 calibrate: bool) -> pd.DataFrame:
     records = []
+    classes = np.unique(labels)
     for strategy in strategies:
+        before, after = probabilities[strategy.name]
+        scores = calibration_scores(labels, before, labels=classes)
+        if calibrate:
+            scores.update({f"{name}_calibrated": value for name, value in
+                           calibration_scores(labels, after, labels=classes).items()})
         part = folds[folds["strategy"] == strategy.name]
         data = strategy.data
         tabular = not is_finetune(strategy.name) and isinstance(data, (np.ndarray, _Concatenation))
@@ -609,6 +666,7 @@ def _score_table(strategies, folds: pd.DataFrame) -> pd.DataFrame:
             "n_features": n_features,
             "accuracy_mean": float(part["accuracy"].mean()),
             "accuracy_std": float(part["accuracy"].std(ddof=0)),
+            **scores,
             "fit_seconds": fit_seconds,
             "predict_seconds": predict_seconds,
             "seconds": strategy.feature_seconds + fit_seconds + predict_seconds,

@@ -31,7 +31,8 @@ from _helpers import TINY, FineTunedStandIn, make_images
 
 FAST = ["--image-size", "32", "--no-progress"]
 REPORT_FILES = {"results.csv", "folds.csv", "results.json", "summary.txt",
-                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"}
+                "accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png",
+                "reliability_diagram.png"}
 MARKER = ".skdeep-output"  # in every report folder: never read back as images
 
 
@@ -371,10 +372,25 @@ def test_evaluate_folder_writes_the_report(labelled_folder, tmp_path, capsys):
     assert scores["accuracy_mean"].between(0, 1).all()
     # bright vs dark is easy: the best strategy separates it
     assert scores["accuracy_mean"].max() == 1.0
-    for name in ("accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png"):
+    for name in ("accuracy_by_layer.png", "confusion_matrix.png", "embedding_map.png",
+                 "reliability_diagram.png"):
         with Image.open(report / name) as image:
             assert image.format == "PNG" and min(image.size) > 300
     assert (report / "summary.txt").read_text().strip() in out
+
+
+def test_evaluate_calibrate_reports_before_and_after(labelled_folder, tmp_path, capsys):
+    report = tmp_path / "report"
+    code, out, err = _run(["evaluate", labelled_folder, "-o", report, "--folds", "2",
+                           "--layers", "blocks.1", "--calibrate", *FAST], capsys)
+    assert code == 0, err
+    assert "log loss (cal.)" in out and "ECE (cal.)" in out
+    scores = pd.read_csv(report / "results.csv")
+    for column in ("log_loss", "brier", "ece", "log_loss_calibrated", "brier_calibrated",
+                   "ece_calibrated"):
+        assert scores[column].between(0, 10).all(), column
+    assert json.loads((report / "results.json").read_text())["config"]["calibrate"] is True
+    assert (report / "reliability_diagram.png").exists()
 
 
 def test_evaluate_table_with_label_column(labelled_folder, tmp_path, capsys):

@@ -28,6 +28,7 @@ EXPECTED_OUTPUT = {
     "finetune_steplr.py": "reloaded model predicts the same labels: True",
     "choose_strategy.py": "wins at",
     "audit_and_grouped_cv.py": "grouped 5-fold CV",
+    "conformal_sets.py": "sets at 90 %: coverage",
 }
 
 # Public names an example imports beyond the foundation; a missing one skips with a reason.
@@ -36,6 +37,8 @@ REQUIRES = {
     "choose_strategy.py": [("skdeep", "FineTunedCNNClassifier")],
     "grid_search_layers.py": [("skdeep", "FeatureCache")],
     "audit_and_grouped_cv.py": [("skdeep", "audit"), ("skdeep", "NearDuplicateGroupKFold")],
+    "conformal_sets.py": [("skdeep", "FineTunedCNNClassifier"),
+                          ("mapie.classification", "SplitConformalClassifier")],  # [conformal]
 }
 COMMON_REQUIREMENTS = [("skdeep.datasets", "load_fashion_sample")]
 

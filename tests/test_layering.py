@@ -23,6 +23,8 @@ LAYERS = [
     "_defaults",        # allowed values and defaults, importing nothing (the CLI's parser)
     "_version",         # the version, importing nothing (the build reads it statically)
     "_values",          # NumPy values as plain Python, for messages and JSON
+    "metrics",          # expected calibration error (issue 22)
+    "calibration",      # temperature scaling, calibration scores, reliability diagrams
     "_device",          # which hardware and dtype
     "_weights",         # reading weights files and hub caches safely
     "_preprocessing",   # data configs and image transforms
