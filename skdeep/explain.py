@@ -428,6 +428,12 @@ def activation_maps(estimator: Any, X: Any, *, y: Any = None, target: Any = "pre
 
 
 def _resolve_method(explainer: _Explainer, method: str, layer: str | None) -> str:
+    tta = getattr(explainer.cnn, "tta_", getattr(explainer.cnn, "tta", None))
+    if tta is not None:
+        raise ValueError(
+            f"the estimator averages its scores over test-time views (tta={tta!r}); a map of "
+            "the image alone would not explain them. Set tta=None (refit the "
+            "PretrainedCNNFeatures; set_params on a FineTunedCNNClassifier) to explain it.")
     spatial_avg = len(explainer.layers) == 1 and explainer.pooling == "avg"
     if method == "auto":
         return "cam" if spatial_avg and layer is None else "gradcam"
@@ -444,12 +450,6 @@ def _resolve_method(explainer: _Explainer, method: str, layer: str | None) -> st
             raise ValueError(
                 f"pooling={explainer.pooling!r} is not a spatial mean, so the exact CAM does not "
                 "apply (it needs pooling='avg'); use method='gradcam' (grad-cam).")
-    tta = getattr(explainer.cnn, "tta_", getattr(explainer.cnn, "tta", None))
-    if tta is not None:
-        raise ValueError(
-            f"the estimator averages its scores over test-time views (tta={tta!r}); a map of "
-            "the image alone would not explain them. Set tta=None (refit the "
-            "PretrainedCNNFeatures; set_params on a FineTunedCNNClassifier) to explain it.")
     return method
 
 
