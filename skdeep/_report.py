@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write
+from ._defaults import ACTIVATION_MAPS_FILE
 from ._strategies import (
     PIXELS,
     finetune_settings,
@@ -47,8 +48,8 @@ def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
     accurate one's, ``best``."""
     by_name = scores.set_index("strategy")
     top = by_name.loc[best]
-    tied = by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
-    choice = str(tied["seconds"].idxmin()) if tied["seconds"].min() < top["seconds"] else best
+    tied = _tied(by_name, best)
+    choice = recommended_strategy(scores, best)
     chosen = by_name.loc[choice]
     pixels = by_name.loc[PIXELS]
     layers = by_name[by_name["layer"].notna()]
@@ -97,6 +98,20 @@ def recommend(scores: pd.DataFrame, best: str, config: dict) -> str:
             f"small are not reliable with {config['n_images']} images."
         )
     return "\n".join(lines)
+
+
+def recommended_strategy(scores: pd.DataFrame, best: str) -> str:
+    """The strategy :func:`recommend` recommends: the cheapest (``seconds`` per fold) whose mean
+    accuracy is within one standard deviation of ``best``'s."""
+    by_name = scores.set_index("strategy")
+    tied = _tied(by_name, best)
+    cheaper = tied["seconds"].min() < by_name.loc[best, "seconds"]
+    return str(tied["seconds"].idxmin()) if cheaper else best
+
+
+def _tied(by_name: pd.DataFrame, best: str) -> pd.DataFrame:
+    top = by_name.loc[best]
+    return by_name[by_name["accuracy_mean"] >= top["accuracy_mean"] - top["accuracy_std"]]
 
 
 def _depth_and_size(frozen: pd.DataFrame, config: dict) -> list[str]:
@@ -274,6 +289,9 @@ def write_report(result: Result, folder: str | os.PathLike, *,
     keep(folder / "confusion_matrix.png", lambda p: _save(plot_confusion_matrix(result), p))
     keep(folder / "embedding_map.png",
          lambda p: _save(plot_embedding_map(result, method=embedding_map), p))
+    gallery = getattr(result, "gallery", None)
+    if gallery is not None:  # evaluate(explain=True); results.json names it in its config
+        keep(folder / ACTIVATION_MAPS_FILE, lambda p: _save(gallery, p))
     return written
 
 

@@ -38,15 +38,18 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._defaults import ACTIVATION_MAPS_FILE
 from ._device import auto_batch_size, autocast
 from ._inference import make_loader
 from ._inputs import encoded_size, warn_bad_rows
 from ._layers import PENULTIMATE, FeatureExtractor, classifier_name, resolve_layers
 from ._preprocessing import Normalize
+from ._values import plain
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
 
@@ -797,3 +800,140 @@ def _take(X: Any, rows: np.ndarray) -> Any:
     if isinstance(X, (np.ndarray, torch.Tensor)):
         return X[rows]
     return [X[int(row)] for row in rows]
+
+
+# --- the gallery of skdeep evaluate --explain ----------------------------------------------------
+
+
+@dataclass
+class FoldModels:
+    """A frozen strategy of :func:`~skdeep.evaluation.evaluate` as its folds fitted it.
+
+    Attributes
+    ----------
+    strategy : str
+        Its name (a single layer, perhaps with ``@size``).
+    layer : str
+        The layer it reads.
+    side : int
+        The network's input side.
+    features : ndarray of shape (n_samples, n_features)
+        That layer's features of every image.
+    models : list of estimators
+        The model each fold fitted on ``features`` (scaler and classifier), by fold.
+    note : str
+        Why this strategy (for the figure and ``results.json``).
+    """
+
+    strategy: str
+    layer: str
+    side: int
+    features: np.ndarray
+    models: list
+    note: str
+
+
+@dataclass
+class Gallery:
+    """A figure of activation maps and what it shows (plain JSON types)."""
+
+    figure: Any
+    facts: dict
+
+
+def cross_validated_gallery(items: Any, labels: np.ndarray, classes: np.ndarray, splits: list,
+                            folds: FoldModels, extractors: dict, *, per_class: int = 2,
+                            on_error: str = "raise") -> Gallery:
+    """The most confident correct predictions and mistakes of each class, with their maps.
+
+    Each image is explained by the model of the fold in which it was a test image (so the
+    predictions are the out-of-fold ones, and nothing is fitted again): the pipeline
+    ``PretrainedCNNFeatures(layer) -> that fold's model``, whose maps are exact CAMs.
+
+    Parameters
+    ----------
+    items : images as evaluate read them
+    labels, classes : ndarray
+        True label of each image; the classes in display order.
+    splits : list of (train, test)
+        The folds.
+    folds : FoldModels
+        The strategy explained.
+    extractors : dict of int to PretrainedCNNFeatures
+        evaluate's fitted extractor of each input side (its settings are reused, one layer).
+    per_class : int, default=2
+        Correct predictions and mistakes shown per class (each).
+    on_error : {"raise", "nan"}
+
+    Returns
+    -------
+    Gallery
+        One row per class: its most confident correct predictions, then its most confident
+        mistakes (titles in red).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeep.evaluation import evaluate
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(16, 16, 16), dtype=np.uint8)
+    >>> labels = np.repeat(["bright", "dark"], 8)
+    >>> images[labels == "bright", :8] |= 128
+    >>> result = evaluate(images, labels, image_size=64, cv=2, layers=["blocks.5"],
+    ...                   duplicates="ignore", explain=True)
+    >>> result.config["activation_maps"]["strategy"]
+    'blocks.5'
+    """
+    cnn = clone(extractors[folds.side]).set_params(layer=folds.layer, cache=None,
+                                                   cache_layers=None, on_error=on_error).fit()
+    predicted = np.empty(len(labels), dtype=object)
+    confidence = np.zeros(len(labels))
+    fold_of = np.zeros(len(labels), dtype=int)
+    for fold, (_, test) in enumerate(splits):
+        model = folds.models[fold]
+        proba = model.predict_proba(folds.features[test])
+        predicted[test] = model.classes_[proba.argmax(axis=1)]
+        confidence[test] = proba.max(axis=1)
+        fold_of[test] = fold
+    cells: list[int | None] = []
+    for label in classes:
+        rows = np.flatnonzero(labels == label)
+        for kind in (predicted[rows] == label, predicted[rows] != label):
+            chosen = rows[kind][np.argsort(-confidence[rows[kind]], kind="stable")][:per_class]
+            cells += [int(row) for row in chosen] + [None] * (per_class - len(chosen))
+    shown = [row for row in cells if row is not None]
+    side = cnn.data_config_["input_size"][1:]
+    images = {row: np.zeros((*side, 3), np.uint8) for row in shown}
+    maps = {row: np.full(side, np.nan, np.float32) for row in shown}
+    for fold in sorted({fold_of[row] for row in shown}):
+        rows = np.asarray([row for row in shown if fold_of[row] == fold])
+        pipe = Pipeline([("features", cnn), *_steps(folds.models[fold])])
+        subset = _take(items, rows)
+        for row, image, heat in zip(rows, input_images(pipe, subset),
+                                    activation_maps(pipe, subset)):
+            images[row], maps[row] = image, heat
+    blank_image, blank_map = np.zeros((*side, 3), np.uint8), np.full(side, np.nan, np.float32)
+    titles = [("" if row is None else
+               f"true {labels[row]}\npred {predicted[row]} ({confidence[row]:.2f})")
+              for row in cells]
+    figure = plot_overlays(
+        [blank_image if row is None else images[row] for row in cells],
+        [blank_map if row is None else maps[row] for row in cells], titles,
+        wrong=[row is not None and predicted[row] != labels[row] for row in cells],
+        columns=2 * per_class, row_labels=[str(label) for label in classes],
+        title=(f"Activation maps of {folds.strategy} ({folds.note}), out of fold\n"
+               f"per class: the {per_class} most confident correct predictions, then the "
+               f"{per_class} most confident mistakes (red)"))
+    facts = {
+        "file": ACTIVATION_MAPS_FILE, "strategy": folds.strategy, "why": folds.note,
+        "method": "exact CAM of each image's fold model", "per_class": per_class,
+        "images": [{"row": row, "label": plain(labels[row]), "predicted": plain(predicted[row]),
+                    "probability": round(float(confidence[row]), 4),
+                    "correct": bool(predicted[row] == labels[row])} for row in shown],
+    }
+    return Gallery(figure, facts)
+
+
+def _steps(model: Any) -> list:
+    """A fitted model's steps, to follow the features in a Pipeline."""
+    return list(model.steps) if isinstance(model, Pipeline) else [("classifier", model)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -243,3 +244,31 @@ def test_gradient_methods(small):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert activation_maps(gem, small[:3]).shape == (3, 64, 64)  # auto: grad-cam
+
+
+# --- skdeep evaluate --explain -------------------------------------------------------------------
+
+
+def test_evaluate_explain_writes_the_gallery(tmp_path, capsys):
+    from skdeep.cli import main
+
+    report = tmp_path / "report"
+    code = main(["evaluate", "--max-images", "40", "--folds", "2", "--layers",
+                 "blocks.5,penultimate", "--image-size", "64", "--no-progress", "--explain",
+                 "-o", str(report)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    config = json.loads((report / "results.json").read_text())["config"]
+    facts = config["activation_maps"]
+    assert facts["file"] == "activation_maps.png"
+    assert facts["strategy"] in ("blocks.5", "penultimate")  # one layer: a pair has no maps
+    shown = facts["images"]
+    assert shown and {image["label"] for image in shown} <= set(config["classes"])
+    # per class, the correct ones first, each kind most confident first
+    for label in config["classes"]:
+        for correct in (True, False):
+            kind = [i["probability"] for i in shown if i["label"] == label
+                    and i["correct"] is correct]
+            assert len(kind) <= 2 and kind == sorted(kind, reverse=True)
+    with Image.open(report / "activation_maps.png") as image:
+        assert image.format == "PNG" and image.size[1] > 1000  # ten rows of classes
