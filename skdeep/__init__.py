@@ -8,6 +8,8 @@
   keep near-duplicate images on one side of every split.
 - :func:`audit` (:mod:`~skdeep.data_audit`, ``skdeep audit``) lists exact and near-duplicates,
   label conflicts, outliers and likely label errors, most certain first, with galleries.
+- :func:`activation_maps` (:mod:`~skdeep.explain`) shows where a fitted pipeline or classifier
+  finds its evidence in each image: exact class activation maps, or grad-cam's gradient maps.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
   a few layers, shallow to deep, to compare.
@@ -41,6 +43,7 @@ _HOMES = {
     "NearDuplicateGroupKFold": "model_selection",
     "PretrainedCNNFeatures": "features",
     "WeightsUnavailableError": "_weights",
+    "activation_maps": "explain",
     "audit": "data_audit",
     "compile_cache_dir": "_compiled",
     "evaluate": "evaluation",
@@ -53,7 +56,7 @@ _HOMES = {
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
 _SUBMODULES = ("backbones", "cache", "callbacks", "classifier", "cli", "dask", "data_audit",
-               "datasets", "evaluation", "features", "model_selection")
+               "datasets", "evaluation", "explain", "features", "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 

@@ -28,6 +28,7 @@ EXPECTED_OUTPUT = {
     "finetune_steplr.py": "reloaded model predicts the same labels: True",
     "choose_strategy.py": "wins at",
     "audit_and_grouped_cv.py": "grouped 5-fold CV",
+    "activation_maps.py": "saved activation_maps.png",
 }
 
 # Public names an example imports beyond the foundation; a missing one skips with a reason.
