@@ -24,7 +24,6 @@ Run: cd benchmarks && python bench_explain.py  (about 4 minutes on a shared 2-co
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -36,14 +35,7 @@ from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep.datasets import load_fashion_sample, make_patch_images
 from skdeep.explain import activation_maps
 
-
-def best_of(function, repeats: int = 2) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from bench_extract import best_of  # best wall time of n runs
 
 
 def quadrant_rate(maps: np.ndarray, quadrants: np.ndarray) -> float:
@@ -59,8 +51,8 @@ def main() -> None:
     print("1. exact CAM vs transform, 1,000 Fashion-MNIST images at 96 px (eager, best of 2)")
     pipe = make_pipeline(PretrainedCNNFeatures(image_size=96, compile=False), StandardScaler(),
                          LogisticRegression(max_iter=1000)).fit(X, y)
-    transform = best_of(lambda: pipe[0].transform(X))
-    cam = best_of(lambda: activation_maps(pipe, X))
+    transform = best_of(2, lambda: pipe[0].transform(X))
+    cam = best_of(2, lambda: activation_maps(pipe, X))
     print(f"   transform {transform:.1f} s, activation_maps {cam:.1f} s: "
           f"{cam / transform:.2f}x (goal <= 1.5x)")
 
@@ -69,9 +61,9 @@ def main() -> None:
                                  validation_fraction=0, random_state=0, compile=False)
     clf.fit(X[:200], y[:200])
     subset = X[:300]
-    predict = best_of(lambda: clf.predict(subset), repeats=1)
-    grad = best_of(lambda: activation_maps(clf, subset, method="gradcam"), repeats=1)
-    head = best_of(lambda: activation_maps(clf, subset), repeats=1)
+    predict = best_of(1, lambda: clf.predict(subset))
+    grad = best_of(1, lambda: activation_maps(clf, subset, method="gradcam"))
+    head = best_of(1, lambda: activation_maps(clf, subset))
     print(f"   predict {predict:.1f} s, Grad-CAM {grad:.1f} s ({grad / predict:.1f}x), "
           f"exact CAM of the head {head:.1f} s ({head / predict:.1f}x)")
 

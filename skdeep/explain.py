@@ -758,8 +758,8 @@ def plot_overlays(images: Any, maps: Any, titles: Sequence[str], *,
 
     Examples
     --------
-    >>> import numpy as np
     >>> from skdeep.explain import plot_overlays
+    >>> import numpy as np
     >>> figure = plot_overlays(np.zeros((2, 8, 8), np.uint8), np.ones((2, 4, 4)), ["a", "b"])
     >>> len(figure.axes)
     2
@@ -873,12 +873,9 @@ def cross_validated_gallery(items: Any, labels: np.ndarray, classes: np.ndarray,
 
     Examples
     --------
-    >>> import numpy as np
+    >>> from skdeep.datasets import make_patch_images
     >>> from skdeep.evaluation import evaluate
-    >>> rng = np.random.default_rng(0)
-    >>> images = rng.integers(0, 256, size=(16, 16, 16), dtype=np.uint8)
-    >>> labels = np.repeat(["bright", "dark"], 8)
-    >>> images[labels == "bright", :8] |= 128
+    >>> images, labels, _ = make_patch_images(16, random_state=0)
     >>> result = evaluate(images, labels, image_size=64, cv=2, layers=["blocks.5"],
     ...                   duplicates="ignore", explain=True)
     >>> result.config["activation_maps"]["strategy"]
