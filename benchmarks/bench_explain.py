@@ -19,7 +19,8 @@ Sections:
                    StandardScaler + LogisticRegression, 200 training images) at patch sides 4,
                    6 and 8 px.
 
-Run: cd benchmarks && python bench_explain.py  (about 4 minutes on a shared 2-core CPU)
+Run: cd benchmarks && python bench_explain.py  (about 9 minutes on a 2-core CPU shared with two
+other benchmarks)
 """
 
 from __future__ import annotations
