@@ -26,7 +26,11 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
     "numpydoc",
+    "matplotlib.sphinxext.plot_directive",  # the user guide's pictures, made by the build
 ]
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
 
 # --- API reference -------------------------------------------------------------------------------
 autosummary_generate = True  # stub pages under docs/api/generated/ (not in git)

@@ -10,6 +10,8 @@
   label conflicts, outliers and likely label errors, most certain first, with galleries.
 - :mod:`~skdeep.calibration`: ``FineTunedCNNClassifier(calibration=...)`` fits a temperature on
   its validation split; :func:`expected_calibration_error` (:mod:`~skdeep.metrics`) measures it.
+- :func:`activation_maps` (:mod:`~skdeep.explain`) shows where a fitted pipeline or classifier
+  finds its evidence in each image: exact class activation maps, or grad-cam's gradient maps.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
   a few layers, shallow to deep, to compare.
@@ -43,6 +45,7 @@ _HOMES = {
     "NearDuplicateGroupKFold": "model_selection",
     "PretrainedCNNFeatures": "features",
     "WeightsUnavailableError": "_weights",
+    "activation_maps": "explain",
     "audit": "data_audit",
     "compile_cache_dir": "_compiled",
     "evaluate": "evaluation",
@@ -56,7 +59,8 @@ _HOMES = {
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
 _SUBMODULES = ("backbones", "cache", "calibration", "callbacks", "classifier", "cli", "dask",
-               "data_audit", "datasets", "evaluation", "features", "metrics", "model_selection")
+               "data_audit", "datasets", "evaluation", "explain", "features", "metrics",
+               "model_selection")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])
 

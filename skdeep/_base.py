@@ -114,6 +114,25 @@ class CNNEstimatorMixin:
             targets=targets,
         )
 
+    def image_dataset(self, X: Any) -> ImageDataset:
+        """``X`` as this fitted estimator's network reads it at prediction time.
+
+        Row ``i`` is ``(uint8 tensor (C, H, W), error message)``: the image decoded, resized and
+        centre-cropped by the weights' evaluation preprocessing (not yet normalised), or a
+        blank tensor and its message for an unreadable row under ``on_error="nan"``. Its
+        ``transform`` has a ``resized_size`` method saying how large an image is resized before
+        the crop. :mod:`skdeep.explain` runs the network over it to draw activation maps.
+
+        Parameters
+        ----------
+        X : array-like of images or of image paths
+
+        Returns
+        -------
+        dataset : torch Dataset
+        """
+        return self._dataset(X)
+
     def _transform(self, train: bool):
         # The group TTA policies need an exactly centred crop (see GeometricTransform).
         return geometric_transform(self.data_config_, train=train,

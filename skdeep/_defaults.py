@@ -31,3 +31,5 @@ DUPLICATES = ("group", "ignore")
 #: The file skdeep writes into each folder of its own output (a report, an audit): a folder
 #: holding it is never read as images (skdeep.datasets skips it, with a note).
 OUTPUT_MARKER = ".skdeep-output"
+#: The gallery of activation maps `skdeep evaluate --explain` writes into its report folder.
+ACTIVATION_MAPS_FILE = "activation_maps.png"

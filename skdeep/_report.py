@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write
+from ._defaults import ACTIVATION_MAPS_FILE
 from ._strategies import (
     PIXELS,
     finetune_settings,
@@ -305,6 +306,9 @@ def write_report(result: Result, folder: str | os.PathLike, *,
          lambda p: _save(plot_embedding_map(result, method=embedding_map), p))
     if result.probabilities is not None and result.recommended is not None:
         keep(folder / "reliability_diagram.png", lambda p: _save(plot_reliability(result), p))
+    gallery = getattr(result, "gallery", None)
+    if gallery is not None:  # evaluate(explain=True); results.json names it in its config
+        keep(folder / ACTIVATION_MAPS_FILE, lambda p: _save(gallery, p))
     return written
 
 

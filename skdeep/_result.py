@@ -76,6 +76,10 @@ class EvaluationResult:
         ``first_label``, ``second_label``, ``straddles_plain_folds``, and ``first_path``,
         ``second_path`` when the images were given as paths; None with
         ``duplicates="ignore"``. ``save`` writes it to ``duplicates.csv`` when it has rows.
+    gallery : matplotlib.figure.Figure or None
+        With ``evaluate(explain=True)``: the activation maps of the most confident correct
+        predictions and mistakes of each class (see ``config["activation_maps"]``); ``save``
+        writes it to ``activation_maps.png``.
     """
 
     scores: pd.DataFrame
@@ -93,6 +97,7 @@ class EvaluationResult:
     probabilities: dict[str, np.ndarray] | None = field(default=None, repr=False)
     calibrated_probabilities: dict[str, np.ndarray] | None = field(default=None, repr=False)
     recommended: str | None = None
+    gallery: object | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """The table of results and the recommendation, as printed by ``skdeep evaluate``."""

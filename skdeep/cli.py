@@ -29,6 +29,7 @@ from typing import Any
 # timm, scikit-learn and pandas take seconds to import, so each command imports what it uses
 # when it runs, and --help is instant.
 from ._defaults import (
+    ACTIVATION_MAPS_FILE,
     DEFAULT_BACKBONE,
     DUPLICATES,
     ON_ERROR,
@@ -373,6 +374,10 @@ def _add_evaluate(commands) -> None:
     report = sub.add_argument_group("report")
     report.add_argument("--map", choices=("pca", "tsne"), default="pca",
                         help="2-D map of the embeddings: pca (fast) or tsne (default: pca)")
+    report.add_argument("--explain", action="store_true",
+                        help="also draw activation maps (where the model looks) of the most "
+                             "confident correct predictions and mistakes of each class, for the "
+                             f"recommended frozen strategy, into {ACTIVATION_MAPS_FILE}")
     _runtime_options(sub.add_argument_group("runtime"))
 
 
@@ -696,7 +701,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         max_iter=args.max_iter, batch_size=args.batch_size, device=args.device,
         precision=args.precision, num_workers=args.workers, on_error=args.on_error,
         cache=args.cache, random_state=args.seed, n_jobs=args.jobs, progress=progress,
-        compile=_COMPILE[args.compile],
+        compile=_COMPILE[args.compile], explain=args.explain,
         verbose=1,
     )
     print()

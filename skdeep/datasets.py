@@ -27,7 +27,7 @@ from ._inputs import preview
 
 __all__ = [
     "IMAGE_EXTENSIONS", "RESOLVED_PATH_COLUMN", "find_images", "load_fashion_sample",
-    "load_image_folder", "read_image_table",
+    "load_image_folder", "make_patch_images", "read_image_table",
 ]
 
 #: File extensions :func:`find_images` and :func:`load_image_folder` treat as images (any case).
@@ -166,6 +166,65 @@ def load_fashion_sample(*, as_frame: bool = False, return_X_y: bool = False) -> 
         source_index=source_index,
         DESCR=descr,
     )
+
+
+def make_patch_images(n_samples: int = 200, *, size: int = 32, patch: int = 6, noise: float = 40.0,
+                      random_state: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic images whose class is decided only by one small bright patch: a map check.
+
+    Each image is grey noise with one ``patch`` x ``patch`` square, red (class ``"red"``) or
+    blue (class ``"blue"``), at a random place inside a random quadrant (``size // 8`` or more
+    from its edges when the patch leaves room). A model that learnt
+    the task can only have learnt the patch, so its activation maps should peak in the patch's
+    quadrant (see :mod:`skdeep.explain`).
+
+    Parameters
+    ----------
+    n_samples : int, default=200
+        Number of images, half of each class.
+    size : int, default=32
+        Side of the square images (even).
+    patch : int, default=6
+        Side of the patch, at most ``size // 2``.
+    noise : float, default=40.0
+        Standard deviation of the grey background's noise, around 128.
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    images : ndarray of shape (n_samples, size, size, 3), uint8
+    labels : ndarray of shape (n_samples,), str
+    quadrants : ndarray of shape (n_samples,), int
+        Where each patch lies: 0 top left, 1 top right, 2 bottom left, 3 bottom right.
+
+    Examples
+    --------
+    >>> from skdeep.datasets import make_patch_images
+    >>> images, labels, quadrants = make_patch_images(4, random_state=0)
+    >>> images.shape, sorted(set(labels))
+    ((4, 32, 32, 3), ['blue', 'red'])
+    """
+    from sklearn.utils import check_random_state
+
+    half = size // 2
+    if size % 2 or not 1 <= patch <= half:
+        raise ValueError(f"size must be even and 1 <= patch <= size // 2; got size={size}, "
+                         f"patch={patch}.")
+    rng = check_random_state(random_state)
+    labels = np.where(np.arange(n_samples) % 2 == 0, "red", "blue")
+    labels = labels[rng.permutation(n_samples)]
+    quadrants = rng.randint(0, 4, size=n_samples)
+    images = np.clip(rng.normal(128, noise, size=(n_samples, size, size, 1)), 0, 255)
+    images = np.repeat(images, 3, axis=3).astype(np.uint8)
+    colours = {"red": (255, 40, 40), "blue": (40, 80, 255)}
+    # Away from the quadrant's edges (by size // 8 where the patch leaves room), so that the
+    # patch lies clearly in one quadrant, and the centre crop of the networks keeps it.
+    margin = min(size // 8, (half - patch) // 2)
+    for image, label, quadrant in zip(images, labels, quadrants):
+        top = (quadrant // 2) * half + rng.randint(margin, half - patch - margin + 1)
+        left = (quadrant % 2) * half + rng.randint(margin, half - patch - margin + 1)
+        image[top:top + patch, left:left + patch] = colours[label]
+    return images, labels, quadrants
 
 
 # --- folders of image files --------------------------------------------------------------------

@@ -69,6 +69,7 @@ from ._strategies import (
     FINETUNE_TTA,
     PIXELS,
     finetune_strategy,
+    frozen_layers,
     frozen_strategy,
     is_finetune,
     strategy_label,
@@ -82,6 +83,7 @@ from .calibration import (
     probabilities_before_and_after,
 )
 from .classifier import FineTunedCNNClassifier
+from .explain import FoldModels, cross_validated_gallery
 from .features import PretrainedCNNFeatures
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
 
@@ -156,6 +158,7 @@ def evaluate(
     progress: bool = False,
     verbose: int = 0,
     compile: str | bool = "auto",
+    explain: bool = False,
 ) -> EvaluationResult:
     """Cross-validate raw pixels, CNN features layer by layer, and optionally fine-tuning.
 
@@ -245,6 +248,13 @@ def evaluate(
         Progress bars (tqdm, on stderr).
     verbose : int, default=0
         With ``verbose > 0``, one line per step on stderr.
+    explain : bool, default=False
+        Also draw the activation maps (:mod:`skdeep.explain`) of the most confident correct
+        predictions and the most confident mistakes of each class, out of fold, for the
+        recommended frozen strategy (the best single-layer one when the recommendation is not
+        one), with the models its folds fitted: no second fit. ``result.gallery`` holds the
+        figure, ``save`` writes it to ``activation_maps.png``, and ``config["activation_maps"]``
+        (in ``results.json``) says which strategy and images it shows.
 
     Returns
     -------
@@ -370,9 +380,10 @@ def evaluate(
         log(_duplicates_line(found))
     if calibrate:
         check_inner_folds(labels, splits)
-    fold_rows, predictions, probabilities = _cross_validate(strategies, labels, splits,
-                                                            n_jobs=n_jobs, progress=progress,
-                                                            log=log)
+    fold_models = {} if explain else None
+    fold_rows, predictions, probabilities = _cross_validate(
+        strategies, labels, splits, n_jobs=n_jobs, progress=progress, log=log,
+        models=fold_models)
     folds = pd.DataFrame(fold_rows)
     scores = _score_table(strategies, folds, labels, probabilities, calibrate=calibrate)
     best = str(scores.loc[scores["accuracy_mean"].idxmax(), "strategy"])
@@ -408,6 +419,13 @@ def evaluate(
         **({"finetune_train_layers": list(tuned), "finetune_tta": tta} if finetune else {}),
     }
     recommendation = recommend(scores, best, config)
+    gallery = None
+    if explain:  # the recommended probe's fold models, already fitted: no second fit
+        log("drawing activation maps of the most confident predictions")
+        gallery = cross_validated_gallery(
+            items, labels, classes, splits, _probe_folds(strategies, fold_models, scores, best),
+            dict(zip(sides, extractors)), on_error=on_error)
+        config["activation_maps"] = gallery.facts
     return EvaluationResult(scores=scores, folds=folds, y=labels, predictions=predictions,
                             probabilities={name: pair[0] for name, pair in probabilities.items()},
                             calibrated_probabilities={name: pair[1] for name, pair
@@ -417,15 +435,18 @@ def evaluate(
                             recommendation=recommendation, config=config,
                             test_fold=_test_fold(splits),
                             duplicate_groups=None if found is None else found.groups,
-                            duplicate_pairs=duplicate_pairs)
+                            duplicate_pairs=duplicate_pairs,
+                            gallery=None if gallery is None else gallery.figure)
 
 
 # --- steps -------------------------------------------------------------------------------------
 
 
-def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
+def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log, models=None):
     """Fit and score every strategy on every fold; returns (fold rows, out-of-fold predictions,
     out-of-fold probabilities before and after calibration, columns in sorted class order).
+
+    ``models``, a dict, receives each fitted linear model by (strategy index, fold).
 
     The linear models are small, so each fits single-threaded (a BLAS thread pool only adds
     overhead there, and spins badly on a busy machine) and ``n_jobs`` processes share the
@@ -459,8 +480,10 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
     outcomes = {}  # (strategy index, fold) -> (predictions, proba, fit s, predict s, converged)
 
     def keep(task, outcome):
-        predicted, proba, fit_seconds, predict_seconds, converged, repredicted = outcome
+        predicted, proba, fit_seconds, predict_seconds, converged, repredicted, model = outcome
         outcomes[task] = (predicted, proba, fit_seconds, predict_seconds, converged)
+        if models is not None and not is_finetune(strategies[task[0]].name):
+            models[task] = model
         for (index, _), (predicted, proba, seconds) in zip(again.get(task[0], []), repredicted):
             outcomes[(index, task[1])] = (predicted, proba, fit_seconds, seconds,
                                           converged)  # same fit
@@ -496,6 +519,24 @@ def _cross_validate(strategies, labels, splits, *, n_jobs, progress, log):
         accuracy = [row["accuracy"] for row in rows if row["strategy"] == name]
         log(f"  {name}: accuracy {np.mean(accuracy):.3f} +- {np.std(accuracy):.3f}")
     return rows, predictions, probabilities
+
+
+def _probe_folds(strategies, fold_models: dict, scores: pd.DataFrame, best: str) -> FoldModels:
+    """The recommended strategy's fitted fold models when it is one frozen layer, else those of
+    the most accurate single frozen layer (the maps need one layer's features)."""
+    chosen = recommended_strategy(scores, best)
+    single = {index: strategy for index, strategy in enumerate(strategies)
+              if strategy.layer is not None and len(frozen_layers(strategy.name)) == 1}
+    index = next((index for index, strategy in single.items() if strategy.name == chosen), None)
+    note = "the recommended strategy"
+    if index is None:
+        index = max(single, key=lambda i: float(
+            scores.set_index("strategy").loc[single[i].name, "accuracy_mean"]))
+        note = f"the best single frozen layer (the recommendation, {chosen}, has no maps)"
+    strategy = single[index]
+    return FoldModels(strategy.name, strategy.layer, strategy.side, strategy.data,
+                      [fold_models[(index, fold)] for fold in range(len(
+                          [key for key in fold_models if key[0] == index]))], note)
 
 
 def _check_group_folds(labels: np.ndarray, groups: np.ndarray, cv: int) -> None:
@@ -590,10 +631,10 @@ def _duplicate_facts(found: NearDuplicates | None, scores: pd.DataFrame, best: s
 def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, again=(),
               shown: set | None = None):
     """Fit a clone on ``train``, predict ``test``: (predictions, probabilities, fit s, predict s,
-    converged, repredicted), where ``repredicted`` holds (predictions, probabilities, s) of the
-    fitted model predicting ``test`` again with each parameter set of ``again`` (set after the
-    fit: no refit). Probabilities are (before, after calibration), columns in the order of
-    ``np.unique(labels)``; the predictions are their most probable class.
+    converged, repredicted, the fitted model), where ``repredicted`` holds (predictions,
+    probabilities, s) of the fitted model predicting ``test`` again with each parameter set of
+    ``again`` (set after the fit: no refit). Probabilities are (before, after calibration),
+    columns in the order of ``np.unique(labels)``; the predictions are their most probable class.
 
     Warnings are passed on. With ``shown`` (the places warned from so far), a plain
     ``UserWarning`` from a place already in it is not repeated: the same advice (a validation
@@ -631,7 +672,7 @@ def _fit_fold(estimator, data, labels, train, test, *, single_thread: bool, agai
             shown.add(place)
         warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                caught_warning.filename, caught_warning.lineno)
-    return predicted, proba, fit_seconds, predict_seconds, converged, repredicted
+    return predicted, proba, fit_seconds, predict_seconds, converged, repredicted, model
 
 
 def _predicted(model, data, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

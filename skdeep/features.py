@@ -154,6 +154,8 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         at fit time: a pickled model loaded elsewhere uses the same folder. Setting ``cache``
         after fit takes effect without a refit: ``set_params(cache=None)`` switches the cache
         off, another folder or :class:`FeatureCache` is used from then on.
+    pooling_, tta_ : str, int or None
+        ``pooling`` and ``tta`` as fitted (read-only): what the features are made with.
     provenance_ : dict
         What the features are made with: library versions, the backbone and its weights (id and
         SHA-256 of the file), the data config, device, precision, compile mode and when it was
@@ -289,6 +291,19 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
                 model.load_state_dict(state_dict_from_bytes(state))
             self._model = freeze(model).to(self.device_, memory_format=memory_format(self.device_))
         return self._model
+
+    @property
+    def pooling_(self) -> str | None:
+        """The ``pooling`` the features are made with, as fitted (``set_params`` after fit does
+        not change it)."""
+        check_is_fitted(self, "layers_")
+        return self._fitted_pooling
+
+    @property
+    def tta_(self) -> str | int | None:
+        """The ``tta`` the features are made with, as fitted."""
+        check_is_fitted(self, "layers_")
+        return self._fitted_tta
 
     def _get_extractor(self) -> FeatureExtractor:
         """The network wrapped to return the compute layers (requested + cache_layers)."""

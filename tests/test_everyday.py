@@ -299,8 +299,9 @@ def test_packaging_declares_the_licence_dependencies_and_extras():
     extras = project["project"]["optional-dependencies"]
     assert not any("sphinx" in dep or "numpydoc" in dep for dep in extras["test"])
     assert any(dep.startswith("sphinx") for dep in extras["docs"])
-    assert set(extras["all"]) == {"skdeep[parquet,dask,conformal]"}
+    assert set(extras["all"]) == {"skdeep[parquet,dask,conformal,explain]"}
     assert any(dep.startswith("mapie") for dep in extras["test"])  # CI runs the MAPIE tests
+    assert any(dep.startswith("grad-cam") for dep in extras["test"])  # its tests run in CI
     makefile = (ROOT / "Makefile").read_text()
     assert '-e ".[test,docs]"' in makefile  # `make test` still builds the docs
 

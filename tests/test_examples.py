@@ -29,6 +29,7 @@ EXPECTED_OUTPUT = {
     "choose_strategy.py": "wins at",
     "audit_and_grouped_cv.py": "grouped 5-fold CV",
     "conformal_sets.py": "sets at 90 %: coverage",
+    "activation_maps.py": "saved activation_maps.png",
 }
 
 # Public names an example imports beyond the foundation; a missing one skips with a reason.

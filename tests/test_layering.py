@@ -51,6 +51,7 @@ LAYERS = [
     "classifier",       # FineTunedCNNClassifier
     "model_selection",  # near-duplicate groups and the splitter that keeps them together
     "data_audit",       # audit: duplicates, label conflicts, outliers, label errors
+    "explain",          # activation maps of pipelines and fine-tuned classifiers (issue 23)
     # built on the estimators
     "_report",          # an evaluation in words, files and plots
     "_result",          # EvaluationResult
