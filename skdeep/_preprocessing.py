@@ -146,6 +146,15 @@ class GeometricTransform:
         return resized_size(self.data_config, size, exact_centre=self.exact_centre)
 
 
+def eval_resize_kernels(data_config: dict[str, Any]) -> str:
+    """Whose kernels resize images for ``data_config`` at eval time: ``"torchvision"`` (the
+    tensor kernels of :class:`TensorEvalTransform`) or ``"pillow"`` (timm's PIL transform).
+
+    Their pixels differ by up to 2 levels, so the feature cache's keys say which made a vector.
+    """
+    return "torchvision" if TensorEvalTransform.supports(data_config) else "pillow"
+
+
 def resized_size(data_config: dict[str, Any], size: tuple[int, int], *,
                  exact_centre: bool = False) -> tuple[int, int]:
     """``(width, height)`` the eval transform resizes an image of ``size`` = ``(width, height)`` to.

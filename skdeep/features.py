@@ -28,6 +28,7 @@ from ._defaults import DEFAULT_BACKBONE, POOLINGS
 from ._device import memory_format
 from ._inputs import ImageDataset, warn_bad_rows
 from ._layers import FeatureExtractor, feature_names, normalize_layers
+from ._preprocessing import eval_resize_kernels
 from ._provenance import provenance
 from .backbones import freeze, resolve_backbone
 from .cache import CacheInfo, FeatureCache, as_cache, image_keys, layer_key
@@ -359,6 +360,7 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
             "architecture": self.backbone_.architecture_id,
             "weights": self.backbone_.weights_id,
             "preprocessing": {k: config[k] for k in sorted(config)},
+            "resize": eval_resize_kernels(config),  # vectors made by Pillow's kernels differ
             "precision": self.precision_,
             "pooling": self._fitted_pooling,
         }

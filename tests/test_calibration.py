@@ -97,13 +97,16 @@ def test_calibration_scores_are_scikit_learns_and_the_ece():
 
 @pytest.fixture(scope="module")
 def memorised():
-    """An over-confident network: trained to memorise noisy labels, and held-out images."""
-    X, y = make_images(n=96, n_classes=3, seed=3)
+    """An over-confident network: trained for 40 epochs to memorise 30 % random wrong labels
+    (12 epochs and one fixed wrong label per class did not memorise them, and were not
+    over-confident on held-out images), and 64 held-out images labelled the same way."""
+    X, y = make_images(n=128, n_classes=3, seed=3)
+    rng = np.random.default_rng(0)
     noisy = y.copy()
-    flip = np.random.default_rng(0).random(len(y)) < 0.3
-    noisy[flip] = (noisy[flip] + 1) % 3
-    params = dict(epochs=12, lr=3e-2, early_stopping=False, validation_fraction=0.25,
-                  augment=False, dropout=0.0)
+    flip = rng.random(len(y)) < 0.3
+    noisy[flip] = (noisy[flip] + rng.integers(1, 3, flip.sum())) % 3
+    params = dict(epochs=40, lr=3e-2, early_stopping=False, validation_fraction=0.25,
+                  augment=False, dropout=0.0, verbose=0)
     raw = tiny(calibration=None, **params).fit(X[:64], noisy[:64])
     calibrated = tiny(calibration="temperature", **params).fit(X[:64], noisy[:64])
     return raw, calibrated, X[64:], noisy[64:]
@@ -116,7 +119,7 @@ def test_temperature_keeps_predict_and_improves_held_out_log_loss(memorised):
     np.testing.assert_array_equal(calibrated.predict(X_test), raw.predict(X_test))
     before = log_loss(y_test, raw.predict_proba(X_test), labels=raw.classes_)
     after = log_loss(y_test, calibrated.predict_proba(X_test), labels=raw.classes_)
-    assert after < before - 0.03
+    assert after < before - 0.2  # measured: 1.47 -> 0.93 (temperature 3.8)
     # the logits are divided by the temperature, in every output
     np.testing.assert_allclose(calibrated.decision_function(X_test) * calibrated.temperature_,
                                raw.decision_function(X_test), rtol=1e-5, atol=1e-5)

@@ -35,8 +35,9 @@ def _quadrant_rate(maps: np.ndarray, quadrants: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def patches():
-    images, labels, quadrants = make_patch_images(140, size=32, patch=6, random_state=0)
-    return images[:80], labels[:80], images[80:], labels[80:], quadrants[80:]
+    # 200 test images: a rate near 0.93 (bench_explain.py) measured on 60 swung by +-0.03.
+    images, labels, quadrants = make_patch_images(400, size=32, patch=6, random_state=0)
+    return images[:200], labels[:200], images[200:], labels[200:], quadrants[200:]
 
 
 @pytest.fixture(scope="module")
