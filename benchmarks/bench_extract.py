@@ -31,7 +31,7 @@ Goals: >= 0.85, and auto within 0.5 point of fp32.
     python benchmarks/bench_extract.py --pipeline          # the input pipeline (issue 25)
 
 Input pipeline (--pipeline): 96 uint8 arrays of 224 px and the same images as 96 JPEG files,
-EfficientNet-Lite0, precision "auto", batches of 8, median of 3 interleaved rounds, one process.
+EfficientNet-Lite0, precision "auto", batches of 8, median of 7 interleaved rounds, one process.
 The network alone on ready uint8 batches (eager, and skdeep's compiled graph) is the limit;
 skdeep's transform is timed with today's tensor path and with timm's PIL transform per image
 (the path it replaced, switched back on in the same run).
@@ -244,7 +244,7 @@ def compile_jobs(sizes: tuple[int, int]) -> None:
           f"{ratio(f'compiled, {large:,} images, cold cache', f'eager, {large:,} images'):.2f}x")
 
 
-def input_pipeline(rounds: int = 3, n: int = 96, batch_size: int = 8) -> None:
+def input_pipeline(rounds: int = 7, n: int = 96, batch_size: int = 8) -> None:
     """Issue 25's table: skdeep's transform next to its own network on ready batches."""
     small, _ = load_fashion_mnist("test", n)
     images = np.stack([np.asarray(Image.fromarray(image).convert("RGB").resize((224, 224)))

@@ -3,9 +3,10 @@
 Written to be right on CUDA by construction: pinned host memory and ``non_blocking`` copies made
 on a side stream one batch ahead, the uint8 -> float conversion (and, for arrays of images, the
 resize) on the device, outputs kept on the device and copied back in large chunks (so there is
-no host-device synchronisation per batch), and autocast for half precision. Batch k+1 is read,
-copied and resized in a background thread while the network runs on batch k
-(:class:`Prefetcher`): decoding and the resize kernels release the GIL. A batch the device has
+no host-device synchronisation per batch), and autocast for half precision. On an accelerator,
+batch k+1 is read, copied and resized in a background thread while the network runs on batch k
+(:class:`Prefetcher`: decoding and the resize kernels release the GIL); on the CPU, where that
+thread would take the network's cores, in the caller's thread (:func:`read_batches`). A batch the device has
 no memory for is split in halves and retried (:class:`MemoryBackoff`). Chunks are handed to the
 caller as they come back (:func:`iter_row_chunks`), so that long jobs can store their results as
 they go.
@@ -188,6 +189,29 @@ class Prefetcher:
         _put(ready, stop, ("done", None))
 
 
+def read_batches(loader: Iterable, device: torch.device,
+                 prepare: Callable[..., tuple[torch.Tensor, list[str]]] | None = None
+                 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """The prepared batches of ``loader``: read a batch ahead in a thread (:class:`Prefetcher`)
+    where the network runs on an accelerator, in the caller's thread on the CPU.
+
+    On the CPU a reading thread takes cycles from the network's own threads: measured on 2 cores
+    (EfficientNet-Lite0, bf16, 96 arrays of 224 px, batches of 8), the eager transform ran at
+    0.82-0.89x the bare network with the thread and 0.95-1.0x without it. Files to decode on a
+    CPU with cores to spare are better served by ``num_workers``.
+    """
+    if device.type != "cpu":
+        return iter(Prefetcher(loader, device, prepare))
+    return _in_order(loader, device, prepare or to_device)
+
+
+def _in_order(loader: Iterable, device: torch.device,
+              prepare: Callable[..., tuple[torch.Tensor, list[str]]]
+              ) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    for images, messages in loader:
+        yield prepare(images, list(messages), device)
+
+
 def _put(ready: queue.Queue, stop: threading.Event, item: tuple) -> bool:
     while not stop.is_set():
         with contextlib.suppress(queue.Full):
@@ -301,7 +325,7 @@ def iter_row_chunks(
     from tqdm.auto import tqdm
 
     loader = make_loader(dataset, batch_size=batch_size, device=device, num_workers=num_workers)
-    batches = iter(Prefetcher(loader, device, prepare))
+    batches = read_batches(loader, device, prepare)
     run = MemoryBackoff(forward, batch_size, fixed_batch=fixed_batch)
     # On CUDA the launches of this thread too are kept out of any CUDA-graph capture (another
     # thread's, with compile=True): held per batch, and never while waiting for results.

@@ -24,6 +24,7 @@ from skdeep._inference import (
     Prefetcher,
     iter_row_chunks,
     predict_rows,
+    read_batches,
     resolve_num_workers,
 )
 from skdeep._inputs import ImageDataset, collate_rows
@@ -319,6 +320,13 @@ def test_the_cli_takes_auto_or_a_count():
     assert parser.parse_args(["extract", "x", "-o", "f.npy", "--workers", "2"]).workers == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["extract", "x", "-o", "f.npy", "--workers", "-1"])
+
+
+def test_the_cpu_reads_batches_in_the_callers_thread():
+    before = threading.active_count()
+    batches = read_batches(DataLoader(_Counting(8), batch_size=2), torch.device("cpu"))
+    assert len(list(batches)) == 4 and threading.active_count() == before
+    assert not [t for t in threading.enumerate() if t.name == "skdeep-prefetch"]
 
 
 def test_chunks_still_flush_and_stop_cleanly(rgb_images):
