@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._device import CUDA_GRAPH_LOCK, autocast
-from ._inputs import collate_rows
+from ._inputs import ImageDataset, collate_rows
 
 # Results stay on the device for this many batches, or this many seconds, before one copy to
 # the host: few synchronisations on a GPU, and a chunk to commit every few seconds.
@@ -67,11 +67,8 @@ def resolve_num_workers(num_workers: int | str, dataset: Dataset, device: torch.
 
 def reads_encoded(dataset: Dataset) -> bool:
     """Whether ``dataset`` (an ImageDataset, or a Subset of one) has files or bytes to decode."""
-    items = getattr(dataset.dataset if isinstance(dataset, Subset) else dataset, "items", None)
-    if items is None:
-        return True  # not ours: assume the worst
-    return not isinstance(items, np.ndarray) and any(
-        isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)) for item in items)
+    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return inner.has_encoded if isinstance(inner, ImageDataset) else True  # not ours: assume so
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, device: torch.device,

@@ -876,6 +876,12 @@ class ImageDataset(Dataset):
             view.targets = None
         return view
 
+    @property
+    def has_encoded(self) -> bool:
+        """Whether some rows are files or bytes to decode (the work DataLoader workers share)."""
+        return isinstance(self.items, list) and any(
+            isinstance(item, (*_PATH_TYPES, *_BYTES_TYPES)) for item in self.items)
+
     def row_number(self, index: int) -> int:
         """The number messages give row ``index`` (its position, unless :func:`numbered_rows`)."""
         return self.numbering[0] + index
