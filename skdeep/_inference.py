@@ -48,8 +48,8 @@ def resolve_num_workers(num_workers: int | str, dataset: Dataset, device: torch.
                         train: bool = False) -> int:
     """The DataLoader worker processes for ``num_workers`` (``"auto"``, or a count kept as is).
 
-    ``"auto"`` is 0, the main process reading one batch ahead in a thread, wherever that keeps
-    up: on a CPU, where workers take cores from the network, and for images already in memory
+    ``"auto"`` is 0, the main process reading the batches (see :func:`read_batches`), wherever
+    that keeps up: on a CPU, where workers take cores from the network, and for images already in memory
     (arrays, tensors, PIL images) at inference, which are resized a batch at a time on the
     device. On CUDA, when there are files or bytes to decode, or training augmentations to run
     per image: one worker per spare core, at most 8. The figures that chose this rule are in
@@ -110,8 +110,8 @@ class Prefetcher:
     """The batches of ``loader``, prepared on ``device``, a batch ahead of the caller.
 
     A background thread reads the next batch (decoding it when ``num_workers=0``) and prepares
-    it on the device (``prepare``: the copy, and for an array of images the batched resize; for
-    JPEG files on CUDA their decoding), while the caller runs the network on the current one.
+    it on the device (``prepare``: the copy, and for an array of images the batched resize),
+    while the caller runs the network on the current one.
     On CUDA this runs on a side stream; the caller's stream waits for an event, never the host.
     An exception raised while reading a batch (an unreadable image under ``on_error="raise"``)
     is raised by the caller at that batch, after every batch before it was handed over. Closing

@@ -219,6 +219,15 @@ def as_items(X: Any) -> np.ndarray | list:
     return _collect(X)[0]
 
 
+def take_rows(X: Any, rows: Sequence[int] | np.ndarray) -> Any:
+    """Rows ``rows`` of ``X``, in the form X came in (pandas, array, tensor or list)."""
+    if hasattr(X, "iloc"):
+        return X.iloc[rows]
+    if isinstance(X, (np.ndarray, torch.Tensor)):
+        return X[rows]
+    return [X[int(row)] for row in rows]
+
+
 def _collect(X: Any) -> tuple[np.ndarray | list, np.ndarray | None]:
     """``as_items`` plus the pandas index labels of the rows (None for a default RangeIndex)."""
     if isinstance(X, _PATH_TYPES):
@@ -973,9 +982,9 @@ class ImageDataset(Dataset):
         # Consecutive rows (inference reads in order) are a view: no copy before pinning.
         pixels = rgb_arrays(self.items[first:first + len(indices)] if consecutive
                             else self.items[indices])
-        resized_size = getattr(self.transform, "resized_size", None)
         if pixels is None:
             return [self[index] for index in indices]
+        resized_size = getattr(self.transform, "resized_size", None)
         if resized_size is not None:
             size = (pixels.shape[2], pixels.shape[1])
             try:

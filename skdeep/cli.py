@@ -524,9 +524,9 @@ def _runtime_options(group) -> None:
                             "is large enough to pay for the compile (default: auto); a "
                             "first compile is said in one line on stderr")
     group.add_argument("--workers", type=_workers, default="auto", metavar="N",
-                       help="processes decoding images in parallel: a number (0: in-process, "
-                            "reading a batch ahead in a thread) or auto = 0 on a CPU, one per "
-                            "spare core (at most 8) for files on CUDA (default: auto)")
+                       help="processes decoding images in parallel: a number (0: in-process) "
+                            "or auto = 0 on a CPU, one per spare core (at most 8) for files on "
+                            "CUDA (default: auto)")
     group.add_argument("--cache", metavar="DIR",
                        help="keep each image's features in DIR and reuse them in later runs")
     group.add_argument("--on-error", choices=ON_ERROR, default="raise",

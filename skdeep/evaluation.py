@@ -60,7 +60,7 @@ from torch import nn
 from ._base import COMMON_PARAMETER_CONSTRAINTS, VIEW_PARAMETER_CONSTRAINTS
 from ._defaults import DEFAULT_BACKBONE, DUPLICATES, POOLINGS
 from ._inference import predict_rows
-from ._inputs import ImageDataset, as_items, auto_image_size, check_labels
+from ._inputs import ImageDataset, as_items, auto_image_size, check_labels, take_rows
 from ._layers import normalize_layers
 from ._report import recommend, recommended_strategy
 from ._result import EvaluationResult
@@ -870,11 +870,9 @@ def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def _take(data, rows: np.ndarray):
-    if isinstance(data, list):
-        return [data[i] for i in rows]
     if isinstance(data, _Concatenation):
         return np.hstack([part[rows] for part in data.parts])
-    return data[rows]
+    return take_rows(data, rows)
 
 
 class _Concatenation:

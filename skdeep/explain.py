@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -46,7 +47,7 @@ from torch import nn
 from ._defaults import ACTIVATION_MAPS_FILE
 from ._device import auto_batch_size, autocast
 from ._inference import make_loader
-from ._inputs import encoded_size, warn_bad_rows
+from ._inputs import encoded_size, take_rows, warn_bad_rows
 from ._layers import PENULTIMATE, FeatureExtractor, classifier_name, resolve_layers
 from ._preprocessing import Normalize
 from ._values import plain
@@ -714,7 +715,7 @@ def plot_activation_maps(estimator: Any, X: Any, y: Any = None, *, n: int = 16,
     4
     """
     rows = np.arange(min(int(n), len(X)))
-    subset = _take(X, rows)
+    subset = take_rows(X, rows)
     truth = None if y is None else np.asarray(y, dtype=object)[rows]
     maps = activation_maps(estimator, subset, y=truth, target=target, method=method)
     proba = estimator.predict_proba(subset) if hasattr(estimator, "predict_proba") else None
@@ -792,14 +793,6 @@ def plot_overlays(images: Any, maps: Any, titles: Sequence[str], *,
     if title:
         figure.suptitle(title, fontsize=11)
     return figure
-
-
-def _take(X: Any, rows: np.ndarray) -> Any:
-    if hasattr(X, "iloc"):
-        return X.iloc[rows]
-    if isinstance(X, (np.ndarray, torch.Tensor)):
-        return X[rows]
-    return [X[int(row)] for row in rows]
 
 
 # --- the gallery of skdeep evaluate --explain ----------------------------------------------------
@@ -905,7 +898,7 @@ def cross_validated_gallery(items: Any, labels: np.ndarray, classes: np.ndarray,
     for fold in sorted({fold_of[row] for row in shown}):
         rows = np.asarray([row for row in shown if fold_of[row] == fold])
         pipe = Pipeline([("features", cnn), *_steps(folds.models[fold])])
-        subset = _take(items, rows)
+        subset = take_rows(items, rows)
         for row, image, heat in zip(rows, input_images(pipe, subset),
                                     activation_maps(pipe, subset)):
             images[row], maps[row] = image, heat
@@ -932,5 +925,12 @@ def cross_validated_gallery(items: Any, labels: np.ndarray, classes: np.ndarray,
 
 
 def _steps(model: Any) -> list:
-    """A fitted model's steps, to follow the features in a Pipeline."""
+    """A fitted model's steps, to follow the features in a Pipeline.
+
+    A model calibrated in its fold (``evaluate(calibrate=True)``: one calibrated classifier,
+    ``ensemble=False``) is explained by the model it calibrates: calibration maps that model's
+    scores to probabilities, so the evidence, and where it lies, is that model's.
+    """
+    if isinstance(model, CalibratedClassifierCV) and len(model.calibrated_classifiers_) == 1:
+        model = model.calibrated_classifiers_[0].estimator
     return list(model.steps) if isinstance(model, Pipeline) else [("classifier", model)]

@@ -81,9 +81,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         native bf16 (AVX512-BF16/AMX), fp32 elsewhere. The output is always float32.
     num_workers : int or "auto", default="auto"
         DataLoader worker processes that decode and resize images in parallel with the network.
-        0 reads in the main process, one batch ahead in a thread. ``"auto"``: 0 on a CPU and for
-        images already in memory (resized a batch at a time on the device); on CUDA, for files,
-        one per spare core, at most 8.
+        0 reads in the main process (on a GPU, one batch ahead in a thread). ``"auto"``: 0 on a
+        CPU and for images already in memory (resized a batch at a time on the device); on CUDA,
+        for files, one per spare core, at most 8.
     on_error : {"raise", "nan"}, default="raise"
         What an unreadable image does: raise an error naming its row and path, or give a row of
         NaN (with a warning listing the bad rows) so that rows stay aligned with the input.

@@ -250,6 +250,22 @@ def test_gradient_methods(small):
 # --- skdeep evaluate --explain -------------------------------------------------------------------
 
 
+def test_evaluate_explain_with_calibrate_explains_the_calibrated_models(tmp_path, capsys):
+    # The fold models are then CalibratedClassifierCV: their maps are those of the linear
+    # models they calibrate (the gallery once failed: "not linear in the features").
+    from skdeep.cli import main
+
+    report = tmp_path / "report"
+    code = main(["evaluate", "--max-images", "90", "--folds", "2", "--layers", "blocks.5",
+                 "--image-size", "64", "--no-progress", "--explain", "--calibrate",
+                 "-o", str(report)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    config = json.loads((report / "results.json").read_text())["config"]
+    assert config["activation_maps"]["images"]
+    assert (report / "activation_maps.png").is_file()
+
+
 def test_evaluate_explain_writes_the_gallery(tmp_path, capsys):
     from skdeep.cli import main
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
+from skdeep._inference import resolve_num_workers
 from skdeep._preprocessing import TensorEvalTransform
 from skdeep.datasets import load_fashion_sample
 
@@ -166,5 +167,6 @@ def test_files_are_read_by_workers_on_cuda(sample, tmp_path):
     auto = PretrainedCNNFeatures(image_size=96, device="cuda", precision="fp32").fit()
     in_process = PretrainedCNNFeatures(image_size=96, device="cuda", precision="fp32",
                                        num_workers=0).fit()
+    assert resolve_num_workers("auto", auto._dataset(paths), auto.device_) > 0  # workers used
     rows = auto.transform(paths)
     assert _cosine(rows, in_process.transform(paths)).min() >= 0.9999
