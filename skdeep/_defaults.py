@@ -25,6 +25,11 @@ POLICY_NAMES = ("natural", "symmetric", "light")
 #: ``tta=``: the named sets of test-time views (besides None and an int).
 TTA_NAMES = ("flip", "symmetric")
 
+#: ``head_init=`` of the fine-tuned classifier: a new head at random, or from a linear probe.
+HEAD_INITS = ("random", "probe")
+#: ``sampler=`` of the fine-tuned classifier: each image once per epoch, or classes equally.
+SAMPLERS = ("shuffle", "balanced")
+
 #: ``duplicates=`` of evaluate: keep near-duplicate images in one fold ("group") or not.
 DUPLICATES = ("group", "ignore")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ._device import CUDA_GRAPH_LOCK, autocast
 from ._inputs import ImageDataset, collate_rows
@@ -73,17 +73,19 @@ def reads_encoded(dataset: Dataset) -> bool:
 
 def make_loader(dataset: Dataset, *, batch_size: int, device: torch.device,
                 num_workers: int | str, shuffle: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader that decodes in ``num_workers`` processes and pins memory for CUDA.
 
     ``num_workers="auto"`` is resolved by :func:`resolve_num_workers` (``shuffle`` means a
-    training loader).
+    training loader). A ``sampler`` draws the training order instead of shuffling.
     """
     num_workers = resolve_num_workers(num_workers, dataset, device, train=shuffle)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init if num_workers > 0 else None,

@@ -29,6 +29,24 @@ STEP_SIZE = 7  # epochs: the values of the PyTorch transfer-learning tutorial
 STEP_GAMMA = 0.1
 PLATEAU_FACTOR = 0.1
 PLATEAU_PATIENCE = 2
+#: ``max_steps="auto"``: train for at least this many optimisation steps. A schedule counted in
+#: epochs gives a set of 200 images 7 steps per epoch, too few to move a network; the value is
+#: the one ``benchmarks/bench_transfer.py --steps`` chose (see the user guide).
+AUTO_MIN_STEPS = 400
+
+
+def budget_epochs(max_steps: int | str | None, epochs: int, steps_per_epoch: int) -> int:
+    """The epochs of a fit: ``epochs``, or the fewest whose steps cover ``max_steps``.
+
+    ``max_steps="auto"`` is ``max(epochs * steps_per_epoch, AUTO_MIN_STEPS)`` steps: ``epochs``
+    for sets large enough, at least :data:`AUTO_MIN_STEPS` steps for small ones. Epochs stay
+    whole, so that every image is seen equally often and checkpoints fall between epochs.
+    """
+    if max_steps is None:
+        return epochs
+    steps_per_epoch = max(1, steps_per_epoch)
+    steps = max(epochs * steps_per_epoch, AUTO_MIN_STEPS) if max_steps == "auto" else max_steps
+    return max(1, math.ceil(steps / steps_per_epoch))
 
 
 def param_groups(model: nn.Module, layers: Sequence[TrainableLayer], head: str, *, lr: float,

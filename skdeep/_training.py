@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
+from ._averaging import WeightAverage
 from ._device import autocast
 from ._inference import make_loader, predict_rows, warn_out_of_memory
 from ._inputs import ImageDataset
@@ -86,22 +87,39 @@ class TrainingData:
 
 def training_data(dataset: ImageDataset, train_rows: np.ndarray, valid_rows: np.ndarray | None,
                   *, eval_transform: Callable, batch_size: int, device: torch.device,
-                  num_workers: int, seed: int | None) -> TrainingData:
+                  num_workers: int, seed: int | None,
+                  balance: np.ndarray | None = None) -> TrainingData:
     """The loaders of a fit on the ``train_rows`` of ``dataset`` (whose transform augments).
 
     Shuffling is seeded by ``seed`` (None: not reproducible). The validation rows are read
-    through ``eval_transform``, without augmentation.
+    through ``eval_transform``, without augmentation. With ``balance`` (the class of every row
+    of ``dataset``), each epoch draws ``len(train_rows)`` images with replacement, every class
+    with the same probability (:func:`balanced_sampler`), instead of each image once.
     """
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     # A last batch of one image fails in BatchNorm's training mode: drop it.
     drop_last = len(train_rows) % batch_size == 1 and len(train_rows) > 1
+    sampler = None if balance is None else balanced_sampler(balance[train_rows], generator)
     loader = make_loader(Subset(dataset, train_rows), batch_size=batch_size, device=device,
                          num_workers=num_workers, shuffle=True, generator=generator,
-                         drop_last=drop_last)
+                         drop_last=drop_last, sampler=sampler)
     validation = None
     if valid_rows is not None:
         validation = (Subset(dataset.view(eval_transform, targets=False), valid_rows), valid_rows)
     return TrainingData(loader, validation, generator)
+
+
+def balanced_sampler(classes: np.ndarray,
+                     generator: torch.Generator | None) -> WeightedRandomSampler:
+    """Draws ``len(classes)`` positions per epoch, with replacement, each class equally often.
+
+    Each position is drawn with probability ``1 / (n_classes * count of its class)``: a class of
+    4 images is seen as often as one of 400 (its images repeated, under the augmentation).
+    """
+    _, index, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    probability = 1.0 / (len(counts) * counts[index])
+    return WeightedRandomSampler(torch.as_tensor(probability, dtype=torch.double),
+                                 num_samples=len(classes), replacement=True, generator=generator)
 
 
 @dataclass
@@ -139,6 +157,12 @@ class Trainer:
     grad_clip_norm: float | None = None
     bad_rows: dict[int, str] = field(default_factory=dict)
     part_size: int | None = None  # images per forward/backward pass once memory ran out
+    average: WeightAverage | None = None  # the EMA of the weights, updated after each step
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """A block in which the network holds the averaged weights (if there is an average)."""
+        return contextlib.nullcontext() if self.average is None else self.average.applied(
+            self.network)
 
     def enter(self, stage: Stage) -> None:
         """Train with ``stage``'s optimizer, schedule and modes from now on."""
@@ -176,6 +200,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.after_step()
+            if self.average is not None:
+                self.average.update()
             total += weighted.detach()
             weight_sum += weights.sum()
         return float(total / weight_sum.clamp(min=1e-12))  # the one synchronisation per epoch
@@ -324,10 +350,12 @@ def run_epochs(
                 "grad_clip_norm, or use precision='fp32'."
             )
         valid_loss = valid_accuracy = math.nan
-        if validation is not None:
-            valid_loss, valid_accuracy = trainer.evaluate(
-                *validation, batch_size=eval_batch_size, num_workers=num_workers
-            )
+        with trainer.averaged():  # the averaged weights are validated, and kept if the best
+            if validation is not None:
+                valid_loss, valid_accuracy = trainer.evaluate(
+                    *validation, batch_size=eval_batch_size, num_workers=num_workers
+                )
+            stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
         trainer.schedule.after_epoch(valid_loss if validation is not None else train_loss)
         record = {
             "epoch": epoch,
@@ -342,7 +370,6 @@ def run_epochs(
                      if validation is not None else "")
             print(f"epoch {epoch:3d}  train_loss {train_loss:.4f}{valid}  lr {lr:.2e}  "
                   f"{record['seconds']:.1f}s", flush=True)
-        stop = stopper is not None and stopper.update(valid_loss, epoch, trainer.network)
         stop = stop and not head_only
         if stop and verbose:
             print(f"early stopping: no improvement for {stopper.patience} epochs", flush=True)
@@ -361,6 +388,8 @@ def run_epochs(
     if stopper is not None and stopper.best_epoch is not None:
         stopper.restore(trainer.network)
         return stopper.best_epoch
+    if trainer.average is not None:
+        trainer.average.apply(trainer.network)
     return None
 
 
@@ -407,7 +436,11 @@ def write_training_state(folder: str | os.PathLike, run: Run) -> None:
         "early_stopping": None,
         "bad_rows": {str(row): message for row, message in trainer.bad_rows.items()},
         "python_random": None,
+        "average_updates": None if trainer.average is None else trainer.average.updates,
     }
+    if trainer.average is not None:
+        for key, value in trainer.average.shadow.items():
+            tensors[f"average.{key}"] = value.detach().cpu().contiguous().clone()
     if stopper is not None:
         document["early_stopping"] = {
             "best_loss": stopper.best_loss if math.isfinite(stopper.best_loss) else None,
@@ -459,12 +492,17 @@ def restore_training_state(run: Run, document: dict[str, Any],
     """
     trainer, stopper = run.trainer, run.early_stopping
     prefixed = {prefix: {key[len(prefix):]: value for key, value in tensors.items()
-                         if key.startswith(prefix)} for prefix in ("optimizer.", "best.")}
+                         if key.startswith(prefix)}
+                for prefix in ("optimizer.", "best.", "average.")}
     load_optimizer_state(trainer.optimizer, prefixed["optimizer."], document["optimizer"])
     trainer.schedule.load_state_dict(document["schedule"])
     if document["scaler"] is not None:
         trainer.scaler.load_state_dict(document["scaler"])
     trainer.bad_rows.update({int(row): message for row, message in document["bad_rows"].items()})
+    if trainer.average is not None and document.get("average_updates") is not None:
+        trainer.average.updates = int(document["average_updates"])
+        for key, value in prefixed["average."].items():
+            trainer.average.shadow[key].copy_(value)
     if stopper is not None and document["early_stopping"] is not None:
         record = document["early_stopping"]
         best_loss = record["best_loss"]

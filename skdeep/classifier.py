@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import math
 import os
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import (
@@ -29,6 +31,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.data import Subset
 
 from . import _safe_format
 from ._augment import describe, train_transform, tta_views
@@ -40,11 +43,19 @@ from ._base import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from ._defaults import DEFAULT_BACKBONE, TTA_NAMES
+from ._defaults import DEFAULT_BACKBONE, HEAD_INITS, SAMPLERS, TTA_NAMES
 from ._inference import predict_rows
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
-from ._optim import OPTIMIZERS, SCHEDULERS, LRSchedule, make_optimizer, param_groups
+from ._averaging import WeightAverage
+from ._optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    LRSchedule,
+    budget_epochs,
+    make_optimizer,
+    param_groups,
+)
 from ._provenance import provenance
 from ._trainable_layers import (
     BN_MODES,
@@ -76,6 +87,8 @@ from .backbones import freeze, resolve_backbone
 from .calibration import CALIBRATIONS, check_calibration, fit_temperature
 from .cache import image_keys
 from .callbacks import HOOKS, latest_checkpoint
+from .linear_probe import affine_scores, linear_probe
+from .recipes import RECIPE_PARAMETERS, RECIPES, recipe_params
 
 
 class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -150,6 +163,22 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         restarts when the layers start to train. Measured on two grayscale data sets (see the
         guide "Images unlike ImageNet"): a large gain when the budget is one epoch, none
         reliable at four, hence the default 0.
+    max_steps : int, "auto" or None, default=None
+        A budget of optimisation steps instead of ``epochs``: training runs the fewest whole
+        epochs whose batches reach it, and ``scheduler`` and ``warmup_epochs`` span those
+        epochs. ``"auto"``: ``epochs`` when they give at least 400 steps, else enough epochs
+        for 400 (a set of 500 images has 15 batches of 32 per epoch: 10 epochs are 150 steps,
+        too few to move a pretrained network; see the user guide "Images unlike ImageNet" for
+        the sweep that chose 400). ``None``: ``epochs`` epochs.
+    head_init : {"random", "probe"}, default="random"
+        How the new head starts. ``"random"``: PyTorch's default initialisation. ``"probe"``:
+        the weights of a linear probe (:func:`skdeep.linear_probe.linear_probe`, as
+        :func:`~skdeep.evaluate` fits it) on the frozen network's penultimate features of the
+        training images, scaler folded in, so that training starts from the probe's decisions
+        (linear probing then fine-tuning, LP-FT: a random head's large early gradients distort
+        the pretrained features; Kumar et al., 2022). Costs one forward pass over the training
+        images (at most 20,000 of them, stratified). Not used by ``warm_start`` or ``resume``,
+        which continue a trained head.
     batch_size : int, default=32
         Images per optimisation step (and per forward pass at prediction).
     augment : {"natural", "symmetric", "light"}, bool or callable, default=True
@@ -193,6 +222,18 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss (``{label: weight}``), or ``"balanced"`` for weights
         inversely proportional to class frequencies in the training part.
+    sampler : {"shuffle", "balanced"}, default="shuffle"
+        The order of training images: each image once per epoch in random order, or
+        ``"balanced"``: as many draws per epoch as training images, with replacement, every
+        class equally likely (the images of a rare class are repeated, under the augmentation).
+        ``class_weight="balanced"`` reweights the loss instead: the rare class's few images
+        take larger steps, while balanced sampling takes more steps with them.
+    ema : float in (0, 1) or None, default=None
+        Keep an exponential moving average of the weights, with this decay per optimisation
+        step (warmed up as timm does: ``min(ema, (1 + t) / (10 + t))`` at step ``t``), and use
+        it for validation, early stopping and the fitted network: the model saved, predicted
+        with and calibrated is the average. ``0.99`` suits a few hundred steps; ``None``: the
+        last (or best) epoch's weights.
     device : str or torch.device, default="auto"
         ``"auto"`` picks CUDA, then MPS, then the CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -247,6 +288,11 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         the network's own probabilities: the default, because ``benchmarks/bench_calibration.py``
         measured no reliable gain with the 50-image validation split of 500 training images
         (see the user guide "Calibrated probabilities and conformal prediction sets").
+    recipe : {"small-data"} or None, default=None
+        A named combination of ``head_init``, ``max_steps``, ``ema`` and ``sampler``
+        (:mod:`skdeep.recipes`), each chosen by ``benchmarks/bench_transfer.py --recipes``: the
+        recipe gives the value of each of those parameters left at its default; a value given
+        explicitly wins. ``recipe_params_`` says what a fit used.
 
     Attributes
     ----------
@@ -265,6 +311,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         The layers that ``train_layers=k`` counts from the end: module paths of each layer.
     trained_layers_ : list of tuple of str
         The layers trained by the last ``fit`` (the head always is).
+    recipe_params_ : dict
+        The values of ``head_init``, ``max_steps``, ``ema`` and ``sampler`` the last ``fit``
+        used (the ``recipe``'s where the parameter was left at its default).
     param_groups_ : list of dict
         The optimizer's parameter groups: ``name``, peak ``lr``, ``weight_decay``, ``n_params``.
     data_config_ : dict
@@ -347,6 +396,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+        "head_init": [StrOptions(set(HEAD_INITS))],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "grad_clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -354,10 +405,13 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "sampler": [StrOptions(set(SAMPLERS))],
+        "ema": [Interval(Real, 0, 1, closed="neither"), None],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "callbacks": [list, tuple, None],
         "calibration": [StrOptions(set(CALIBRATIONS)), None],
+        "recipe": [StrOptions(set(RECIPES)), None],
     }
 
     def __init__(
@@ -379,6 +433,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         warmup_epochs: float = 0.0,
         epochs: int = 10,
         freeze_epochs: int = 0,
+        max_steps: int | str | None = None,
+        head_init: str = "random",
         batch_size: int = 32,
         augment: bool | str | Callable = True,
         tta: str | int | None = None,
@@ -389,6 +445,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         n_iter_no_change: int = 5,
         tol: float = 1e-4,
         class_weight: dict | str | None = None,
+        sampler: str = "shuffle",
+        ema: float | None = None,
         device: str = "auto",
         precision: str = "auto",
         num_workers: int | str = "auto",
@@ -400,6 +458,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         compile: str | bool = "auto",
         callbacks: list | None = None,
         calibration: str | None = None,
+        recipe: str | None = None,
     ) -> None:
         self.backbone = backbone
         self.weights = weights
@@ -417,6 +476,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self.warmup_epochs = warmup_epochs
         self.epochs = epochs
         self.freeze_epochs = freeze_epochs
+        self.max_steps = max_steps
+        self.head_init = head_init
         self.batch_size = batch_size
         self.augment = augment
         self.tta = tta
@@ -427,6 +488,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.class_weight = class_weight
+        self.sampler = sampler
+        self.ema = ema
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
@@ -438,6 +501,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self.compile = compile
         self.callbacks = callbacks
         self.calibration = calibration
+        self.recipe = recipe
 
     # --- fitting -------------------------------------------------------------------------------
 
@@ -519,7 +583,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             if checkpoint is not None:
                 checkpoint.restore_network(self)
             self._train(base, encoded, weights, train_rows, valid_rows, seed, callbacks,
-                        fingerprint, checkpoint, images)
+                        fingerprint, checkpoint, images, warm)
         return self
 
     def _checked_callbacks(self) -> list[Any]:
@@ -677,10 +741,13 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         return weights / mean
 
     def _train(self, base, encoded, weights, train_rows, valid_rows, seed, callbacks, fingerprint,
-               checkpoint, images) -> None:
+               checkpoint, images, warm) -> None:
+        settings = self.recipe_params_ = self._settings()
         data = training_data(base, train_rows, valid_rows, eval_transform=self._transform(False),
                              batch_size=self.batch_size, device=self.device_,
-                             num_workers=self.num_workers, seed=seed)
+                             num_workers=self.num_workers, seed=seed,
+                             balance=encoded if settings["sampler"] == "balanced" else None)
+        epochs = budget_epochs(settings["max_steps"], self.epochs, len(data.loader))
         layers = trainable_layers(self.model_, self.head_)
         trained = trained_layers(layers, self.train_layers)
         self.trainable_layers_ = [layer.paths for layer in layers]
@@ -689,7 +756,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         def stage(names: list[str], epochs: int) -> Stage:
             return self._stage(layers, names, epochs, steps_per_epoch=len(data.loader))
 
-        main = stage([layer.name for layer in trained], self.epochs)
+        main = stage([layer.name for layer in trained], epochs)
         self.param_groups_ = [
             {"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
              "n_params": int(sum(p.numel() for p in g["params"]))} for g in main.groups]
@@ -697,8 +764,12 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         done = self.n_iter_ + 1 - first_epoch  # epochs of this run already trained
         # A checkpoint holds the stage of the epoch after it (see run_epochs): rebuild that one.
         head_first = done < self.freeze_epochs
+        if settings["head_init"] == "probe" and checkpoint is None and not warm:
+            self._head_from_probe(base, encoded, weights, train_rows, seed)
         trainer = self._trainer(stage([], self.freeze_epochs) if head_first else main,
                                 encoded, weights)
+        if settings["ema"] is not None:
+            trainer.average = WeightAverage(trainer.network, settings["ema"])
         stopper = EarlyStopping(self.n_iter_no_change, self.tol) if self.early_stopping else None
         run = Run(trainer, stopper, data.generator, first_epoch=first_epoch,
                   fingerprint=fingerprint, seeded=seed is not None, images=images)
@@ -711,7 +782,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         try:
             _call(callbacks, "on_train_begin", self)
             best = run_epochs(
-                trainer, data.loader, epochs=self.freeze_epochs + self.epochs - done,
+                trainer, data.loader, epochs=self.freeze_epochs + epochs - done,
                 first_epoch=self.n_iter_ + 1, validation=data.validation, early_stopping=stopper,
                 eval_batch_size=self.batch_size, num_workers=self.num_workers,
                 verbose=self.verbose, progress=self.progress,
@@ -719,7 +790,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                 on_epoch_end=lambda record: self._epoch_ended(record, callbacks),
                 unfreeze_after=first_epoch + self.freeze_epochs - 1 if head_first else None,
                 # a new optimizer and schedule for the layers' stage (rebuilt: it sets what trains)
-                unfreeze=lambda: trainer.enter(stage(main.names, self.epochs)),
+                unfreeze=lambda: trainer.enter(stage(main.names, epochs)),
             )
         finally:
             del self._run
@@ -733,6 +804,51 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             self.temperature_ = self._fitted_temperature(trainer, *data.validation)
         self.provenance_.update(calibration=self.calibration, temperature=self.temperature_)
         _call(callbacks, "on_train_end", self)
+
+    def _settings(self) -> dict[str, Any]:
+        """The values of the parameters a recipe may set: the recipe's where left at default."""
+        defaults = _DEFAULTS
+        recipe = recipe_params(self.recipe)
+        return {name: recipe[name] if name in recipe and getattr(self, name) == defaults[name]
+                else getattr(self, name) for name in RECIPE_PARAMETERS}
+
+    def _head_from_probe(self, base, encoded: np.ndarray, weights: np.ndarray,
+                         train_rows: np.ndarray, seed: int | None) -> None:
+        """LP-FT: the new head takes the weights of a linear probe on the frozen features.
+
+        The probe (:func:`skdeep.linear_probe.linear_probe`, as ``evaluate`` fits it) learns on
+        the penultimate features of the training images (evaluation transform, no augmentation;
+        at most ``_PROBE_ROWS`` of them, stratified), with the sample and class weights; its
+        scaler is folded into the weights, so the network's logits start as the probe's
+        decision function (for two classes, ``-d/2`` and ``d/2``: the same probabilities).
+        """
+        rows = train_rows
+        if len(rows) > _PROBE_ROWS:
+            rows, _ = train_test_split(rows, train_size=_PROBE_ROWS, stratify=encoded[rows],
+                                       random_state=seed)
+            rows = np.sort(rows)
+        network = self._get_network().eval()
+        outputs, errors = predict_rows(
+            network, Subset(base.view(self._transform(False), targets=False), rows),
+            device=self.device_, precision=self.precision_, batch_size=self.batch_size,
+            num_workers=self.num_workers)
+        read = np.setdiff1d(np.arange(len(rows)), list(errors))  # unreadable: fit reports them
+        classes = encoded[rows[read]]
+        if len(np.unique(classes)) < 2:
+            return  # nothing to probe; fit's checks name the unreadable images
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # an init need not be converged
+            probe = linear_probe().fit(outputs[read, :self.n_features_out_], classes,
+                                       logisticregression__sample_weight=weights[rows[read]])
+        weight, bias = affine_scores(probe.steps[:-1], probe[-1], self.n_features_out_)
+        if len(weight) == 1:  # sklearn's binary decision d = score(1) - score(0)
+            weight, bias = np.vstack([-weight, weight]) / 2, np.concatenate([-bias, bias]) / 2
+        fc = self.model_.get_submodule(self.head_).fc
+        present = torch.as_tensor(probe[-1].classes_, device=fc.weight.device)
+        with torch.no_grad():
+            fc.weight[present] = torch.as_tensor(weight, dtype=fc.weight.dtype,
+                                                 device=fc.weight.device)
+            fc.bias[present] = torch.as_tensor(bias, dtype=fc.bias.dtype, device=fc.bias.device)
 
     def _fitted_temperature(self, trainer: Trainer, dataset, rows: np.ndarray) -> float:
         """The temperature that calibrates the best weights' logits of the validation images."""
@@ -1126,6 +1242,15 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
 
 # Parameters that do not change the numbers of a fit: a resumed fit may set them anew.
+#: Each parameter's default, from the signature: a recipe fills the parameters left at it.
+_DEFAULTS = {name: parameter.default for name, parameter in
+             inspect.signature(FineTunedCNNClassifier.__init__).parameters.items()
+             if name != "self"}
+
+#: LP-FT's probe learns on at most this many training images (a stratified sample): its
+#: features are held in memory, and the head it initialises is refined by training anyway.
+_PROBE_ROWS = 20_000
+
 _RESUME_MAY_CHANGE = frozenset(
     {"callbacks", "verbose", "progress", "num_workers", "device", "compile", "warm_start", "tta"})
 

@@ -45,10 +45,7 @@ import torch
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import (
     Interval,
     StrOptions,
@@ -85,6 +82,7 @@ from .calibration import (
 from .classifier import FineTunedCNNClassifier
 from .explain import FoldModels, cross_validated_gallery
 from .features import PretrainedCNNFeatures
+from .linear_probe import linear_probe
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
@@ -338,7 +336,7 @@ def evaluate(
         _check_labels(labels, len(labels))
         _check_folds(labels, cv)
 
-    linear = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    linear = linear_probe(C=C, max_iter=max_iter)
     if calibrate:
         linear = calibrated_in_fold(linear)
     strategies = [_Strategy(PIXELS, strategy_label(PIXELS), None, linear, pixels, None,

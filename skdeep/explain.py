@@ -53,6 +53,7 @@ from ._preprocessing import Normalize
 from ._values import plain
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
+from .linear_probe import NotAffineError, affine_scores, is_linear
 
 #: method= values: the exact CAM, and grad-cam's classes by the names users know them by.
 GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
@@ -108,63 +109,24 @@ def _explainer(estimator: Any) -> _Explainer:
     check_is_fitted(cnn)
     classifier = estimator.steps[-1][1]
     check_is_fitted(classifier)
-    if not _is_linear(classifier):
+    if not is_linear(classifier):
         raise ValueError(
             f"the classifier {estimator.steps[-1][0]!r} ({_describe(classifier)}) is not linear in "
             "the features, so no map adds up to its score (an RBF SVC, a tree, a k-NN...); "
             f"activation maps need {_SUPPORTED}."
         )
-    width = cnn.n_features_out_
-    matrix, offset = np.eye(width), np.zeros(width)
-    for name, step in estimator.steps[1:-1]:  # fold each affine step: x -> x @ M + c
-        if step is None or step == "passthrough":
-            continue
-        matrix, offset = _fold(name, step, matrix, offset)
-    coef = np.atleast_2d(classifier.coef_)
-    intercept = np.broadcast_to(np.asarray(classifier.intercept_, dtype=float), len(coef))
-    weight, bias = coef @ matrix.T, coef @ offset + intercept
-    binary = len(coef) == 1
+    try:
+        weight, bias = affine_scores(estimator.steps[1:-1], classifier, cnn.n_features_out_,
+                                     describe=_describe)
+    except NotAffineError as exc:
+        raise ValueError(f"{exc}, so a linear head after it gives no exact map; activation maps "
+                         f"need {_SUPPORTED}.") from exc
+    binary = len(weight) == 1
     if binary:  # decision_function is the score of classes_[1]; classes_[0]'s is its negative
         weight, bias = np.vstack([-weight, weight]), np.concatenate([-bias, bias])
     return _Explainer(cnn, np.asarray(classifier.classes_), torch.as_tensor(weight).float(),
                       torch.as_tensor(bias).float(), list(cnn.layers_), cnn.pooling_, tail,
                       binary)
-
-
-def _is_linear(classifier: Any) -> bool:
-    """Whether ``classifier`` scores with ``coef_`` and ``intercept_`` (a linear model; an SVC
-    with another kernel has no ``coef_``). The scores are checked against its
-    ``decision_function`` on every image anyway."""
-    try:
-        return (hasattr(classifier, "decision_function") and classifier.coef_ is not None
-                and classifier.intercept_ is not None)
-    except (AttributeError, ValueError):
-        return False
-
-
-def _fold(name: str, step: Any, matrix: np.ndarray, offset: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """``(matrix, offset)`` followed by ``step`` when ``step`` is affine: read off its transform
-    of 0 and of the unit vectors, and checked on random points (else a clear error)."""
-    check_is_fitted(step)
-    width = matrix.shape[1]
-    try:
-        constant = np.asarray(step.transform(np.zeros((1, width))), dtype=float)[0]
-        linear = np.asarray(step.transform(np.eye(width)), dtype=float) - constant
-        points = np.random.default_rng(0).normal(size=(3, width)) * 3
-        expected = points @ linear + constant
-        got = np.asarray(step.transform(points), dtype=float)
-        affine = got.shape == expected.shape and np.allclose(got, expected, rtol=1e-5,
-                                                             atol=1e-6 * np.abs(got).max())
-    except Exception as exc:  # a step that cannot even transform such rows is not affine
-        raise ValueError(f"step {name!r} ({_describe(step)}) cannot be folded into a CAM: "
-                         f"{exc}") from exc
-    if not affine:
-        raise ValueError(
-            f"step {name!r} ({_describe(step)}) is not an affine map of the features, so a "
-            f"linear head after it gives no exact map; activation maps need {_SUPPORTED}."
-        )
-    return matrix @ linear, offset @ linear + constant
 
 
 def _describe(estimator: Any) -> str:

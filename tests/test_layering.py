@@ -32,12 +32,14 @@ LAYERS = [
     "_inputs",          # every form of X -> a Dataset of RGB images
     "_atomic",          # all-or-nothing file writes
     "_strategies",      # the names of evaluate's strategies
+    "linear_probe",     # the linear probe, and read as one affine map (issue 24)
     # the network
     "_layers",          # which activations, pooled how
     "_trainable_layers",  # the layers train_layers counts, shallow to deep
     "_optim",           # optimisers and schedules over those layers
     "_inference",       # the batched forward loop
     "_compiled",        # the frozen network as one compiled graph
+    "_averaging",       # the moving average of the weights (issue 24)
     "_training",        # the training loop
     "_safe_format",     # the pickle-free saved format
     "_provenance",      # what a fit was made with
@@ -48,6 +50,7 @@ LAYERS = [
     "_base",            # what both estimators share
     "features",         # PretrainedCNNFeatures
     "callbacks",        # training callbacks
+    "recipes",          # named fine-tuning recipes (issue 24)
     "classifier",       # FineTunedCNNClassifier
     "model_selection",  # near-duplicate groups and the splitter that keeps them together
     "data_audit",       # audit: duplicates, label conflicts, outliers, label errors
