@@ -43,7 +43,7 @@ set: optimistic), today's fine-tune (the defaults), LP-FT (``head_init="probe"``
 preset (which adds ``max_steps="auto"``). Accuracy, balanced accuracy and fit seconds. No
 colour set: no labelled colour images are available offline here.
 
-    python benchmarks/bench_transfer.py --recipes            # about 30 minutes on 2 cores
+    python benchmarks/bench_transfer.py --recipes            # about 90 minutes on 2 cores
     python benchmarks/bench_transfer.py --recipes --steps    # the max_steps sweep behind "auto"
 """
 
@@ -163,22 +163,30 @@ def _per_class(X, y, counts, seed):
     return X[rows], y[rows]
 
 
-def recipe_sets(quick: bool):
-    """(name, X_train, y_train, X_test, y_test) of each set."""
+#: --sets: the keys of the sets, in the order they run.
+RECIPE_SETS = ("fashion50", "imbalanced", "digits50", "fashion200")
+
+
+def recipe_sets(quick: bool, keys=RECIPE_SETS):
+    """(name, X_train, y_train, X_test, y_test) of each set of ``keys``."""
     X_pool, y_pool = load_fashion_mnist("train", 60000)
     X_eval, y_eval = load_fashion_mnist("test", 10000)
     scale = 0.2 if quick else 1.0
     n = lambda k: max(4, int(k * scale))  # noqa: E731
-    for per_class in (50, 200):
-        counts = {c: n(per_class) for c in range(10)}
-        yield (f"Fashion {per_class}/class", *_per_class(X_pool, y_pool, counts, 0),
-               *_per_class(X_eval, y_eval, {c: n(200) for c in range(10)}, 1))
-    train = {c: n(400 * share) for c, share in zip(UPPER_BODY, MIX)}
-    test = {c: n(1000 * share) for c, share in zip(UPPER_BODY, MIX)}
-    yield ("Fashion 4 imbalanced", *_per_class(X_pool, y_pool, train, 0),
-           *_per_class(X_eval, y_eval, test, 1))
-    X_d, y_d, X_dt, y_dt = load_mnist_digits(n(500), n_test=n(2000))
-    yield "digits 50/class", X_d, y_d, X_dt, y_dt
+    for key in keys:
+        if key.startswith("fashion"):
+            per_class = int(key[len("fashion"):])
+            counts = {c: n(per_class) for c in range(10)}
+            yield (f"Fashion {per_class}/class", *_per_class(X_pool, y_pool, counts, 0),
+                   *_per_class(X_eval, y_eval, {c: n(200) for c in range(10)}, 1))
+        elif key == "imbalanced":
+            train = {c: n(400 * share) for c, share in zip(UPPER_BODY, MIX)}
+            test = {c: n(1000 * share) for c, share in zip(UPPER_BODY, MIX)}
+            yield ("Fashion 4 imbalanced", *_per_class(X_pool, y_pool, train, 0),
+                   *_per_class(X_eval, y_eval, test, 1))
+        else:
+            X_d, y_d, X_dt, y_dt = load_mnist_digits(n(500), n_test=n(2000))
+            yield "digits 50/class", X_d, y_d, X_dt, y_dt
 
 
 def best_frozen(X_train, y_train, X_test, y_test, image_size):
@@ -202,7 +210,7 @@ def best_frozen(X_train, y_train, X_test, y_test, image_size):
 def run_recipes(args) -> None:
     rows = []
     begin = time.perf_counter()
-    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick):
+    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick, args.sets):
         print(f"{name}: {len(y_train)} training, {len(y_test)} test images, class counts "
               f"{np.unique(y_train, return_counts=True)[1].tolist()}", flush=True)
         start = time.perf_counter()
@@ -242,9 +250,7 @@ def run_steps(args) -> None:
     budgets = (200, 400, 800) if not args.quick else (10, 20)
     print("| set | max_steps | accuracy | balanced accuracy | fit s |")
     print("| --- | --- | --- | --- | --- |")
-    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick):
-        if "200" in name or "digits" in name:  # the two smallest Fashion sets: the rule's range
-            continue
+    for name, X_train, y_train, X_test, y_test in recipe_sets(args.quick, args.sets):
         for steps in budgets:
             start = time.perf_counter()
             clf = FineTunedCNNClassifier(image_size=args.image_size, random_state=0, verbose=0,
@@ -262,6 +268,9 @@ def main() -> None:
     parser.add_argument("--recipes", action="store_true",
                         help="small and imbalanced sets: the recipes against the frozen probe")
     parser.add_argument("--steps", action="store_true", help="with --recipes: the max_steps sweep")
+    parser.add_argument("--sets", default=None,
+                        help=f"with --recipes: comma-separated, of {','.join(RECIPE_SETS)} "
+                             "(default: all; with --steps: fashion50,imbalanced)")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--datasets", default="fashion,digits")
@@ -269,6 +278,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.recipes:
         args.image_size = args.image_size or 64
+        default = "fashion50,imbalanced" if args.steps else ",".join(RECIPE_SETS)
+        args.sets = (args.sets or default).split(",")
         run_steps(args) if args.steps else run_recipes(args)
         return
     n = 300 if args.quick else 2000

@@ -479,7 +479,10 @@ def test_hostile_input(corpus_case, on_error, cnn, clean, clean_features, tmp_pa
     unreadable = [m for m in messages if "could not be read" in m]
     if outcome == NAN:
         assert np.isnan(features[1]).all()
-        np.testing.assert_array_equal(features[[0, 2]], clean_features[[0, 2]])
+        # The neighbours' features are theirs: equal up to float rounding (a batch of other
+        # rows may take another oneDNN kernel: 2e-7 apart on an AMD EPYC, exact on a Xeon).
+        np.testing.assert_allclose(features[[0, 2]], clean_features[[0, 2]], rtol=1e-5,
+                                   atol=1e-6)
         assert len(unreadable) == 1, messages
         assert "row 1" in unreadable[0] and repr(trial.path) in unreadable[0], unreadable
         assert re.search(match, unreadable[0]), unreadable
@@ -487,7 +490,7 @@ def test_hostile_input(corpus_case, on_error, cnn, clean, clean_features, tmp_pa
     assert not unreadable, unreadable
     assert np.isfinite(features).all()
     expected, _ = read(cnn, trial, "raise", X=trial.same_as)
-    np.testing.assert_array_equal(features, expected)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
     if match is not None:
         assert any(re.search(match, m) for m in messages), messages
 
