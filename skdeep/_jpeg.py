@@ -45,7 +45,6 @@ _PLAIN_MODES = ("RGB", "L")
 #: Encoded bytes read per batch at most: the rest of a batch of huge files goes to Pillow.
 _BATCH_BYTES = 256 * 2**20
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
-# torchvision >= 0.29 warns at every call that its decoders will move to TorchCodec.
 _DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
 
@@ -106,19 +105,12 @@ def decode_jpegs(encoded: Sequence[torch.Tensor], device: torch.device
 
 
 def _decode(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    _quiet_deprecation()
+    # torchvision >= 0.29 warns at every call that its decoders are moving to TorchCodec. The
+    # filter is set at each call (idempotent, and the caller's own catch_warnings blocks, such
+    # as pytest's, drop it when they end); catch_warnings() here instead would save and restore
+    # the whole process's filters from the reading thread while the caller's thread may warn.
+    warnings.filterwarnings("ignore", message=_DEPRECATION, category=DeprecationWarning)
     return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-
-
-_QUIETED: list[bool] = []
-
-
-def _quiet_deprecation() -> None:
-    # Once, and for that message only: warnings.catch_warnings() around each call would swap
-    # the process's filters from the reading thread while the caller's thread may warn.
-    if not _QUIETED:
-        warnings.filterwarnings("ignore", message=_DEPRECATION, category=DeprecationWarning)
-        _QUIETED.append(True)
 
 
 _WORKS_ON: dict[str, bool] = {}
