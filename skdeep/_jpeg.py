@@ -20,6 +20,7 @@ messages, naming the row and the path, are today's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ._device import CUDA_GRAPH_LOCK
 from ._inputs import ImageDataset, open_regular
 from ._preprocessing import TensorEvalTransform
 
@@ -44,6 +46,9 @@ _EOI = b"\xff\xd9"
 _PLAIN_MODES = ("RGB", "L")
 #: Encoded bytes read per batch at most: the rest of a batch of huge files goes to Pillow.
 _BATCH_BYTES = 256 * 2**20
+#: Decoded RGB bytes on the device at once at most (a part of a batch; the resize of a part
+#: takes about 4x more in float, briefly): 256 MiB is 470 images of 500 x 375 px, or 7 of 12 MP.
+_DECODE_BYTES = 256 * 2**20
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 _DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
@@ -124,7 +129,9 @@ def _decodes_on(device: torch.device) -> bool:
         buffer = io.BytesIO()
         Image.new("RGB", (16, 16), (200, 30, 90)).save(buffer, "JPEG")
         data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-        decoded = decode_jpegs([data], device) if decode_jpeg is not None else [None]
+        # A launch, kept out of another thread's CUDA-graph capture as all of skdeep's are.
+        with CUDA_GRAPH_LOCK if device.type == "cuda" else contextlib.nullcontext():
+            decoded = decode_jpegs([data], device) if decode_jpeg is not None else [None]
         _WORKS_ON[key] = decoded[0] is not None
     return _WORKS_ON[key]
 
@@ -140,9 +147,9 @@ class JpegRows:
         of a worker, not one per image).
     bounds : list of int
         Where each encoded row starts in ``data``, and where the last ends.
-    positions, indices, orientations : list of int
+    positions, indices, orientations, pixels : list of int
         Each encoded row's place in the batch, its dataset index (to read it with Pillow if the
-        device refuses it), and its EXIF orientation.
+        device refuses it), its EXIF orientation, and its width times height (from its header).
     read : uint8 tensor
         The other rows, ``(n, C, H, W)`` at the network's input size, read by Pillow.
     read_positions : list of int
@@ -154,6 +161,7 @@ class JpegRows:
     positions: list[int]
     indices: list[int]
     orientations: list[int]
+    pixels: list[int]
     read: torch.Tensor
     read_positions: list[int] = field(default_factory=list)
 
@@ -163,6 +171,20 @@ class JpegRows:
     def encoded(self) -> list[torch.Tensor]:
         """Each encoded row's bytes (views of ``data``)."""
         return [self.data[start:stop] for start, stop in zip(self.bounds[:-1], self.bounds[1:])]
+
+    def parts(self, budget: int) -> list[range]:
+        """The encoded rows in consecutive parts of at most ``budget`` decoded RGB bytes (each
+        at least one row): what is decoded at once, so that a batch of large photos never
+        holds all of them decoded on the device."""
+        parts, start, used = [], 0, 0
+        for row, pixels in enumerate(self.pixels):
+            if row > start and used + 3 * pixels > budget:
+                parts.append(range(start, row))
+                start, used = row, 0
+            used += 3 * pixels
+        if start < len(self.pixels):
+            parts.append(range(start, len(self.pixels)))
+        return parts
 
     def pin_memory(self) -> JpegRows:
         """Pin the rows Pillow read, for an asynchronous copy (the DataLoader calls this).
@@ -212,7 +234,7 @@ class JpegOnDevice:
         """Rows ``indices`` of ``dataset``: the bytes of its plain JPEGs, the rest read by
         Pillow (``dataset[i]``, with its errors and ``on_error``), and each row's message."""
         chunks: list[bytes] = []
-        bounds, positions, rows, orientations = [0], [], [], []
+        bounds, positions, rows, orientations, pixels = [0], [], [], [], []
         read, read_positions, messages = [], [], [""] * len(indices)
         budget = _BATCH_BYTES
         for position, index in enumerate(indices):
@@ -223,23 +245,24 @@ class JpegOnDevice:
                 read.append(image)
                 read_positions.append(position)
                 continue
-            data, orientation = found
+            data, orientation, size = found
             budget -= len(data)
             chunks.append(data)
             bounds.append(bounds[-1] + len(data))
             positions.append(position)
             rows.append(index)
             orientations.append(orientation)
+            pixels.append(size)
         data = torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8) if chunks \
             else torch.empty(0, dtype=torch.uint8)
         stacked = torch.stack(read) if read else torch.empty((0, *dataset.input_size),
                                                              dtype=torch.uint8)
-        return JpegRows(data, bounds, positions, rows, orientations, stacked,
+        return JpegRows(data, bounds, positions, rows, orientations, pixels, stacked,
                         read_positions), messages
 
-    def _plain_jpeg(self, item: Any, budget: int) -> tuple[bytes, int] | None:
-        """``(bytes, EXIF orientation)`` of a file or bytes item that the device may decode,
-        or None for anything Pillow should read (it reports what is wrong)."""
+    def _plain_jpeg(self, item: Any, budget: int) -> tuple[bytes, int, int] | None:
+        """``(bytes, EXIF orientation, pixels)`` of a file or bytes item that the device may
+        decode, or None for anything Pillow should read (it reports what is wrong)."""
         try:
             data = _read_jpeg(item, budget)
             return None if data is None else self._screened(data)
@@ -248,7 +271,7 @@ class JpegOnDevice:
         except Exception:  # unreadable in any way: Pillow's path says how, under on_error
             return None
 
-    def _screened(self, data: bytes) -> tuple[bytes, int] | None:
+    def _screened(self, data: bytes) -> tuple[bytes, int, int] | None:
         if not data.endswith(_EOI):  # truncated (or trailing data): Pillow decides
             return None
         with warnings.catch_warnings():  # as skdeep._inputs.decode: refused below, by Pillow
@@ -259,13 +282,14 @@ class JpegOnDevice:
                 return None  # CMYK, YCCK, or RGB stored without YCbCr: Pillow converts it
             orientation = image.getexif().get(_ORIENTATION, 1)
             width, height = image.size
-        limit = Image.MAX_IMAGE_PIXELS
+        orientation = orientation if isinstance(orientation, int) else 1
         if orientation in (5, 6, 7, 8):  # a quarter turn: the image is read transposed
             width, height = height, width
         new_width, new_height = self.resized_size((width, height))
+        limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and max(width * height, new_width * new_height) > limit:
             return None  # a decompression bomb: Pillow's path refuses it with its reasons
-        return data, int(orientation) if isinstance(orientation, int) else 1
+        return data, orientation, width * height
 
     # --- on the device, a batch ahead of the network -------------------------------------
 
@@ -273,30 +297,36 @@ class JpegOnDevice:
               device: torch.device) -> tuple[torch.Tensor, list[str]]:
         """``rows`` -> the uint8 NCHW batch of the input size on ``device`` (the inference
         loop's ``prepare``, with ``dataset`` bound: a JPEG the device refuses is read by
-        Pillow from it, its error under ``on_error`` as everywhere)."""
-        decoded = decode_jpegs(rows.encoded(), device)
-        groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-        refused = []
-        for position, index, orientation, image in zip(rows.positions, rows.indices,
-                                                       rows.orientations, decoded):
-            if image is None:
-                refused.append((position, index))
-            else:
-                image = orient(image, orientation)
-                groups.setdefault(tuple(image.shape), []).append((position, image))
-        if len(groups) == 1 and not rows.read_positions and not refused:
-            (members,) = groups.values()  # the usual batch: JPEGs of one size, in order
-            return self.then.batch(torch.stack([image for _, image in members])
-                                   ).contiguous(), messages
+        Pillow from it, its error under ``on_error`` as everywhere).
+
+        The JPEGs are decoded in parts of at most ``_DECODE_BYTES`` decoded, each part resized
+        (one call per image size) before the next is decoded.
+        """
+        encoded = rows.encoded()
+        pieces: list[tuple[list[int], torch.Tensor]] = []  # (positions, resized images)
+        refused: list[int] = []
+        for part in rows.parts(_DECODE_BYTES):
+            groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+            for row, image in zip(part, decode_jpegs(encoded[part.start:part.stop], device)):
+                if image is None:
+                    refused.append(row)
+                    continue
+                image = orient(image, rows.orientations[row])
+                groups.setdefault(tuple(image.shape), []).append((rows.positions[row], image))
+            for members in groups.values():
+                stacked = torch.stack([image for _, image in members])
+                pieces.append(([position for position, _ in members], self.then.batch(stacked)))
+        if len(pieces) == 1 and pieces[0][0] == list(range(len(rows))):
+            return pieces[0][1].contiguous(), messages  # the usual batch: JPEGs of one size
         out = torch.empty((len(rows), *dataset.input_size), dtype=torch.uint8, device=device)
         if rows.read_positions:
             out[rows.read_positions] = rows.read.to(device, non_blocking=True)
-        for position, index in refused:
-            image, messages[position] = dataset[index][:2]
+        for row in refused:
+            position = rows.positions[row]
+            image, messages[position] = dataset[rows.indices[row]][:2]
             out[position] = image.to(device)
-        for members in groups.values():  # one resize per size
-            resized = self.then.batch(torch.stack([image for _, image in members]))
-            out[[position for position, _ in members]] = resized
+        for positions, resized in pieces:
+            out[positions] = resized
         return out, messages
 
 

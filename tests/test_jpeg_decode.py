@@ -171,6 +171,21 @@ def test_a_batch_of_one_size_is_resized_at_once_and_a_byte_budget_bounds_it(file
     assert rows.positions == [0] and rows.read_positions == [1, 2]  # the rest: Pillow
     images, _ = prepare(rows, messages, CPU)
     assert (images.int() - expected.int()).abs().max() <= 3
+    assert on_the_cpu == [3, 1]
+
+
+def test_large_photos_are_decoded_in_parts_of_bounded_size(files, on_the_cpu, monkeypatch):
+    items = [files[name] for name in ("china", "crop", "flower", "grey")]  # 427 x 640 but crop
+    dataset = ImageDataset(items, geometric_transform(CONFIG), CONFIG["input_size"])
+    view, prepare = resized_on_device(dataset, CPU)
+    expected = torch.stack([dataset[i][0] for i in range(4)])
+    monkeypatch.setattr(jpeg, "_DECODE_BYTES", 3 * 427 * 640 + 3 * 300 * 250)
+    rows, messages = view.__getitems__([0, 1, 2, 3])
+    assert rows.parts(jpeg._DECODE_BYTES) == [range(0, 2), range(2, 3), range(3, 4)]
+    images, _ = prepare(rows, messages, CPU)
+    assert on_the_cpu == [2, 1, 1]  # decoded a part at a time
+    assert (images.int() - expected.int()).abs().max() <= 3
+    assert rows.parts(1) == [range(0, 1), range(1, 2), range(2, 3), range(3, 4)]  # one at least
 
 
 # --- features ------------------------------------------------------------------------------------
