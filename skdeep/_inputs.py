@@ -20,6 +20,8 @@ Non-native byte order (big-endian ``>u2``, as FITS and some TIFF readers return)
 
 Decoding
 --------
+On CUDA, plain JPEG files and bytes are decoded on the GPU instead (:mod:`skdeep._jpeg`: the
+same checks, orientation and errors; anything unusual comes back here). Otherwise
 Pillow, raster formats only: EPS (which Pillow hands to Ghostscript, an external program) and WMF
 (rendered by Windows) are never opened, whatever the file is named, and a PIL image of those
 formats is refused. The file is opened in a context manager and ``load()`` forced inside it, so
