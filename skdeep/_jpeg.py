@@ -54,7 +54,13 @@ _DEPRECATION = "The image decoding and encoding capabilities of TorchVision are 
 
 
 def is_jpeg(head: bytes) -> bool:
-    """Whether encoded data starts with the JPEG SOI marker (``FF D8 FF``)."""
+    """Whether encoded data starts with the JPEG SOI marker (``FF D8 FF``).
+
+    Examples
+    --------
+    >>> is_jpeg(bytes.fromhex("ffd8ffe0")), is_jpeg(bytes.fromhex("89504e47"))
+    (True, False)
+    """
     return head[:3] == _SOI
 
 
@@ -68,7 +74,7 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
     --------
     >>> import torch
     >>> image = torch.arange(6).reshape(1, 2, 3)
-    >>> orient(image, 6)[0].tolist()  # stored rotated 90 degrees anticlockwise: turned back
+    >>> orient(image, 6)[0].tolist()  # 6: to be shown turned 90 degrees clockwise
     [[3, 0], [4, 1], [5, 2]]
     """
     if orientation == 2:
@@ -95,7 +101,20 @@ def decode_jpegs(encoded: Sequence[torch.Tensor], device: torch.device
     One call for the whole list (nvJPEG's batched decoder on CUDA; libjpeg, image by image, on
     the CPU), without EXIF orientation (see :func:`orient`). The decoder returns nothing of a
     list with one image it cannot decode, so after a failure each image is tried alone; an
-    image that fails alone is None. Out of memory is raised, not taken for a bad image.
+    image that fails alone is None (and is read by Pillow). ``torch.OutOfMemoryError`` is
+    raised, not taken for a bad image, where the decoder lets it through (torchvision's CUDA
+    decoder turns every error into a ``RuntimeError``: its images then go to Pillow).
+
+    Examples
+    --------
+    >>> import io, torch
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.new("L", (4, 2)).save(buffer, "JPEG")
+    >>> good = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    >>> [None if image is None else tuple(image.shape)
+    ...  for image in decode_jpegs([good, good[:20]], torch.device("cpu"))]
+    [(3, 2, 4), None]
     """
     if not encoded:
         return []
@@ -333,7 +352,15 @@ class JpegOnDevice:
 def eval_jpeg_decoder(data_config: dict[str, Any], device: torch.device | None) -> str:
     """Who decodes JPEG files and bytes at eval time for ``data_config`` on ``device``:
     ``"nvjpeg"`` (:class:`JpegOnDevice`, when the eval resize runs on tensors and the device is
-    CUDA with nvJPEG) or ``"pillow"``. The feature cache's keys say so."""
+    CUDA with nvJPEG) or ``"pillow"``. The feature cache's keys say so.
+
+    Examples
+    --------
+    >>> import torch
+    >>> config = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}
+    >>> eval_jpeg_decoder(config, torch.device("cpu"))
+    'pillow'
+    """
     if TensorEvalTransform.supports(data_config) and JpegOnDevice.applies(device):
         return "nvjpeg"
     return "pillow"
