@@ -7,6 +7,7 @@ handling and persistence rules are written once.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from ._defaults import ON_ERROR, PRECISIONS
 from ._device import auto_batch_size, resolve_device, resolve_precision
 from ._inference import iter_row_chunks, predict_rows
 from ._inputs import ImageDataset, warn_bad_rows
+from ._jpeg import JpegOnDevice
 from ._layers import FeatureExtractor
 from ._preprocessing import DeferredResize, TensorEvalTransform, geometric_transform
 
@@ -70,24 +72,36 @@ def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def resized_on_device(dataset: Dataset) -> tuple[Dataset, Any]:
-    """``dataset`` with its resize left to the network's device, and the batch resize to apply.
+def resized_on_device(dataset: Dataset, device: torch.device | None = None
+                      ) -> tuple[Dataset, Any]:
+    """``dataset`` with its resize (and decoding) left to the network's device, and the batch
+    preparation that does it there.
 
     When every image has one size (X is an array or tensor of images) and the eval resize runs
     on tensors, the dataset yields the images at their own size and the inference loop resizes
     each batch in one call on the device (:class:`~skdeep._preprocessing.DeferredResize`),
-    instead of one call per image; the pixels are the same. Otherwise ``(dataset, None)``: the
+    instead of one call per image; the pixels are the same. When X holds files or bytes and
+    ``device`` decodes JPEG (CUDA: nvJPEG, see :class:`~skdeep._jpeg.JpegOnDevice`), the
+    workers read the JPEGs' bytes and the loop decodes, resizes and crops each batch on the
+    device; every other row is read by Pillow as before. Otherwise ``(dataset, None)``: the
     loop's default preparation, a copy to the device.
     A :class:`~torch.utils.data.Subset` keeps its rows.
     """
     inner = dataset.dataset if isinstance(dataset, Subset) else dataset
     transform = getattr(inner, "transform", None)
-    if not (isinstance(inner, ImageDataset) and isinstance(inner.items, np.ndarray)
-            and isinstance(transform, TensorEvalTransform)):
+    if not (isinstance(inner, ImageDataset) and isinstance(transform, TensorEvalTransform)):
         return dataset, None
-    deferred = DeferredResize(transform)
-    view = inner.view(deferred, input_size=(*inner.items.shape[1:3], 3))  # HWC, for blank rows
-    return (Subset(view, dataset.indices) if isinstance(dataset, Subset) else view), deferred.batch
+    if isinstance(inner.items, np.ndarray):
+        deferred = DeferredResize(transform)
+        view = inner.view(deferred, input_size=(*inner.items.shape[1:3], 3))  # HWC, blank rows
+        prepare = deferred.batch
+    elif inner.has_encoded and JpegOnDevice.applies(device):
+        decoder = JpegOnDevice(transform)
+        view = inner.view(decoder)
+        prepare = functools.partial(decoder.batch, view)
+    else:
+        return dataset, None
+    return (Subset(view, dataset.indices) if isinstance(dataset, Subset) else view), prepare
 
 
 class CNNEstimatorMixin:
@@ -173,7 +187,7 @@ class CNNEstimatorMixin:
         with several test-time ``views`` its rows are averaged over them (see
         :meth:`_view_forward`).
         """
-        dataset, prepare = resized_on_device(dataset)
+        dataset, prepare = resized_on_device(dataset, self.device_)
         forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
         return predict_rows(forward, dataset, desc=desc, prepare=prepare, **options)
 
@@ -186,7 +200,7 @@ class CNNEstimatorMixin:
         :func:`~skdeep._inference.iter_row_chunks`); the network is chosen now, not at the
         first chunk.
         """
-        dataset, prepare = resized_on_device(dataset)
+        dataset, prepare = resized_on_device(dataset, self.device_)
         forward, options = self._view_forward(eager, len(dataset), views, log_proba_from)
         return iter_row_chunks(forward, dataset, desc=desc, prepare=prepare, **options)
 

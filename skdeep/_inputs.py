@@ -20,6 +20,8 @@ Non-native byte order (big-endian ``>u2``, as FITS and some TIFF readers return)
 
 Decoding
 --------
+On CUDA, plain JPEG files and bytes are decoded on the GPU instead (:mod:`skdeep._jpeg`: the
+same checks, orientation and errors; anything unusual comes back here). Otherwise
 Pillow, raster formats only: EPS (which Pillow hands to Ghostscript, an external program) and WMF
 (rendered by Windows) are never opened, whatever the file is named, and a PIL image of those
 formats is refused. The file is opened in a context manager and ``load()`` forced inside it, so
@@ -973,7 +975,14 @@ class ImageDataset(Dataset):
         the rules each row would follow (:func:`rgb_arrays`), and handed over already collated
         (:func:`collate_rows`): no per-row Python work, which caps a fast GPU otherwise. Any
         other case, or one needing per-row care (alpha, a size refused), reads row by row.
+
+        A transform that reads batches itself (``transform.read_rows(dataset, indices) ->
+        (batch, messages)``: the JPEG decoding on the device, :mod:`skdeep._jpeg`) is handed
+        the rows at inference, and its batch is handed over as it is.
         """
+        read_rows = getattr(self.transform, "read_rows", None)
+        if read_rows is not None and self.targets is None:
+            return StackedRows(read_rows(self, indices))
         from_arrays = getattr(self.transform, "from_arrays", None)
         if from_arrays is None or self.targets is not None or not isinstance(self.items, np.ndarray):
             return [self[index] for index in indices]

@@ -27,6 +27,7 @@ from ._base import (
 from ._defaults import DEFAULT_BACKBONE, POOLINGS
 from ._device import memory_format
 from ._inputs import ImageDataset, warn_bad_rows
+from ._jpeg import eval_jpeg_decoder
 from ._layers import FeatureExtractor, feature_names, normalize_layers
 from ._preprocessing import eval_resize_kernels
 from ._provenance import provenance
@@ -366,6 +367,9 @@ class PretrainedCNNFeatures(CNNEstimatorMixin, TransformerMixin, BaseEstimator):
         }
         if self._fitted_tta is not None:  # absent without TTA: plain features keep their keys
             common["tta"] = self._fitted_tta
+        decoder = eval_jpeg_decoder(config, self.device_)
+        if decoder != "pillow":  # absent on Pillow's path: its keys are kept
+            common["decode"] = decoder  # nvJPEG's pixels differ from libjpeg's by a few levels
         return [{**common, "layer": name} for name in self._compute_layers]
 
     def _layer_keys(self) -> list[str]:

@@ -30,6 +30,7 @@ LAYERS = [
     "_preprocessing",   # data configs and image transforms
     "_augment",         # training-time augmentations (issue 11)
     "_inputs",          # every form of X -> a Dataset of RGB images
+    "_jpeg",            # JPEG files decoded a batch at a time on the device (nvJPEG)
     "_atomic",          # all-or-nothing file writes
     "_strategies",      # the names of evaluate's strategies
     "linear_probe",     # the linear probe, and read as one affine map (issue 24)

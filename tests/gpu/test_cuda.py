@@ -1,7 +1,8 @@
 """skdeep on a CUDA GPU: the paths written to be right by construction, checked on a real card.
 
 Each test compares the GPU against the CPU, or a GPU path against another, on the bundled
-EfficientNet-Lite0 weights and the bundled Fashion-MNIST sample (offline).
+EfficientNet-Lite0 weights, the bundled Fashion-MNIST sample and scikit-learn's two sample
+photographs saved as JPEG files (offline).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_sample_image
 
-from skdeep import FineTunedCNNClassifier, PretrainedCNNFeatures
+import skdeep._jpeg as jpeg
+from skdeep import BadImageWarning, FineTunedCNNClassifier, PretrainedCNNFeatures
 from skdeep._inference import resolve_num_workers
 from skdeep._preprocessing import TensorEvalTransform
 from skdeep.datasets import load_fashion_sample
@@ -170,3 +173,70 @@ def test_files_are_read_by_workers_on_cuda(sample, tmp_path):
     assert resolve_num_workers("auto", auto._dataset(paths), auto.device_) > 0  # workers used
     rows = auto.transform(paths)
     assert _cosine(rows, in_process.transform(paths)).min() >= 0.9999
+
+
+def _photos(folder) -> dict[str, str]:
+    """sklearn's two photographs as JPEG files, plus a crop, an EXIF-rotated, a grey, a
+    progressive and a CMYK one (which nvJPEG is not given)."""
+    china, flower = load_sample_image("china.jpg"), load_sample_image("flower.jpg")
+    images = {"china": Image.fromarray(china), "flower": Image.fromarray(flower),
+              "crop": Image.fromarray(china[:300, 100:350]),
+              "rotated": Image.fromarray(flower[:, :500]),
+              "grey": Image.fromarray(china).convert("L"),
+              "progressive": Image.fromarray(flower[::2, ::2]),
+              "cmyk": Image.fromarray(china).convert("CMYK")}
+    paths = {}
+    for name, image in images.items():
+        paths[name] = str(folder / f"{name}.jpg")
+        options = {"progressive": True} if name == "progressive" else {}
+        if name == "rotated":
+            exif = image.getexif()
+            exif[0x0112] = 6
+            options["exif"] = exif.tobytes()
+        image.save(paths[name], quality=90, **options)
+    return paths
+
+
+def _spy_on_the_decoder(monkeypatch) -> list[tuple[int, str, int]]:
+    """(images, device type, images refused) of each decoder call, recorded as it returns."""
+    jpeg.JpegOnDevice.applies(torch.device("cuda"))  # the one-off probe: before, not recorded
+    calls = []
+    decode = jpeg.decode_jpegs
+
+    def spy(encoded, device):
+        decoded = decode(encoded, device)
+        calls.append((len(encoded), torch.device(device).type,
+                      sum(image is None for image in decoded)))
+        return decoded
+
+    monkeypatch.setattr(jpeg, "decode_jpegs", spy)
+    return calls
+
+
+def test_jpeg_files_are_decoded_by_nvjpeg_and_agree_with_the_cpu(tmp_path, monkeypatch):
+    paths = list(_photos(tmp_path).values())
+    calls = _spy_on_the_decoder(monkeypatch)
+    gpu = PretrainedCNNFeatures(image_size=96, device="cuda", precision="fp32").fit()
+    cpu = PretrainedCNNFeatures(image_size=96, device="cpu", precision="fp32").fit()
+    assert gpu._layer_specs()[0]["decode"] == "nvjpeg" and "decode" not in cpu._layer_specs()[0]
+    on_gpu = gpu.transform(paths)  # with workers ("auto"): they read bytes, the GPU decodes
+    assert calls[-1] == (len(paths) - 1, "cuda", 0)  # every JPEG but the CMYK one, none refused
+    assert _cosine(on_gpu, cpu.transform(paths)).min() >= 0.99
+
+
+def test_cmyk_and_corrupt_files_fall_back_to_pillow_on_cuda(tmp_path, monkeypatch):
+    photos = _photos(tmp_path)
+    corrupt = str(tmp_path / "corrupt.jpg")
+    with open(corrupt, "wb") as handle:
+        handle.write(b"\xff\xd8\xff" + bytes(range(256)) * 8 + b"\xff\xd9")
+    paths = [photos["cmyk"], photos["china"], corrupt]
+    calls = _spy_on_the_decoder(monkeypatch)
+    gpu = PretrainedCNNFeatures(image_size=96, device="cuda", precision="fp32",
+                                on_error="nan").fit()
+    with pytest.warns(BadImageWarning) as caught:
+        rows = gpu.transform(paths)
+    assert caught[0].message.rows == [2] and caught[0].message.paths == [corrupt]
+    assert calls == [(1, "cuda", 0)]  # the china photo alone went to nvJPEG
+    assert np.isnan(rows[2]).all()
+    cpu = PretrainedCNNFeatures(image_size=96, device="cpu", precision="fp32").fit()
+    assert _cosine(rows[:2], cpu.transform(paths[:2])).min() >= 0.99
