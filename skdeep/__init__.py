@@ -13,7 +13,7 @@
 - :func:`activation_maps` (:mod:`~skdeep.explain`) shows where a fitted pipeline or classifier
   finds its evidence in each image: exact class activation maps, or grad-cam's gradient maps.
 - :mod:`~skdeep.recipes` names tested fine-tuning recipes (``FineTunedCNNClassifier(recipe=...)``);
-  :func:`linear_probe` (:mod:`~skdeep.linear_probe`) is the probe ``evaluate`` scores layers with
+  :func:`linear_probe` (:mod:`~skdeep.probing`) is the probe ``evaluate`` scores layers with
   and LP-FT (``head_init="probe"``) starts the fine-tuned head from.
 - :func:`evaluate` compares transfer-learning strategies on your images (``skdeep evaluate``).
 - :func:`list_backbones` and :func:`list_layers` show what can be used; :func:`layer_sweep` picks
@@ -54,7 +54,7 @@ _HOMES = {
     "evaluate": "evaluation",
     "expected_calibration_error": "metrics",
     "layer_sweep": "backbones",
-    "linear_probe": "linear_probe",
+    "linear_probe": "probing",
     "list_backbones": "backbones",
     "list_layers": "backbones",
     "near_duplicate_groups": "model_selection",
@@ -64,7 +64,7 @@ _HOMES = {
 # Public modules, also imported on first use (``skdeep.backbones.Backbone`` after ``import
 # skdeep``, as when the package imported them all).
 _SUBMODULES = ("backbones", "cache", "calibration", "callbacks", "classifier", "cli", "dask",
-               "data_audit", "datasets", "evaluation", "explain", "features", "linear_probe",
+               "data_audit", "datasets", "evaluation", "explain", "features", "probing",
                "metrics", "model_selection", "recipes")
 
 __all__ = sorted([*_HOMES, "datasets", "__version__"])

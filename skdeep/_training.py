@@ -37,6 +37,7 @@ from ._averaging import WeightAverage
 from ._device import autocast
 from ._inference import make_loader, predict_rows, warn_out_of_memory
 from ._inputs import ImageDataset
+from ._mixing import Mixer
 from ._optim import LRSchedule, load_optimizer_state, optimizer_state
 
 TRAINING_STATE = "training.json"  # next to training.safetensors and the model/ folder
@@ -139,7 +140,7 @@ class Trainer:
     """Everything one epoch of training needs.
 
     ``network`` maps a ``uint8`` batch to a row of outputs whose columns from ``logits_from`` on
-    are the logits. ``targets`` and ``weights`` are indexed by the dataset's row numbers (the
+    are the logits. With ``mix``, training batches are mixed (float images, soft targets). ``targets`` and ``weights`` are indexed by the dataset's row numbers (the
     third item of each batch); weights have mean 1 over the training rows.
     """
 
@@ -158,6 +159,7 @@ class Trainer:
     bad_rows: dict[int, str] = field(default_factory=dict)
     part_size: int | None = None  # images per forward/backward pass once memory ran out
     average: WeightAverage | None = None  # the EMA of the weights, updated after each step
+    mix: Mixer | None = None  # mixup / CutMix of each batch (soft targets, mixed weights)
 
     def averaged(self) -> contextlib.AbstractContextManager:
         """A block in which the network holds the averaged weights (if there is an average)."""
@@ -192,6 +194,8 @@ class Trainer:
                 ok = [not message for message in messages]
                 self.bad_rows.update({int(r): m for r, m in zip(rows.tolist(), messages) if m})
                 weights = weights * torch.tensor(ok, device=self.device, dtype=weights.dtype)
+            if self.mix is not None:
+                images, targets, weights = self.mix(images, targets, weights)
             self.optimizer.zero_grad(set_to_none=True)
             weighted = self._backward(images, targets, weights)
             if self.grad_clip_norm is not None:

@@ -114,13 +114,22 @@ class Backbone:
             return str(cached) if cached.is_file() else None
         return None
 
-    def build(self, progress: bool = False) -> nn.Module:
-        """Construct the network with its weights loaded, in eval mode with gradients off."""
+    def build(self, progress: bool = False, *, drop_path_rate: float = 0.0) -> nn.Module:
+        """Construct the network with its weights loaded, in eval mode with gradients off.
+
+        ``drop_path_rate``: stochastic depth in training mode (timm's ``drop_path_rate``,
+        rising linearly with depth to that rate; no parameters, so the weights are the same);
+        timm networks only.
+        """
+        options = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        if options and self.source not in ("bundled", "timm"):
+            raise ValueError(f"drop_path_rate={drop_path_rate} needs a timm network (timm's "
+                             f"drop_path_rate); {self.name!r} is a {self.source} one.")
         # A seeded random initialisation must not move the caller's global RNG stream.
         with torch.random.fork_rng(devices=[], enabled=self._random_state is not None):
             if self._random_state is not None:
                 torch.random.default_generator.manual_seed(self._random_state)
-            model = _BUILDERS[self.source](self, progress)
+            model = _BUILDERS[self.source](self, progress, **options)
         if isinstance(self._weights, (str, os.PathLike)) and _weights.looks_like_path(self._weights):
             load_strict(model, _weights.load_state_dict_file(self._weights), str(self._weights))
         return freeze(model)
@@ -496,10 +505,10 @@ def _module_fingerprint(module: nn.Module, state_dict: dict[str, torch.Tensor]) 
 # --- builders per family -----------------------------------------------------------------------
 
 
-def _build_bundled(spec: Backbone, progress: bool) -> nn.Module:
+def _build_bundled(spec: Backbone, progress: bool, **options: Any) -> nn.Module:
     import timm
 
-    model = timm.create_model(spec._arch, pretrained=False)
+    model = timm.create_model(spec._arch, pretrained=False, **options)
     if spec._weights == "DEFAULT":
         load_strict(model, _rename_by_position(model, _bundled_state_dict(spec.name)), spec.name)
     return model
@@ -520,21 +529,22 @@ def _rename_by_position(model: nn.Module, state_dict: dict[str, torch.Tensor]) -
     return dict(zip(target.keys(), state_dict.values()))
 
 
-def _build_timm(spec: Backbone, progress: bool) -> nn.Module:
+def _build_timm(spec: Backbone, progress: bool, **options: Any) -> nn.Module:
     import timm
 
     if spec._weights != "DEFAULT":
-        return timm.create_model(spec._arch, pretrained=False)
+        return timm.create_model(spec._arch, pretrained=False, **options)
     cfg = timm.models.get_pretrained_cfg(spec._arch)
     if cfg.hf_hub_id:
         cached = _weights.hf_cached_file(cfg.hf_hub_id)
         if cached is not None:  # load from the cache without asking the hub anything
             overlay = {"file": cached, "source": ""}
-            return timm.create_model(spec._arch, pretrained=True, pretrained_cfg_overlay=overlay)
+            return timm.create_model(spec._arch, pretrained=True, pretrained_cfg_overlay=overlay,
+                                     **options)
         if _weights.hf_offline():
             raise _weights.hf_offline_error(spec.name, cfg.hf_hub_id)
     try:
-        return timm.create_model(spec._arch, pretrained=True)
+        return timm.create_model(spec._arch, pretrained=True, **options)
     except OSError as exc:
         if cfg.hf_hub_id:
             raise _weights.hf_offline_error(spec.name, cfg.hf_hub_id, exc) from exc

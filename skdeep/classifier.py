@@ -48,6 +48,7 @@ from ._inference import predict_rows
 from ._inputs import preview, warn_bad_rows
 from ._layers import LOGITS, PENULTIMATE, FeatureExtractor, feature_names
 from ._averaging import WeightAverage
+from ._mixing import batch_mixer
 from ._optim import (
     OPTIMIZERS,
     SCHEDULERS,
@@ -87,7 +88,7 @@ from .backbones import freeze, resolve_backbone
 from .calibration import CALIBRATIONS, check_calibration, fit_temperature
 from .cache import image_keys
 from .callbacks import HOOKS, latest_checkpoint
-from .linear_probe import affine_scores, linear_probe
+from .probing import affine_scores, linear_probe
 from .recipes import RECIPE_PARAMETERS, RECIPES, recipe_params
 
 
@@ -172,7 +173,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         the sweep that chose 400). ``None``: ``epochs`` epochs.
     head_init : {"random", "probe"}, default="random"
         How the new head starts. ``"random"``: PyTorch's default initialisation. ``"probe"``:
-        the weights of a linear probe (:func:`skdeep.linear_probe.linear_probe`, as
+        the weights of a linear probe (:func:`skdeep.probing.linear_probe`, as
         :func:`~skdeep.evaluate` fits it) on the frozen network's penultimate features of the
         training images, scaler folded in, so that training starts from the probe's decisions
         (linear probing then fine-tuning, LP-FT: a random head's large early gradients distort
@@ -205,6 +206,18 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         after fitting.
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss.
+    mixup : float, default=0.0
+        Mixup (Zhang et al., 2018): train on convex combinations of pairs of images of a batch
+        and of their labels, the weight of each pair drawn from ``Beta(mixup, mixup)``
+        (torchvision's ``v2.MixUp``; 0.2 to 1.0 are usual). 0: off.
+    cutmix : float, default=0.0
+        CutMix (Yun et al., 2019): paste a box of one image of the batch into another and mix
+        their labels by its area, ``Beta(cutmix, cutmix)`` (torchvision's ``v2.CutMix``; 1.0 is
+        usual). 0: off. With both, each batch takes one of the two at random. Both were chosen
+        for ImageNet-sized data: off by default (see the user guide for what they measured).
+    drop_path_rate : float, default=0.0
+        Stochastic depth while training (timm's ``drop_path_rate``: residual branches dropped,
+        more often deeper in the network, up to this rate); timm networks only.
     grad_clip_norm : float, default=None
         Clip the gradients' global norm to this value.
     validation_fraction : float, default=0.1
@@ -399,6 +412,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         "max_steps": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "head_init": [StrOptions(set(HEAD_INITS))],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "mixup": [Interval(Real, 0, None, closed="left")],
+        "cutmix": [Interval(Real, 0, None, closed="left")],
+        "drop_path_rate": [Interval(Real, 0, 1, closed="left")],
         "grad_clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
@@ -439,6 +455,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         augment: bool | str | Callable = True,
         tta: str | int | None = None,
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        drop_path_rate: float = 0.0,
         grad_clip_norm: float | None = None,
         validation_fraction: float = 0.1,
         early_stopping: bool = True,
@@ -482,6 +501,9 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self.augment = augment
         self.tta = tta
         self.label_smoothing = label_smoothing
+        self.mixup = mixup
+        self.cutmix = cutmix
+        self.drop_path_rate = drop_path_rate
         self.grad_clip_norm = grad_clip_norm
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -695,7 +717,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         self._drop_network()  # rebuilt around the same model_, without stale state
 
     def _new_model(self, n_classes: int) -> nn.Module:
-        model = self.backbone_.build(progress=self.progress)
+        model = self.backbone_.build(progress=self.progress, drop_path_rate=self.drop_path_rate)
         self.head_ = find_head(model)
         replace_head(model, self.head_, n_classes, self.dropout)
         return model.to(self.device_)
@@ -816,7 +838,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
                          train_rows: np.ndarray, seed: int | None) -> None:
         """LP-FT: the new head takes the weights of a linear probe on the frozen features.
 
-        The probe (:func:`skdeep.linear_probe.linear_probe`, as ``evaluate`` fits it) learns on
+        The probe (:func:`skdeep.probing.linear_probe`, as ``evaluate`` fits it) learns on
         the penultimate features of the training images (evaluation transform, no augmentation;
         at most ``_PROBE_ROWS`` of them, stratified), with the sample and class weights; its
         scaler is folded into the weights, so the network's logits start as the probe's
@@ -897,6 +919,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
             precision=self.precision_,
             label_smoothing=self.label_smoothing,
             grad_clip_norm=self.grad_clip_norm,
+            mix=batch_mixer(self.mixup, self.cutmix, self.n_classes_),
         )
 
     def _epoch_ended(self, record: dict[str, Any], callbacks: list[Any]) -> bool:

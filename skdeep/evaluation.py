@@ -82,7 +82,7 @@ from .calibration import (
 from .classifier import FineTunedCNNClassifier
 from .explain import FoldModels, cross_validated_gallery
 from .features import PretrainedCNNFeatures
-from .linear_probe import linear_probe
+from .probing import linear_probe
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their

@@ -53,7 +53,7 @@ from ._preprocessing import Normalize
 from ._values import plain
 from .classifier import FineTunedCNNClassifier
 from .features import PretrainedCNNFeatures
-from .linear_probe import NotAffineError, affine_scores, is_linear
+from .probing import NotAffineError, affine_scores, is_linear
 
 #: method= values: the exact CAM, and grad-cam's classes by the names users know them by.
 GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",

@@ -13,9 +13,10 @@ from torch import nn
 from _helpers import TINY, make_images
 from skdeep import Callback, Checkpoint, FineTunedCNNClassifier
 from skdeep._averaging import WeightAverage
+from skdeep._mixing import batch_mixer
 from skdeep._optim import AUTO_MIN_STEPS, budget_epochs
 from skdeep._training import balanced_sampler
-from skdeep.linear_probe import linear_probe
+from skdeep.probing import linear_probe
 from skdeep.recipes import RECIPE_PARAMETERS, RECIPES, recipe_params
 
 
@@ -233,3 +234,53 @@ def test_recipe_is_a_parameter_like_any_other():
     search = GridSearchCV(tiny(max_steps=2, validation_fraction=0),
                           {"recipe": [None, "small-data"]}, cv=2).fit(X, y)
     assert search.best_params_["recipe"] in (None, "small-data")
+
+
+# --- mixup, CutMix, drop-path ------------------------------------------------------------------
+
+
+def test_mixing_mixes_labels_and_weights_alike():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    targets = torch.arange(6)
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0)):
+        mixed, soft, mixed_weights = batch_mixer(mixup, cutmix, n_classes=6)(
+            images, targets, weights)
+        assert mixed.dtype == torch.float32 and mixed.shape == images.shape
+        lam = float(soft[0, 0])  # each row: lam of itself, 1 - lam of the row before it
+        expected = torch.eye(6) * lam + torch.eye(6).roll(1, 0) * (1 - lam)
+        torch.testing.assert_close(soft, expected)
+        torch.testing.assert_close(mixed_weights, lam * weights + (1 - lam) * weights.roll(1))
+    assert batch_mixer(0.0, 0.0, n_classes=6) is None
+
+
+def test_a_fit_with_mixup_and_cutmix_is_reproducible_and_leaves_numpy_alone():
+    X, y = make_images(n=32)
+    state = np.random.get_state()
+    a = tiny(mixup=0.4, cutmix=1.0).fit(X, y)
+    b = tiny(mixup=0.4, cutmix=1.0).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    after = np.random.get_state()
+    assert all(np.array_equal(x, z) for x, z in zip(state[1:2], after[1:2]))
+    plain = tiny().fit(X, y)
+    assert not np.array_equal(a.predict_proba(X), plain.predict_proba(X))
+
+
+def test_drop_path_rate_builds_timms_stochastic_depth_and_saves_like_any_fit(tmp_path):
+    from timm.layers import DropPath
+
+    X, y = make_images(n=32)
+    clf = tiny(drop_path_rate=0.2).fit(X, y)
+    rates = [m.drop_prob for m in clf.model_.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.2, abs=0.05) and min(rates) < max(rates)
+    clf.save(tmp_path / "model")
+    np.testing.assert_allclose(FineTunedCNNClassifier.load(tmp_path / "model").predict_proba(X),
+                               clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_drop_path_rate_refuses_a_network_that_is_not_timms():
+    X, y = make_images(n=16)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="drop_path_rate=0.1 needs a timm network"):
+        tiny(backbone=net, drop_path_rate=0.1).fit(X, y)

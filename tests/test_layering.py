@@ -33,7 +33,7 @@ LAYERS = [
     "_jpeg",            # JPEG files decoded a batch at a time on the device (nvJPEG)
     "_atomic",          # all-or-nothing file writes
     "_strategies",      # the names of evaluate's strategies
-    "linear_probe",     # the linear probe, and read as one affine map (issue 24)
+    "probing",          # the linear probe, and read as one affine map (issue 24)
     # the network
     "_layers",          # which activations, pooled how
     "_trainable_layers",  # the layers train_layers counts, shallow to deep
@@ -41,6 +41,7 @@ LAYERS = [
     "_inference",       # the batched forward loop
     "_compiled",        # the frozen network as one compiled graph
     "_averaging",       # the moving average of the weights (issue 24)
+    "_mixing",          # mixup and CutMix of training batches (issue 24)
     "_training",        # the training loop
     "_safe_format",     # the pickle-free saved format
     "_provenance",      # what a fit was made with

@@ -49,7 +49,7 @@ def linear_probe(C: float = 1.0, max_iter: int = 1000) -> Pipeline:
     Examples
     --------
     >>> import numpy as np
-    >>> from skdeep.linear_probe import linear_probe
+    >>> from skdeep.probing import linear_probe
     >>> rng = np.random.default_rng(0)
     >>> features, labels = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
     >>> linear_probe().fit(features, labels).predict(features[:2]).shape
@@ -66,7 +66,7 @@ def is_linear(classifier: Any) -> bool:
     Examples
     --------
     >>> from sklearn.svm import SVC
-    >>> from skdeep.linear_probe import is_linear
+    >>> from skdeep.probing import is_linear
     >>> is_linear(SVC().fit([[0.0], [1.0]], [0, 1]))
     False
     """
@@ -109,7 +109,7 @@ def affine_scores(steps: Sequence[tuple[str, Any]], classifier: Any, width: int,
     Examples
     --------
     >>> import numpy as np
-    >>> from skdeep.linear_probe import affine_scores, linear_probe
+    >>> from skdeep.probing import affine_scores, linear_probe
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.normal(size=(60, 5)), np.repeat([0, 1, 2], 20)
     >>> probe = linear_probe().fit(X, y)
