@@ -150,9 +150,11 @@ def _pipeline_code(strategy: str, image_size: int, config: dict) -> str:
 
 
 def _finetune_code(strategy: str, config: dict) -> str:
-    train_layers, tta = finetune_settings(strategy)
+    train_layers, tta, recipe = finetune_settings(strategy)
     settings = {**config.get("finetune_params", {}), "train_layers": train_layers}
     settings.pop("tta", None)
+    if recipe is not None:
+        settings["recipe"] = recipe
     if tta:
         settings["tta"] = config["finetune_tta"]
     args = [f"backbone={config['backbone']!r}", f"image_size={config['image_size']}"]
@@ -353,11 +355,11 @@ def plot_accuracy_by_layer(result: Result):
     pairs = scores[[len(frozen_layers(name) or ()) == 2 for name in scores.index]]
     if len(pairs):
         references.append((str(pairs["accuracy_mean"].idxmax()), "tab:red", "-."))
-    tuned = ("tab:green", "tab:olive", "tab:cyan")  # one colour per fit, solid with TTA
-    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name)[1]]
+    tuned = ("tab:green", "tab:olive", "tab:cyan", "tab:pink")  # one per fit, solid with TTA
+    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name).tta]
     for name in filter(is_finetune, scores.index):
-        train_layers, tta = finetune_settings(name)
-        color = tuned[fits.index(finetune_strategy(train_layers)) % len(tuned)]
+        train_layers, tta, recipe = finetune_settings(name)
+        color = tuned[fits.index(finetune_strategy(train_layers, recipe=recipe)) % len(tuned)]
         references.append((name, color, "-" if tta else ":"))
     span = (-0.5, max(len(x) - 0.5, 0.5))
     for name, color, style in references:

@@ -191,6 +191,23 @@ def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
         evaluate(images, labels, finetune_params={"epoch": 1}, **TUNE)
 
 
+def test_finetune_names_round_trip_for_every_recipe():
+    from skdeep._strategies import finetune_settings, finetune_strategy, is_finetune, short_label
+    from skdeep.recipes import RECIPES, RECOMMENDED_RECIPE
+
+    assert RECOMMENDED_RECIPE in RECIPES
+    names = set()
+    for recipe in [None, *RECIPES]:  # a recipe named "tta" or "...-tta" would fail here
+        for train_layers in ("head", 3, "all"):
+            for tta in (False, True):
+                name = finetune_strategy(train_layers, tta=tta, recipe=recipe)
+                assert is_finetune(name) and name not in names
+                assert finetune_settings(name) == (train_layers, tta, recipe)
+                names.add(name)
+    assert short_label(finetune_strategy("all", recipe=RECOMMENDED_RECIPE)) == (
+        f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r})")
+
+
 def _table(rows):
     names = ["strategy", "layer", "accuracy_mean", "accuracy_std", "seconds"]
     return pd.DataFrame([dict(zip(names, row), image_size=96) for row in rows])
