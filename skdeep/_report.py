@@ -30,6 +30,7 @@ from ._strategies import (
 from ._values import json_default
 from .calibration import plot_reliability_diagram
 from .datasets import mark_output_folder
+from .recipes import recipe_params
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
 # summary() and save() call this module, and the dependency goes one way.
@@ -222,6 +223,11 @@ def format_summary(result: Result) -> str:
                     f"tta={config['finetune_tta']!r}, its seconds include that fit"
                     if config.get("finetune_tta") is not None else "")
                  + ".")
+    if config.get("finetune_recipe"):  # not in results saved before evaluate compared a recipe
+        settings = ", ".join(f"{name}={value!r}" for name, value
+                             in recipe_params(config["finetune_recipe"]).items())
+        lines.append(f"recipe {config['finetune_recipe']!r}: FineTunedCNNClassifier with "
+                     f"{settings} (skdeep.recipes), except where finetune_params set them.")
     if not result.scores["converged"].all():
         lines.append("(!) LogisticRegression reached max_iter on some folds; raise --max-iter "
                      "or lower --C for fully converged fits.")
