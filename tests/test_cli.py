@@ -89,6 +89,7 @@ def test_evaluate_help_explains_the_shared_forward_pass(capsys):
     _, out, _ = _run(["evaluate", "--help"], capsys)
     assert "ONE forward pass" in out and "leaks nothing" in out
     assert "--finetune" in out and "--image-size" in out and "96" in out
+    assert f"all layers with recipe {RECOMMENDED_RECIPE!r}" in " ".join(out.split())
 
 
 def test_version(capsys):
