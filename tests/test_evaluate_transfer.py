@@ -200,9 +200,8 @@ def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
     images, labels = data
     result = evaluate(images, labels, finetune_params={**FAST_FIT, "train_layers": 1, "tta": None},
                       **TUNE)
-    assert result.scores["strategy"].tolist()[2:] == ["finetune-head", "finetune-last1",
-                                                      "finetune-all", finetune_strategy(
-                                                          "all", recipe=RECOMMENDED_RECIPE)]
+    assert result.scores["strategy"].tolist()[2:] == [
+        "finetune-head", "finetune-last1", "finetune-all", f"finetune-all-{RECOMMENDED_RECIPE}"]
     assert result.config["finetune_tta"] is None
     with pytest.raises(ValueError, match="finetune_params has train_layers='head'; evaluate "
                                          "compares 'head', the last k units and 'all'"):
