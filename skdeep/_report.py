@@ -30,6 +30,7 @@ from ._strategies import (
 from ._values import json_default
 from .calibration import plot_reliability_diagram
 from .datasets import mark_output_folder
+from .recipes import recipe_params
 
 # An EvaluationResult (skdeep._result). Not imported, not even for type checkers: the result's
 # summary() and save() call this module, and the dependency goes one way.
@@ -150,9 +151,11 @@ def _pipeline_code(strategy: str, image_size: int, config: dict) -> str:
 
 
 def _finetune_code(strategy: str, config: dict) -> str:
-    train_layers, tta = finetune_settings(strategy)
+    train_layers, tta, recipe = finetune_settings(strategy)
     settings = {**config.get("finetune_params", {}), "train_layers": train_layers}
     settings.pop("tta", None)
+    if recipe is not None:
+        settings["recipe"] = recipe
     if tta:
         settings["tta"] = config["finetune_tta"]
     args = [f"backbone={config['backbone']!r}", f"image_size={config['image_size']}"]
@@ -220,6 +223,11 @@ def format_summary(result: Result) -> str:
                     f"tta={config['finetune_tta']!r}, its seconds include that fit"
                     if config.get("finetune_tta") is not None else "")
                  + ".")
+    if config.get("finetune_recipe"):  # not in results saved before evaluate compared a recipe
+        settings = ", ".join(f"{name}={value!r}" for name, value
+                             in recipe_params(config["finetune_recipe"]).items())
+        lines.append(f"recipe {config['finetune_recipe']!r}: FineTunedCNNClassifier with "
+                     f"{settings} (skdeep.recipes), except where finetune_params set them.")
     if not result.scores["converged"].all():
         lines.append("(!) LogisticRegression reached max_iter on some folds; raise --max-iter "
                      "or lower --C for fully converged fits.")
@@ -353,11 +361,11 @@ def plot_accuracy_by_layer(result: Result):
     pairs = scores[[len(frozen_layers(name) or ()) == 2 for name in scores.index]]
     if len(pairs):
         references.append((str(pairs["accuracy_mean"].idxmax()), "tab:red", "-."))
-    tuned = ("tab:green", "tab:olive", "tab:cyan")  # one colour per fit, solid with TTA
-    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name)[1]]
+    tuned = ("tab:green", "tab:olive", "tab:cyan", "tab:pink")  # one per fit, solid with TTA
+    fits = [name for name in scores.index if is_finetune(name) and not finetune_settings(name).tta]
     for name in filter(is_finetune, scores.index):
-        train_layers, tta = finetune_settings(name)
-        color = tuned[fits.index(finetune_strategy(train_layers)) % len(tuned)]
+        train_layers, tta, recipe = finetune_settings(name)
+        color = tuned[fits.index(finetune_strategy(train_layers, recipe=recipe)) % len(tuned)]
         references.append((name, color, "-" if tta else ":"))
     span = (-0.5, max(len(x) - 0.5, 0.5))
     for name, color, style in references:

@@ -6,8 +6,9 @@ A strategy is named by the ``strategy`` column of ``EvaluationResult.scores``:
 - frozen CNN features: a layer name (``"blocks.4"``), two layers concatenated
   (``"blocks.4+penultimate"``), either one at an input size other than the first compared
   (``"blocks.4@224"``): see :func:`frozen_strategy`;
-- fine-tuning, named by the layers trained and whether it predicts with test-time
-  augmentation (``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all-tta"``): see
+- fine-tuning, named by the layers trained, the recipe added to the user's parameters (if any)
+  and whether it predicts with test-time augmentation (``"finetune-head"``,
+  ``"finetune-last2"``, ``"finetune-all-tta"``, ``"finetune-all-small-data-tta"``): see
   :func:`finetune_strategy`.
 
 The evaluation and its report both read these names, so they are made and read here only.
@@ -16,6 +17,7 @@ The evaluation and its report both read these names, so they are made and read h
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 PIXELS = "pixels"
 FINETUNE = "finetune"  # the prefix of every fine-tuning strategy
@@ -28,6 +30,7 @@ FINETUNE_TTA = "flip"
 _PAIR = "+"  # joins the layers of a concatenation
 _AT = "@"  # marks the input size of a frozen strategy
 _TTA = "-tta"  # marks a fine-tuned strategy predicting with test-time augmentation
+_RECIPE = "-"  # joins the layers trained and the recipe (the layers' token has no "-")
 _LAST = "last"  # train_layers=k: the last k units
 
 _LABELS = {PIXELS: "raw pixels + logistic regression"}
@@ -56,27 +59,47 @@ def frozen_layers(strategy: str) -> list[str] | None:
     return strategy.split(_AT)[0].split(_PAIR)
 
 
-def finetune_strategy(train_layers: str | int, tta: bool = False) -> str:
-    """The name of fine-tuning with ``train_layers`` (as the classifier takes it) and ``tta``.
+class FinetuneSettings(NamedTuple):
+    """What a fine-tuning strategy's name says (see :func:`finetune_settings`)."""
+
+    train_layers: str | int  # as FineTunedCNNClassifier takes it
+    tta: bool  # whether it predicts with test-time augmentation
+    recipe: str | None  # the recipe it adds to the user's parameters (None: none added)
+
+
+def finetune_strategy(train_layers: str | int, tta: bool = False,
+                      recipe: str | None = None) -> str:
+    """The name of fine-tuning with ``train_layers`` (as the classifier takes it), ``tta`` and
+    ``recipe`` (a :mod:`skdeep.recipes` name evaluate sets on top of the user's parameters).
 
     >>> finetune_strategy("head"), finetune_strategy(2, tta=True)
     ('finetune-head', 'finetune-last2-tta')
+    >>> finetune_strategy("all", tta=True, recipe="small-data")
+    'finetune-all-small-data-tta'
     """
     trained = train_layers if isinstance(train_layers, str) else f"{_LAST}{int(train_layers)}"
-    return f"{FINETUNE}-{trained}" + (_TTA if tta else "")
+    return (f"{FINETUNE}-{trained}" + (f"{_RECIPE}{recipe}" if recipe is not None else "")
+            + (_TTA if tta else ""))
 
 
-def finetune_settings(strategy: str) -> tuple[str | int, bool]:
-    """The ``train_layers`` of a fine-tuning strategy and whether it predicts with TTA.
+def finetune_settings(strategy: str) -> FinetuneSettings:
+    """The ``train_layers`` of a fine-tuning strategy, whether it predicts with TTA, and the
+    recipe it adds.
 
     The inverse of :func:`finetune_strategy`:
 
-    >>> finetune_settings("finetune-last2-tta"), finetune_settings("finetune-head")
-    ((2, True), ('head', False))
+    >>> finetune_settings("finetune-last2-tta")
+    FinetuneSettings(train_layers=2, tta=True, recipe=None)
+    >>> finetune_settings("finetune-head")
+    FinetuneSettings(train_layers='head', tta=False, recipe=None)
+    >>> finetune_settings("finetune-all-small-data-tta")
+    FinetuneSettings(train_layers='all', tta=True, recipe='small-data')
     """
     tta = strategy.endswith(_TTA)
-    trained = strategy[len(FINETUNE) + 1:len(strategy) - len(_TTA) if tta else None]
-    return (int(trained[len(_LAST):]) if trained.startswith(_LAST) else trained), tta
+    body = strategy[len(FINETUNE) + 1:len(strategy) - len(_TTA) if tta else None]
+    trained, _, recipe = body.partition(_RECIPE)
+    train_layers = int(trained[len(_LAST):]) if trained.startswith(_LAST) else trained
+    return FinetuneSettings(train_layers, tta, recipe or None)
 
 
 def is_finetune(strategy: str) -> bool:
@@ -94,13 +117,20 @@ def strategy_label(strategy: str) -> str:
 
 
 def short_label(strategy: str) -> str:
-    """A strategy's name in the summary table: ``"raw pixels"``, ``"blocks.5 features"``."""
+    """A strategy's name in the summary table: ``"raw pixels"``, ``"blocks.5 features"``.
+
+    >>> short_label("finetune-last2")
+    'fine-tuned network (last 2 units)'
+    >>> short_label("finetune-all-small-data-tta")
+    "fine-tuned network (all layers, recipe 'small-data') + TTA"
+    """
     if strategy in _SHORT_LABELS:
         return _SHORT_LABELS[strategy]
     if is_finetune(strategy):
-        train_layers, tta = finetune_settings(strategy)
+        train_layers, tta, recipe = finetune_settings(strategy)
         trained = _TRAINED.get(train_layers) or f"last {train_layers} units"
-        return f"fine-tuned network ({trained})" + (" + TTA" if tta else "")
+        with_recipe = f", recipe {recipe!r}" if recipe is not None else ""
+        return f"fine-tuned network ({trained}{with_recipe})" + (" + TTA" if tta else "")
     layers = frozen_layers(strategy)
     size = strategy.partition(_AT)[2]
     return " + ".join(layers) + " features" + (f" at {size} px" if size else "")

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Only the standard library, skdeep._defaults and skdeep._strategies (names only) here: torch,
-# timm, scikit-learn and pandas take seconds to import, so each command imports what it uses
-# when it runs, and --help is instant.
+# Only the standard library, skdeep._defaults, skdeep._strategies and skdeep.recipes (names
+# only) here: torch, timm, scikit-learn and pandas take seconds to import, so each command
+# imports what it uses when it runs, and --help is instant.
 from ._defaults import (
     ACTIVATION_MAPS_FILE,
     DEFAULT_BACKBONE,
@@ -41,6 +41,7 @@ from ._defaults import (
 )
 from ._strategies import FINETUNE_LAST_K, FINETUNE_TTA
 from ._version import __version__
+from .recipes import RECOMMENDED_RECIPE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
@@ -80,7 +81,8 @@ Which way of classifying these images works best? Cross-validated comparison of
   2. frozen CNN features + logistic regression, for a sweep of layers from shallow to deep
      (the DeCAF protocol: how well does each depth of the network transfer?),
   3. with --finetune, the network fine-tuned on the images (FineTunedCNNClassifier): the
-     new head only, the last {FINETUNE_LAST_K} units and all layers, each fitted model also
+     new head only, the last {FINETUNE_LAST_K} units, all layers, and all layers with the recommended
+     recipe (recipe={RECOMMENDED_RECIPE!r}, see skdeep.recipes), each fitted model also
      predicting with test-time augmentation (--finetune-tta, default {FINETUNE_TTA}): the same
      fit, predicting again.
 All strategies use the same stratified folds; features and pixels feed StandardScaler +
@@ -353,11 +355,13 @@ def _add_evaluate(commands) -> None:
                         help="iterations of the logistic regression (default: 1000)")
     method.add_argument("--finetune", action="store_true",
                         help="also cross-validate fine-tuning (FineTunedCNNClassifier) of the "
-                             f"head only, the last {FINETUNE_LAST_K} units and all layers, each "
-                             "with and without test-time augmentation: 3 fits per fold, slow "
-                             "without a GPU")
+                             f"head only, the last {FINETUNE_LAST_K} units, all layers and all "
+                             f"layers with recipe {RECOMMENDED_RECIPE!r}, each with and without "
+                             "test-time augmentation: 4 fits per fold, slow without a GPU")
     method.add_argument("--finetune-epochs", type=_int_at_least(1), metavar="N",
-                        help="epochs of fine-tuning (default: the classifier's own, 10)")
+                        help="epochs of fine-tuning (default: the classifier's own, 10); the "
+                             f"recipe {RECOMMENDED_RECIPE!r} may run more, to reach its budget "
+                             "of optimisation steps")
     method.add_argument("--finetune-tta", type=_tta, metavar="{flip,symmetric,none,N}",
                         help="test-time views of the fine-tuned models' TTA rows: flip, "
                              "symmetric (8 dihedral views), N random views or none (default: "

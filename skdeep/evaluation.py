@@ -7,8 +7,9 @@ stratified k-fold cross-validation on the same folds for every strategy:
 - **frozen CNN features** + logistic regression, for a sweep of layers from shallow to deep (the
   DeCAF protocol of Donahue et al., 2014): how transferable is each depth of the network?
 - optionally, **fine-tuning** (:class:`~skdeep.FineTunedCNNClassifier`) of the new head only,
-  of the last units and of the whole network, each fitted model also predicting with test-time
-  augmentation (the same fit, predicting again: no second fit).
+  of the last units and of the whole network, and of the whole network with the recommended
+  recipe (:data:`skdeep.recipes.RECOMMENDED_RECIPE`), each fitted model also predicting with
+  test-time augmentation (the same fit, predicting again: no second fit).
 
 The folds keep near-duplicate images (the same photo twice, a re-encoded or slightly shifted
 copy) in one fold, so that a score measures transfer to unseen images, not memory; the groups come
@@ -84,6 +85,7 @@ from .explain import FoldModels, cross_validated_gallery
 from .features import PretrainedCNNFeatures
 from .probing import linear_probe
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
+from .recipes import RECOMMENDED_RECIPE
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
 # home is the module of their concept, their public address stays skdeep.evaluation.
@@ -208,17 +210,24 @@ def evaluate(
         ``"ignore"``: plain :class:`~sklearn.model_selection.StratifiedKFold` folds
         (``shuffle=True``, ``random_state``).
     finetune : bool, default=False
-        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, three fits per fold (slow
+        Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, four fits per fold (slow
         on a CPU): ``train_layers="head"``, the last 2 units and ``"all"`` (strategies
-        ``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all"``). Each fitted model then
-        predicts the fold's test images again with test-time augmentation, ``tta="flip"``, set
-        on the fitted model without a second fit (``"finetune-head-tta"``...).
+        ``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all"``), and ``"all"`` with the
+        recommended recipe, :data:`skdeep.recipes.RECOMMENDED_RECIPE` (``"small-data"``:
+        strategy ``"finetune-all-small-data"``), whose step budget (``max_steps="auto"``, at
+        least 400 steps) and probe head (a forward pass over the training images) make it the
+        longest fit on a small set. Each fitted model then predicts the fold's test images
+        again with test-time augmentation, ``tta="flip"``, set on the fitted model without a
+        second fit (``"finetune-head-tta"``...).
     finetune_params : dict, default=None
-        Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``. Two keys choose what
-        is compared: ``train_layers=k`` (an int >= 1) the last units trained, and ``tta`` the
-        test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or ``None`` for no
-        TTA rows). The fine-tuned classifiers print no epoch lines (``verbose=0``) unless
-        ``{"verbose": 1}`` is given: ``verbose`` here reports each step.
+        Parameters of every fine-tuned classifier, e.g. ``{"epochs": 5}``; a value given here
+        wins over the recipe's (``{"max_steps": 100}`` caps the recipe's fits too). Three keys
+        choose what is compared: ``train_layers=k`` (an int >= 1) the last units trained,
+        ``tta`` the test-time views of the ``-tta`` strategies (``"symmetric"``, an int, or
+        ``None`` for no TTA rows), and ``recipe``: given (a recipe or None), it applies to
+        every fit and no recipe strategy is added. The fine-tuned classifiers print no epoch
+        lines (``verbose=0``) unless ``{"verbose": 1}`` is given: ``verbose`` here reports
+        each step.
     calibrate : bool, default=False
         Also calibrate every strategy's probabilities, inside each training fold only (the test
         fold is never seen): a linear model by one temperature learnt from 3 inner folds of the
@@ -414,7 +423,9 @@ def evaluate(
         "finetune": bool(finetune),
         "finetune_params": dict(finetune_params or {}),
         "calibrate": bool(calibrate),
-        **({"finetune_train_layers": list(tuned), "finetune_tta": tta} if finetune else {}),
+        **({"finetune_train_layers": [layers for layers, recipe in tuned if recipe is None],
+            "finetune_recipe": next((recipe for _, recipe in tuned if recipe), None),
+            "finetune_tta": tta} if finetune else {}),
     }
     recommendation = recommend(scores, best, config)
     gallery = None
@@ -768,8 +779,12 @@ class _Repredict:
 
 
 def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, Any]:
-    """The classifiers fine-tuning the head, the last k units and all layers, by their
-    ``train_layers``, and the ``tta`` they predict with again (None: no TTA rows)."""
+    """The classifiers fine-tuning the head, the last k units and all layers, and all layers
+    with the recommended recipe, by (``train_layers``, the recipe added or None), and the
+    ``tta`` they predict with again (None: no TTA rows).
+
+    A recipe in ``params`` applies to every fit, like any other parameter: then no fit adds
+    one (it would be the ``"all"`` fit again)."""
     params = dict(params or {})
     last = params.pop("train_layers", FINETUNE_LAST_K)
     if isinstance(last, bool) or not isinstance(last, Integral) or last < 1:
@@ -780,9 +795,12 @@ def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, 
     tta = params.pop("tta", FINETUNE_TTA)
     validate_parameter_constraints({"tta": VIEW_PARAMETER_CONSTRAINTS["tta"]}, {"tta": tta},
                                    caller_name="evaluate's finetune_params")
-    models = {train_layers: _finetuned_classifier({**params, "train_layers": train_layers},
-                                                  **defaults)
-              for train_layers in ("head", int(last), "all")}
+    fits = [("head", None), (int(last), None), ("all", None)]
+    if "recipe" not in params:
+        fits.append(("all", RECOMMENDED_RECIPE))
+    models = {(train_layers, recipe): _finetuned_classifier(
+        {**params, "train_layers": train_layers, **({"recipe": recipe} if recipe else {})},
+        **defaults) for train_layers, recipe in fits}
     return models, tta
 
 
@@ -790,11 +808,11 @@ def _finetune_strategies(models: dict, tta: Any, items, side: int | None) -> lis
     """A strategy per fine-tuned classifier, each followed by the same fitted model predicting
     with ``tta`` (unless None)."""
     strategies = []
-    for train_layers, model in models.items():
-        name = finetune_strategy(train_layers)
+    for (train_layers, recipe), model in models.items():
+        name = finetune_strategy(train_layers, recipe=recipe)
         strategies.append(_Strategy(name, strategy_label(name), None, model, items, side))
         if tta is not None:
-            again = finetune_strategy(train_layers, tta=True)
+            again = finetune_strategy(train_layers, tta=True, recipe=recipe)
             strategies.append(_Strategy(again, strategy_label(again), None,
                                         _Repredict(name, {"tta": tta}), items, side))
     return strategies

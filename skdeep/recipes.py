@@ -15,6 +15,9 @@ The recipes:
     budget of optimisation steps rather than epochs (``max_steps="auto"``: small sets otherwise
     get a few dozen steps), the weights are averaged (``ema=0.99``) and every class is drawn
     equally often (``sampler="balanced"``).
+
+:data:`RECOMMENDED_RECIPE` names the recipe to try first; ``evaluate(finetune=True)`` (``skdeep
+evaluate --finetune``) cross-validates it next to the plain fine-tunings.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "small-data": {"head_init": "probe", "max_steps": "auto", "ema": 0.99,
                    "sampler": "balanced"},
 }
+
+#: The recipe to try first on a new collection, and the one ``evaluate(finetune=True)`` compares
+#: (fine-tuning all layers with it) beside the fine-tunings without a recipe.
+RECOMMENDED_RECIPE = "small-data"
 
 
 def recipe_params(name: str | None) -> dict[str, Any]:

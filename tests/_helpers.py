@@ -25,7 +25,7 @@ class FineTunedStandIn(ClassifierMixin, BaseEstimator):
     def __init__(self, backbone="efficientnet_lite0", weights="DEFAULT", image_size=None,
                  train_layers="all", epochs=10, tta=None, device="auto", precision="auto",
                  num_workers=0, progress=False, verbose=1, random_state=None,
-                 calibration=None):
+                 calibration=None, recipe=None):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -39,6 +39,7 @@ class FineTunedStandIn(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
         self.calibration = calibration
+        self.recipe = recipe
 
     def predict_proba(self, X):
         """Certain of what ``predict`` says (evaluate scores the probabilities too)."""

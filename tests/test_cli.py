@@ -26,6 +26,7 @@ from skdeep._report import recommend
 from skdeep.cli import main
 from skdeep.datasets import find_images
 from skdeep.evaluation import evaluate, layer_sweep
+from skdeep.recipes import RECOMMENDED_RECIPE
 
 from _helpers import TINY, FineTunedStandIn, make_images
 
@@ -88,6 +89,7 @@ def test_evaluate_help_explains_the_shared_forward_pass(capsys):
     _, out, _ = _run(["evaluate", "--help"], capsys)
     assert "ONE forward pass" in out and "leaks nothing" in out
     assert "--finetune" in out and "--image-size" in out and "96" in out
+    assert f"all layers with recipe {RECOMMENDED_RECIPE!r}" in " ".join(out.split())
 
 
 def test_version(capsys):
@@ -436,7 +438,8 @@ class _FakeFineTuned(FineTunedStandIn):
 
 
 FINETUNED = ["finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
-             "finetune-all", "finetune-all-tta"]
+             "finetune-all", "finetune-all-tta", f"finetune-all-{RECOMMENDED_RECIPE}",
+             f"finetune-all-{RECOMMENDED_RECIPE}-tta"]
 
 
 def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
@@ -452,16 +455,19 @@ def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
                            "--duplicates", "ignore"], capsys)
     assert code == 0, err
     assert "fine-tuned network (last 2 units) + TTA" in out and "0.500 +- 0.000" in out
+    assert f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r}) + TTA" in out
     assert "predicting with tta='symmetric', its seconds include that fit" in out
-    # a fresh fit per fold and per layers trained, on the images; TTA is no second fit
-    assert [params["train_layers"] for _, params in _FakeFineTuned.fitted_on] == [
-        "head", "head", 2, 2, "all", "all"]
+    # a fresh fit per fold and per layers trained (all of them twice: without and with the
+    # recommended recipe), on the images; TTA is no second fit
+    assert [(params["train_layers"], params["recipe"]) for _, params in
+            _FakeFineTuned.fitted_on] == [("head", None)] * 2 + [(2, None)] * 2 + [
+        ("all", None)] * 2 + [("all", RECOMMENDED_RECIPE)] * 2
     for n_train, params in _FakeFineTuned.fitted_on:
         assert n_train == 10 and params["epochs"] == 3 and params["image_size"] == 32
         assert params["random_state"] == 0 and params["tta"] is None
     # each fitted model predicts twice: as fitted, then with the TTA set on it
     assert _FakeFineTuned.predicted_with == [
-        (trained, tta) for trained in ("head", 2, "all") for _fold in range(2)
+        (trained, tta) for trained in ("head", 2, "all", "all") for _fold in range(2)
         for tta in (None, "symmetric")]
     scores = pd.read_csv(tmp_path / "r" / "results.csv")
     assert scores["strategy"].tolist() == ["pixels", "penultimate", *FINETUNED]
@@ -471,13 +477,15 @@ def test_evaluate_real_finetune():
     images, labels = make_images(n=16, n_classes=2, seed=1)
     result = evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
                       layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
-                      finetune_params={"epochs": 1, "batch_size": 8, "validation_fraction": 0})
+                      finetune_params={"epochs": 1, "batch_size": 8, "validation_fraction": 0,
+                                       "max_steps": 1})  # not the recipe's 400 steps
     scores = result.scores.set_index("strategy")
     assert scores.index.tolist()[2:] == FINETUNED
     for name in FINETUNED:
         assert 0 <= scores.loc[name, "accuracy_mean"] <= 1 and scores.loc[name, "fit_seconds"] > 0
         assert len(result.predictions[name]) == len(labels)
     assert result.config["finetune_train_layers"] == ["head", 2, "all"]
+    assert result.config["finetune_recipe"] == RECOMMENDED_RECIPE
     assert result.config["finetune_tta"] == "flip"
 
 

@@ -195,7 +195,7 @@ def test_when_fine_tuning_wins_the_best_frozen_strategy_is_compared(planted, mon
     compared = result.config["duplicates_compared"]
     assert compared == frozen["accuracy_mean"].idxmax()
     assert result.config["grouped_cv_accuracy"] == frozen.loc[compared, "accuracy_mean"]
-    assert len(_Oracle.fits) == 3 * CV  # fine-tuning is never refitted on the plain folds
+    assert len(_Oracle.fits) == 4 * CV  # fine-tuning is never refitted on the plain folds
     assert "best frozen strategy (fine-tuning is not refitted on plain folds)" in result.summary()
 
 

@@ -15,10 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from skdeep import PretrainedCNNFeatures
 from skdeep._device import torch_threads
 from skdeep._report import recommend
+from skdeep._strategies import finetune_settings, finetune_strategy, is_finetune, short_label
 from skdeep.cli import main
 from skdeep.evaluation import evaluate
+from skdeep.recipes import RECIPES, RECOMMENDED_RECIPE, recipe_params
 
-from _helpers import TINY, make_images
+from _helpers import TINY, FineTunedStandIn, make_images
 
 FROZEN = dict(backbone=TINY, weights=None, precision="fp32", compile=False, cv=2)
 
@@ -130,10 +132,12 @@ def test_extract_has_no_evaluate_only_flags(capsys):
     assert "--no-pairs" in capsys.readouterr().err
 
 
-# --- fine-tuning: head, last k, all, each with and without TTA (item 5) -------------------------
+# --- fine-tuning: head, last k, all, all with the recipe, each with and without TTA (item 5) -----
 
 TUNE = dict(FROZEN, image_size=16, layers=["blocks.1"], finetune=True)
-FAST_FIT = {"epochs": 1, "batch_size": 8, "validation_fraction": 0}
+# max_steps: the recipe's "auto" would be 400 steps (200 epochs of these 12 training images);
+# a value given wins over the recipe's, so every fit is one epoch of 2 batches.
+FAST_FIT = {"epochs": 1, "batch_size": 8, "validation_fraction": 0, "max_steps": 2}
 
 
 def test_finetune_compares_layers_trained_and_tta_from_one_fit_each(data, monkeypatch):
@@ -144,17 +148,34 @@ def test_finetune_compares_layers_trained_and_tta_from_one_fit_each(data, monkey
     real_fit = FineTunedCNNClassifier.fit
 
     def counted_fit(self, X, y, **kwargs):
-        fits.append(self.train_layers)
-        return real_fit(self, X, y, **kwargs)
+        real_fit(self, X, y, **kwargs)
+        fits.append((self.train_layers, self.recipe, self.recipe_params_))
+        return self
 
     monkeypatch.setattr(FineTunedCNNClassifier, "fit", counted_fit)
     result = evaluate(images, labels, finetune_params=FAST_FIT, **TUNE)
+    recipe = f"all-{RECOMMENDED_RECIPE}"
     assert result.scores["strategy"].tolist()[2:] == [
         "finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
-        "finetune-all", "finetune-all-tta"]
-    assert sorted(fits, key=str) == sorted(["head", 2, "all"] * 2, key=str)  # no fit for TTA
+        "finetune-all", "finetune-all-tta", f"finetune-{recipe}", f"finetune-{recipe}-tta"]
+    # one fit per fold for each, none for TTA; the last fits all layers with the recipe, whose
+    # values apply except the max_steps given (an explicit value wins)
+    assert [(trained, name) for trained, name, _ in fits] == [
+        ("head", None), ("head", None), (2, None), (2, None), ("all", None), ("all", None),
+        ("all", RECOMMENDED_RECIPE), ("all", RECOMMENDED_RECIPE)]
+    assert fits[-1][2] == {**recipe_params(RECOMMENDED_RECIPE), "max_steps": 2}
+    assert fits[0][2] == {"head_init": "random", "max_steps": 2, "ema": None,
+                          "sampler": "shuffle"}
+    assert result.config["finetune_train_layers"] == ["head", 2, "all"]
+    assert result.config["finetune_recipe"] == RECOMMENDED_RECIPE
+    summary = result.summary()
+    assert f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r}) + TTA" in summary
+    recipe_line = next(line for line in summary.splitlines()  # what the recipe is
+                       if line.startswith(f"recipe {RECOMMENDED_RECIPE!r}: "))
+    assert all(f"{name}={value!r}" in recipe_line
+               for name, value in recipe_params(RECOMMENDED_RECIPE).items())
     folds = result.folds.set_index(["strategy", "fold"])
-    for trained in ("head", "last2", "all"):  # the TTA row shares its fit, adds its prediction
+    for trained in ("head", "last2", "all", recipe):  # a TTA row shares its fit, adds a prediction
         plain, tta = folds.loc[f"finetune-{trained}"], folds.loc[f"finetune-{trained}-tta"]
         np.testing.assert_array_equal(tta["fit_seconds"], plain["fit_seconds"])
     # seconds: the forward pass of the frozen features, then fit + prediction (a TTA row's own)
@@ -179,8 +200,8 @@ def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
     images, labels = data
     result = evaluate(images, labels, finetune_params={**FAST_FIT, "train_layers": 1, "tta": None},
                       **TUNE)
-    assert result.scores["strategy"].tolist()[2:] == ["finetune-head", "finetune-last1",
-                                                      "finetune-all"]
+    assert result.scores["strategy"].tolist()[2:] == [
+        "finetune-head", "finetune-last1", "finetune-all", f"finetune-all-{RECOMMENDED_RECIPE}"]
     assert result.config["finetune_tta"] is None
     with pytest.raises(ValueError, match="finetune_params has train_layers='head'; evaluate "
                                          "compares 'head', the last k units and 'all'"):
@@ -189,6 +210,51 @@ def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
         evaluate(images, labels, finetune_params={"tta": "flips"}, **TUNE)
     with pytest.raises(ValueError, match=r"unknown fine-tuning parameter\(s\) \['epoch'\]"):
         evaluate(images, labels, finetune_params={"epoch": 1}, **TUNE)
+
+
+class _Recorded(FineTunedStandIn):
+    """Stands in for FineTunedCNNClassifier: the majority class; records the parameters of
+    each fit."""
+
+    fitted = []
+
+    def fit(self, X, y):
+        type(self).fitted.append(self.get_params())
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_, self.majority_ = values, values[np.argmax(counts)]
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.majority_)
+
+
+@pytest.mark.parametrize("given", [RECOMMENDED_RECIPE, None])
+def test_a_recipe_in_finetune_params_applies_to_every_fit_and_adds_no_strategy(data, given,
+                                                                             monkeypatch):
+    import skdeep.evaluation
+
+    monkeypatch.setattr(skdeep.evaluation, "FineTunedCNNClassifier", _Recorded)
+    _Recorded.fitted = []
+    images, labels = data
+    result = evaluate(images, labels, finetune_params={"recipe": given, "tta": None}, **TUNE)
+    assert result.scores["strategy"].tolist()[2:] == ["finetune-head", "finetune-last2",
+                                                      "finetune-all"]
+    assert [params["recipe"] for params in _Recorded.fitted] == [given] * 6
+    assert result.config["finetune_recipe"] is None
+
+
+def test_finetune_names_round_trip_for_every_recipe():
+    assert RECOMMENDED_RECIPE in RECIPES
+    names = set()
+    for recipe in [None, *RECIPES]:  # a recipe named "tta" or "...-tta" would fail here
+        for train_layers in ("head", 3, "all"):
+            for tta in (False, True):
+                name = finetune_strategy(train_layers, tta=tta, recipe=recipe)
+                assert is_finetune(name) and name not in names
+                assert finetune_settings(name) == (train_layers, tta, recipe)
+                names.add(name)
+    assert short_label(finetune_strategy("all", recipe=RECOMMENDED_RECIPE)) == (
+        f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r})")
 
 
 def _table(rows):
@@ -223,3 +289,15 @@ def test_recommendation_is_the_cheapest_within_one_std_of_the_best():
     # the most accurate is also the cheapest of those tied: no trade to explain
     text = recommend(scores, "blocks.4", CONFIG)
     assert text.startswith("Use the blocks.4 features")
+
+
+def test_the_recommended_recipe_when_it_wins_is_runnable_code():
+    name = finetune_strategy("all", tta=True, recipe=RECOMMENDED_RECIPE)
+    scores = _table([("pixels", None, 0.70, 0.01, 1.0), ("blocks.4", "blocks.4", 0.80, 0.01, 5.0),
+                     ("finetune-all", None, 0.85, 0.01, 100.0),
+                     (name, None, 0.95, 0.01, 150.0)])
+    text = recommend(scores, name, CONFIG)
+    assert text.startswith(f"Fine-tuning wins: 0.950 +- 0.010 for the fine-tuned network (all "
+                           f"layers, recipe {RECOMMENDED_RECIPE!r}) + TTA vs 0.800")
+    assert (f"FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3, "
+            f"recipe={RECOMMENDED_RECIPE!r}, train_layers='all', tta='symmetric')") in text

@@ -120,9 +120,9 @@ def test_evaluate_finetune_warns_about_the_validation_split_once_not_per_fit():
         warnings.simplefilter("always")
         evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
                  layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
-                 finetune_params={"epochs": 1, "batch_size": 8, "tta": None})
+                 finetune_params={"epochs": 1, "batch_size": 8, "tta": None, "max_steps": 1})
     split = [w for w in caught if "too few for a stratified split" in str(w.message)]
-    assert len(split) == 1  # 3 strategies x 2 folds = 6 fits, one warning
+    assert len(split) == 1  # 4 strategies x 2 folds = 8 fits, one warning
 
 
 class _Warns(FineTunedStandIn):
@@ -148,7 +148,7 @@ def test_evaluate_still_passes_on_every_bad_image_warning(monkeypatch):
         evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
                  layers=["blocks.1"], precision="fp32", compile=False, finetune=True,
                  finetune_params={"tta": None})
-    assert sum(issubclass(w.category, BadImageWarning) for w in caught) == 6
+    assert sum(issubclass(w.category, BadImageWarning) for w in caught) == 8  # 4 x 2 folds
 
 
 # --- 9. the input-size rules of Python and of the command line, said in both places --------------
@@ -211,7 +211,7 @@ def test_the_accuracy_plots_legend_stands_beside_the_lines():
     result = evaluate(images, labels, backbone=TINY, weights=None, image_size=16, cv=2,
                       layers=["blocks.1", "penultimate"], precision="fp32", compile=False,
                       finetune=True, finetune_params={"epochs": 1, "batch_size": 8,
-                                                      "validation_fraction": 0})
+                                                      "validation_fraction": 0, "max_steps": 1})
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     figure = plot_accuracy_by_layer(result)
@@ -220,5 +220,12 @@ def test_the_accuracy_plots_legend_stands_beside_the_lines():
     ax = figure.axes[0]
     renderer = canvas.get_renderer()
     legend, plot = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
-    assert len(ax.get_legend().get_texts()) >= 8  # pixels, fine-tuning x 6, the features...
+    assert len(ax.get_legend().get_texts()) >= 10  # pixels, fine-tuning x 8, the features...
     assert legend.x0 >= plot.x1  # right of the axes: it covers no line
+    assert plot.width > legend.width  # the longest label (the recipe's) leaves the axes room
+    # each fit has its colour, shared by its TTA twin: the recipe's is not the head's
+    tuned = {line.get_label().split(" (0.")[0]: line.get_color() for line in ax.get_lines()
+             if line.get_label().startswith("fine-tuned network")}
+    fits = [label for label in tuned if not label.endswith(" + TTA")]
+    assert len(fits) == 4 and len({tuned[label] for label in fits}) == 4
+    assert all(tuned[label + " + TTA"] == tuned[label] for label in fits)
