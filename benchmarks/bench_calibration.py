@@ -96,7 +96,7 @@ def run_dataset(name, X_train, y_train, X_test, y_test, args, rows):
     half = len(y_test) // 2
     start = time.perf_counter()
     clf = FineTunedCNNClassifier(image_size=args.image_size, epochs=args.epochs,
-                                 calibration="auto",
+                                 max_steps=None, calibration="auto",
                                  augment="light" if "digits" in name else True,
                                  random_state=0).fit(X_train, y_train)
     fit_seconds = time.perf_counter() - start

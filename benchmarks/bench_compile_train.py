@@ -53,7 +53,8 @@ def main() -> None:
 
     images, labels = load_fashion_mnist("train", args.batch_size * steps)
     # A one-epoch fit on a few images gives the classifier's own network, head and precision.
-    clf = FineTunedCNNClassifier(image_size=args.image_size, epochs=1, early_stopping=False,
+    clf = FineTunedCNNClassifier(image_size=args.image_size, epochs=1, max_steps=None,
+                                 early_stopping=False,
                                  validation_fraction=0.0, compile=False, random_state=0)
     clf.fit(images[:64], labels[:64])
     # The fitted timm model with its new head, after the classifier's normalisation: the same

@@ -58,7 +58,7 @@ def main() -> None:
           f"{cam / transform:.2f}x (goal <= 1.5x)")
 
     print("2. Grad-CAM on a fine-tuned classifier vs predict, 300 images at 96 px")
-    clf = FineTunedCNNClassifier(image_size=96, epochs=1, train_layers="head",
+    clf = FineTunedCNNClassifier(image_size=96, epochs=1, max_steps=None, train_layers="head",
                                  validation_fraction=0, random_state=0, compile=False)
     clf.fit(X[:200], y[:200])
     subset = X[:300]

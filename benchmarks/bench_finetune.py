@@ -74,7 +74,7 @@ def main() -> None:
 
     def finetune(train_layers: str) -> float:
         model = FineTunedCNNClassifier(
-            image_size=image_size, train_layers=train_layers, epochs=epochs,
+            image_size=image_size, train_layers=train_layers, epochs=epochs, max_steps=None,
             lr=3e-3 if train_layers == "head" else 1e-3, random_state=0, verbose=args.verbose,
         )
         return model.fit(X_train, y_train).score(X_test, y_test)

@@ -271,7 +271,8 @@ def main() -> None:
 
     n_train = min(n_arrays, 4096)
     labels = np.arange(n_train) % 10
-    clf = FineTunedCNNClassifier(device="cuda", epochs=1, validation_fraction=0, random_state=0)
+    clf = FineTunedCNNClassifier(device="cuda", epochs=1, max_steps=None,
+                                 validation_fraction=0, random_state=0)
     clf.fit(arrays[:512], labels[:512])  # warm-up: cuDNN picks its kernels
     seconds = time.perf_counter()
     clf.fit(arrays[:n_train], labels)

@@ -103,6 +103,7 @@ finetune = FineTunedCNNClassifier(
     train_layers="all",  # the "different domain" rows: every layer adapts
     image_size=64 if not SMALL else 32,
     epochs=1 if SMALL else 4,
+    max_steps=None,  # those epochs, not the step budget: the example stays quick
     random_state=0,
     verbose=0,  # no epoch lines between this script's own
 )

@@ -55,6 +55,7 @@ models = {
         ("classify", LogisticRegression(max_iter=1000)),
     ]),
     "fine-tuned network": FineTunedCNNClassifier(image_size=SIZE, epochs=EPOCHS,
+                                                 max_steps=None,  # quick: EPOCHS epochs
                                                  calibration="auto", random_state=0),
 }
 for name, model in models.items():

@@ -67,6 +67,7 @@ tutorial_recipe = dict(
     early_stopping=True,
     n_iter_no_change=10,       # patience longer than the run: keep the best of all epochs
     epochs=2 if SMALL else 9,
+    max_steps=None,            # the tutorial counts epochs, not steps
     image_size=32 if SMALL else 64,
     random_state=0,
     verbose=0,                 # the history is printed below, as a table

@@ -8,7 +8,7 @@ A strategy is named by the ``strategy`` column of ``EvaluationResult.scores``:
   (``"blocks.4@224"``): see :func:`frozen_strategy`;
 - fine-tuning, named by the layers trained, the recipe added to the user's parameters (if any)
   and whether it predicts with test-time augmentation (``"finetune-head"``,
-  ``"finetune-last2"``, ``"finetune-all-tta"``, ``"finetune-all-small-data-tta"``): see
+  ``"finetune-last2"``, ``"finetune-all-tta"``, ``"finetune-all-lp-ft-tta"``): see
   :func:`finetune_strategy`.
 
 The evaluation and its report both read these names, so they are made and read here only.
@@ -74,8 +74,8 @@ def finetune_strategy(train_layers: str | int, tta: bool = False,
 
     >>> finetune_strategy("head"), finetune_strategy(2, tta=True)
     ('finetune-head', 'finetune-last2-tta')
-    >>> finetune_strategy("all", tta=True, recipe="small-data")
-    'finetune-all-small-data-tta'
+    >>> finetune_strategy("all", tta=True, recipe="lp-ft")
+    'finetune-all-lp-ft-tta'
     """
     trained = train_layers if isinstance(train_layers, str) else f"{_LAST}{int(train_layers)}"
     return (f"{FINETUNE}-{trained}" + (f"{_RECIPE}{recipe}" if recipe is not None else "")
@@ -92,8 +92,8 @@ def finetune_settings(strategy: str) -> FinetuneSettings:
     FinetuneSettings(train_layers=2, tta=True, recipe=None)
     >>> finetune_settings("finetune-head")
     FinetuneSettings(train_layers='head', tta=False, recipe=None)
-    >>> finetune_settings("finetune-all-small-data-tta")
-    FinetuneSettings(train_layers='all', tta=True, recipe='small-data')
+    >>> finetune_settings("finetune-all-lp-ft-tta")
+    FinetuneSettings(train_layers='all', tta=True, recipe='lp-ft')
     """
     tta = strategy.endswith(_TTA)
     body = strategy[len(FINETUNE) + 1:len(strategy) - len(_TTA) if tta else None]
@@ -121,8 +121,8 @@ def short_label(strategy: str) -> str:
 
     >>> short_label("finetune-last2")
     'fine-tuned network (last 2 units)'
-    >>> short_label("finetune-all-small-data-tta")
-    "fine-tuned network (all layers, recipe 'small-data') + TTA"
+    >>> short_label("finetune-all-lp-ft-tta")
+    "fine-tuned network (all layers, recipe 'lp-ft') + TTA"
     """
     if strategy in _SHORT_LABELS:
         return _SHORT_LABELS[strategy]

@@ -41,7 +41,7 @@ from ._defaults import (
 )
 from ._strategies import FINETUNE_LAST_K, FINETUNE_TTA
 from ._version import __version__
-from .recipes import RECOMMENDED_RECIPE
+from .recipes import COMPARED_RECIPE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUT_FORMATS = (".parquet", ".csv", ".npy")
@@ -82,7 +82,7 @@ Which way of classifying these images works best? Cross-validated comparison of
      (the DeCAF protocol: how well does each depth of the network transfer?),
   3. with --finetune, the network fine-tuned on the images (FineTunedCNNClassifier): the
      new head only, the last {FINETUNE_LAST_K} units, all layers, and all layers with the recommended
-     recipe (recipe={RECOMMENDED_RECIPE!r}, see skdeep.recipes), each fitted model also
+     recipe (recipe={COMPARED_RECIPE!r}, see skdeep.recipes), each fitted model also
      predicting with test-time augmentation (--finetune-tta, default {FINETUNE_TTA}): the same
      fit, predicting again.
 All strategies use the same stratified folds; features and pixels feed StandardScaler +
@@ -356,12 +356,12 @@ def _add_evaluate(commands) -> None:
     method.add_argument("--finetune", action="store_true",
                         help="also cross-validate fine-tuning (FineTunedCNNClassifier) of the "
                              f"head only, the last {FINETUNE_LAST_K} units, all layers and all "
-                             f"layers with recipe {RECOMMENDED_RECIPE!r}, each with and without "
+                             f"layers with recipe {COMPARED_RECIPE!r}, each with and without "
                              "test-time augmentation: 4 fits per fold, slow without a GPU")
     method.add_argument("--finetune-epochs", type=_int_at_least(1), metavar="N",
-                        help="epochs of fine-tuning (default: the classifier's own, 10); the "
-                             f"recipe {RECOMMENDED_RECIPE!r} may run more, to reach its budget "
-                             "of optimisation steps")
+                        help="epochs of fine-tuning (default: the classifier's own, 10); on "
+                             "small sets the fits run more, to reach the classifier's budget "
+                             "of 400 optimisation steps (max_steps='auto')")
     method.add_argument("--finetune-tta", type=_tta, metavar="{flip,symmetric,none,N}",
                         help="test-time views of the fine-tuned models' TTA rows: flip, "
                              "symmetric (8 dihedral views), N random views or none (default: "

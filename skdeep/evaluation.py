@@ -7,8 +7,8 @@ stratified k-fold cross-validation on the same folds for every strategy:
 - **frozen CNN features** + logistic regression, for a sweep of layers from shallow to deep (the
   DeCAF protocol of Donahue et al., 2014): how transferable is each depth of the network?
 - optionally, **fine-tuning** (:class:`~skdeep.FineTunedCNNClassifier`) of the new head only,
-  of the last units and of the whole network, and of the whole network with the recommended
-  recipe (:data:`skdeep.recipes.RECOMMENDED_RECIPE`), each fitted model also predicting with
+  of the last units and of the whole network, and of the whole network with the recipe
+  :data:`skdeep.recipes.COMPARED_RECIPE` (LP-FT), each fitted model also predicting with
   test-time augmentation (the same fit, predicting again: no second fit).
 
 The folds keep near-duplicate images (the same photo twice, a re-encoded or slightly shifted
@@ -85,7 +85,7 @@ from .explain import FoldModels, cross_validated_gallery
 from .features import PretrainedCNNFeatures
 from .probing import linear_probe
 from .model_selection import REASONS, NearDuplicates, find_near_duplicates, image_signatures
-from .recipes import RECOMMENDED_RECIPE
+from .recipes import COMPARED_RECIPE
 
 # EvaluationResult (skdeep._result) and layer_sweep (skdeep.backbones) are re-exported: their
 # home is the module of their concept, their public address stays skdeep.evaluation.
@@ -213,10 +213,9 @@ def evaluate(
         Also cross-validate :class:`~skdeep.FineTunedCNNClassifier`, four fits per fold (slow
         on a CPU): ``train_layers="head"``, the last 2 units and ``"all"`` (strategies
         ``"finetune-head"``, ``"finetune-last2"``, ``"finetune-all"``), and ``"all"`` with the
-        recommended recipe, :data:`skdeep.recipes.RECOMMENDED_RECIPE` (``"small-data"``:
-        strategy ``"finetune-all-small-data"``), whose step budget (``max_steps="auto"``, at
-        least 400 steps) and probe head (a forward pass over the training images) make it the
-        longest fit on a small set. Each fitted model then predicts the fold's test images
+        recipe :data:`skdeep.recipes.COMPARED_RECIPE` (``"lp-ft"``, strategy
+        ``"finetune-all-lp-ft"``: the head starts from a linear probe, the weights are averaged),
+        whose gain depends on the collection. Each fitted model then predicts the fold's test images
         again with test-time augmentation, ``tta="flip"``, set on the fitted model without a
         second fit (``"finetune-head-tta"``...).
     finetune_params : dict, default=None
@@ -780,7 +779,7 @@ class _Repredict:
 
 def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, Any]:
     """The classifiers fine-tuning the head, the last k units and all layers, and all layers
-    with the recommended recipe, by (``train_layers``, the recipe added or None), and the
+    with the compared recipe, by (``train_layers``, the recipe added or None), and the
     ``tta`` they predict with again (None: no TTA rows).
 
     A recipe in ``params`` applies to every fit, like any other parameter: then no fit adds
@@ -797,7 +796,7 @@ def _finetuned_classifiers(params: dict | None, **defaults: Any) -> tuple[dict, 
                                    caller_name="evaluate's finetune_params")
     fits = [("head", None), (int(last), None), ("all", None)]
     if "recipe" not in params:
-        fits.append(("all", RECOMMENDED_RECIPE))
+        fits.append(("all", COMPARED_RECIPE))
     models = {(train_layers, recipe): _finetuned_classifier(
         {**params, "train_layers": train_layers, **({"recipe": recipe} if recipe else {})},
         **defaults) for train_layers, recipe in fits}

@@ -11,6 +11,17 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _short_step_budget(monkeypatch):
+    """Fits in tests train a few steps: max_steps="auto" (the default) means ``epochs`` here.
+
+    The product's minimum of 400 steps would make every tiny fit run hundreds of steps; the
+    rule itself is tested on its own (tests/test_finetune_recipes.py restores the value).
+    Processes a test starts see the real value, so their fits give ``max_steps`` explicitly.
+    """
+    monkeypatch.setattr("skdeep._optim.AUTO_MIN_STEPS", 1)
+
+
 @pytest.fixture
 def rgb_images():
     """Six 24x24 RGB uint8 images with structure (gradients + noise), not just noise."""

@@ -26,7 +26,7 @@ from skdeep._report import recommend
 from skdeep.cli import main
 from skdeep.datasets import find_images
 from skdeep.evaluation import evaluate, layer_sweep
-from skdeep.recipes import RECOMMENDED_RECIPE
+from skdeep.recipes import COMPARED_RECIPE
 
 from _helpers import TINY, FineTunedStandIn, make_images
 
@@ -89,7 +89,7 @@ def test_evaluate_help_explains_the_shared_forward_pass(capsys):
     _, out, _ = _run(["evaluate", "--help"], capsys)
     assert "ONE forward pass" in out and "leaks nothing" in out
     assert "--finetune" in out and "--image-size" in out and "96" in out
-    assert f"all layers with recipe {RECOMMENDED_RECIPE!r}" in " ".join(out.split())
+    assert f"all layers with recipe {COMPARED_RECIPE!r}" in " ".join(out.split())
 
 
 def test_version(capsys):
@@ -438,8 +438,8 @@ class _FakeFineTuned(FineTunedStandIn):
 
 
 FINETUNED = ["finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
-             "finetune-all", "finetune-all-tta", f"finetune-all-{RECOMMENDED_RECIPE}",
-             f"finetune-all-{RECOMMENDED_RECIPE}-tta"]
+             "finetune-all", "finetune-all-tta", f"finetune-all-{COMPARED_RECIPE}",
+             f"finetune-all-{COMPARED_RECIPE}-tta"]
 
 
 def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
@@ -455,13 +455,13 @@ def test_evaluate_finetune_path(labelled_folder, tmp_path, capsys, monkeypatch):
                            "--duplicates", "ignore"], capsys)
     assert code == 0, err
     assert "fine-tuned network (last 2 units) + TTA" in out and "0.500 +- 0.000" in out
-    assert f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r}) + TTA" in out
+    assert f"fine-tuned network (all layers, recipe {COMPARED_RECIPE!r}) + TTA" in out
     assert "predicting with tta='symmetric', its seconds include that fit" in out
     # a fresh fit per fold and per layers trained (all of them twice: without and with the
     # recommended recipe), on the images; TTA is no second fit
     assert [(params["train_layers"], params["recipe"]) for _, params in
             _FakeFineTuned.fitted_on] == [("head", None)] * 2 + [(2, None)] * 2 + [
-        ("all", None)] * 2 + [("all", RECOMMENDED_RECIPE)] * 2
+        ("all", None)] * 2 + [("all", COMPARED_RECIPE)] * 2
     for n_train, params in _FakeFineTuned.fitted_on:
         assert n_train == 10 and params["epochs"] == 3 and params["image_size"] == 32
         assert params["random_state"] == 0 and params["tta"] is None
@@ -485,7 +485,7 @@ def test_evaluate_real_finetune():
         assert 0 <= scores.loc[name, "accuracy_mean"] <= 1 and scores.loc[name, "fit_seconds"] > 0
         assert len(result.predictions[name]) == len(labels)
     assert result.config["finetune_train_layers"] == ["head", 2, "all"]
-    assert result.config["finetune_recipe"] == RECOMMENDED_RECIPE
+    assert result.config["finetune_recipe"] == COMPARED_RECIPE
     assert result.config["finetune_tta"] == "flip"
 
 

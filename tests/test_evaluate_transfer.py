@@ -18,7 +18,7 @@ from skdeep._report import recommend
 from skdeep._strategies import finetune_settings, finetune_strategy, is_finetune, short_label
 from skdeep.cli import main
 from skdeep.evaluation import evaluate
-from skdeep.recipes import RECIPES, RECOMMENDED_RECIPE, recipe_params
+from skdeep.recipes import RECIPES, COMPARED_RECIPE, recipe_params
 
 from _helpers import TINY, FineTunedStandIn, make_images
 
@@ -154,7 +154,7 @@ def test_finetune_compares_layers_trained_and_tta_from_one_fit_each(data, monkey
 
     monkeypatch.setattr(FineTunedCNNClassifier, "fit", counted_fit)
     result = evaluate(images, labels, finetune_params=FAST_FIT, **TUNE)
-    recipe = f"all-{RECOMMENDED_RECIPE}"
+    recipe = f"all-{COMPARED_RECIPE}"
     assert result.scores["strategy"].tolist()[2:] == [
         "finetune-head", "finetune-head-tta", "finetune-last2", "finetune-last2-tta",
         "finetune-all", "finetune-all-tta", f"finetune-{recipe}", f"finetune-{recipe}-tta"]
@@ -162,18 +162,19 @@ def test_finetune_compares_layers_trained_and_tta_from_one_fit_each(data, monkey
     # values apply except the max_steps given (an explicit value wins)
     assert [(trained, name) for trained, name, _ in fits] == [
         ("head", None), ("head", None), (2, None), (2, None), ("all", None), ("all", None),
-        ("all", RECOMMENDED_RECIPE), ("all", RECOMMENDED_RECIPE)]
-    assert fits[-1][2] == {**recipe_params(RECOMMENDED_RECIPE), "max_steps": 2}
+        ("all", COMPARED_RECIPE), ("all", COMPARED_RECIPE)]
+    assert fits[-1][2] == {"head_init": "random", "ema": None, "sampler": "shuffle",
+                           **recipe_params(COMPARED_RECIPE), "max_steps": 2}
     assert fits[0][2] == {"head_init": "random", "max_steps": 2, "ema": None,
                           "sampler": "shuffle"}
     assert result.config["finetune_train_layers"] == ["head", 2, "all"]
-    assert result.config["finetune_recipe"] == RECOMMENDED_RECIPE
+    assert result.config["finetune_recipe"] == COMPARED_RECIPE
     summary = result.summary()
-    assert f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r}) + TTA" in summary
+    assert f"fine-tuned network (all layers, recipe {COMPARED_RECIPE!r}) + TTA" in summary
     recipe_line = next(line for line in summary.splitlines()  # what the recipe is
-                       if line.startswith(f"recipe {RECOMMENDED_RECIPE!r}: "))
+                       if line.startswith(f"recipe {COMPARED_RECIPE!r}: "))
     assert all(f"{name}={value!r}" in recipe_line
-               for name, value in recipe_params(RECOMMENDED_RECIPE).items())
+               for name, value in recipe_params(COMPARED_RECIPE).items())
     folds = result.folds.set_index(["strategy", "fold"])
     for trained in ("head", "last2", "all", recipe):  # a TTA row shares its fit, adds a prediction
         plain, tta = folds.loc[f"finetune-{trained}"], folds.loc[f"finetune-{trained}-tta"]
@@ -201,7 +202,7 @@ def test_finetune_params_apply_to_every_fit_and_choose_k_and_tta(data):
     result = evaluate(images, labels, finetune_params={**FAST_FIT, "train_layers": 1, "tta": None},
                       **TUNE)
     assert result.scores["strategy"].tolist()[2:] == [
-        "finetune-head", "finetune-last1", "finetune-all", f"finetune-all-{RECOMMENDED_RECIPE}"]
+        "finetune-head", "finetune-last1", "finetune-all", f"finetune-all-{COMPARED_RECIPE}"]
     assert result.config["finetune_tta"] is None
     with pytest.raises(ValueError, match="finetune_params has train_layers='head'; evaluate "
                                          "compares 'head', the last k units and 'all'"):
@@ -228,7 +229,7 @@ class _Recorded(FineTunedStandIn):
         return np.full(len(X), self.majority_)
 
 
-@pytest.mark.parametrize("given", [RECOMMENDED_RECIPE, None])
+@pytest.mark.parametrize("given", [COMPARED_RECIPE, None])
 def test_a_recipe_in_finetune_params_applies_to_every_fit_and_adds_no_strategy(data, given,
                                                                              monkeypatch):
     import skdeep.evaluation
@@ -244,7 +245,7 @@ def test_a_recipe_in_finetune_params_applies_to_every_fit_and_adds_no_strategy(d
 
 
 def test_finetune_names_round_trip_for_every_recipe():
-    assert RECOMMENDED_RECIPE in RECIPES
+    assert COMPARED_RECIPE in RECIPES
     names = set()
     for recipe in [None, *RECIPES]:  # a recipe named "tta" or "...-tta" would fail here
         for train_layers in ("head", 3, "all"):
@@ -253,8 +254,8 @@ def test_finetune_names_round_trip_for_every_recipe():
                 assert is_finetune(name) and name not in names
                 assert finetune_settings(name) == (train_layers, tta, recipe)
                 names.add(name)
-    assert short_label(finetune_strategy("all", recipe=RECOMMENDED_RECIPE)) == (
-        f"fine-tuned network (all layers, recipe {RECOMMENDED_RECIPE!r})")
+    assert short_label(finetune_strategy("all", recipe=COMPARED_RECIPE)) == (
+        f"fine-tuned network (all layers, recipe {COMPARED_RECIPE!r})")
 
 
 def _table(rows):
@@ -292,12 +293,12 @@ def test_recommendation_is_the_cheapest_within_one_std_of_the_best():
 
 
 def test_the_recommended_recipe_when_it_wins_is_runnable_code():
-    name = finetune_strategy("all", tta=True, recipe=RECOMMENDED_RECIPE)
+    name = finetune_strategy("all", tta=True, recipe=COMPARED_RECIPE)
     scores = _table([("pixels", None, 0.70, 0.01, 1.0), ("blocks.4", "blocks.4", 0.80, 0.01, 5.0),
                      ("finetune-all", None, 0.85, 0.01, 100.0),
                      (name, None, 0.95, 0.01, 150.0)])
     text = recommend(scores, name, CONFIG)
     assert text.startswith(f"Fine-tuning wins: 0.950 +- 0.010 for the fine-tuned network (all "
-                           f"layers, recipe {RECOMMENDED_RECIPE!r}) + TTA vs 0.800")
+                           f"layers, recipe {COMPARED_RECIPE!r}) + TTA vs 0.800")
     assert (f"FineTunedCNNClassifier(backbone='efficientnet_lite0', image_size=96, epochs=3, "
-            f"recipe={RECOMMENDED_RECIPE!r}, train_layers='all', tta='symmetric')") in text
+            f"recipe={COMPARED_RECIPE!r}, train_layers='all', tta='symmetric')") in text

@@ -532,7 +532,8 @@ FineTunedCNNClassifier(**params, callbacks=callbacks).fit(data["X"], data["y"])
 
 def resumable(**params) -> dict:
     defaults = dict(backbone=TINY, weights=None, image_size=32, epochs=5, batch_size=8,
-                    precision="fp32", random_state=0, dropout=0.3, n_iter_no_change=2, lr=3e-3)
+                    precision="fp32", random_state=0, dropout=0.3, n_iter_no_change=2, lr=3e-3,
+                    max_steps=None)  # the child process sees the real step budget
     return {**defaults, **params}
 
 

@@ -14,6 +14,7 @@ from _helpers import TINY, make_images
 from skdeep import Callback, Checkpoint, FineTunedCNNClassifier
 from skdeep._averaging import WeightAverage
 from skdeep._mixing import batch_mixer
+from skdeep import _optim
 from skdeep._optim import AUTO_MIN_STEPS, budget_epochs
 from skdeep._training import balanced_sampler
 from skdeep.probing import linear_probe
@@ -189,7 +190,8 @@ def test_a_balanced_fit_trains_on_draws_of_the_rare_class(monkeypatch):
 # --- the step budget -------------------------------------------------------------------------
 
 
-def test_the_step_budget_rule():
+def test_the_step_budget_rule(monkeypatch):
+    monkeypatch.setattr(_optim, "AUTO_MIN_STEPS", AUTO_MIN_STEPS)  # conftest lifts it
     assert budget_epochs(None, 10, 3) == 10
     assert budget_epochs(100, 10, 30) == 4  # whole epochs covering 100 steps
     assert budget_epochs("auto", 10, 1000) == 10  # large sets: the epochs
@@ -208,13 +210,16 @@ def test_max_steps_sets_the_number_of_epochs():
 
 def test_a_recipe_fills_the_parameters_left_at_their_default_and_explicit_ones_win():
     X, y = make_images(n=32)
-    clf = tiny(recipe="small-data", max_steps=4, validation_fraction=0).fit(X, y)
-    expected = {**recipe_params("small-data"), "max_steps": 4}
+    clf = tiny(recipe="lp-ft", max_steps=4, validation_fraction=0).fit(X, y)
+    expected = {**recipe_params("lp-ft"), "max_steps": 4, "sampler": "shuffle"}
     assert clf.recipe_params_ == expected
     assert clf.n_iter_ == 1
     plain = tiny(max_steps=4, validation_fraction=0).fit(X, y)
     assert plain.recipe_params_ == {"head_init": "random", "max_steps": 4, "ema": None,
                                     "sampler": "shuffle"}
+    # "fast" sets max_steps=None, a default being "auto": the epochs count again
+    fast = tiny(recipe="fast", epochs=3, validation_fraction=0).fit(X, y)
+    assert fast.recipe_params_["max_steps"] is None and fast.n_iter_ == 3
 
 
 def test_recipes_name_only_parameters_the_classifier_reads_through_them():
@@ -228,12 +233,12 @@ def test_recipes_name_only_parameters_the_classifier_reads_through_them():
 def test_recipe_is_a_parameter_like_any_other():
     X, y = make_images(n=32)
     with pytest.raises(InvalidParameterError, match="recipe"):
-        tiny(recipe="fast").fit(X, y)
-    clf = tiny(recipe="small-data")
-    assert clone(clf).get_params()["recipe"] == "small-data"
+        tiny(recipe="slow-and-steady").fit(X, y)
+    clf = tiny(recipe="lp-ft")
+    assert clone(clf).get_params()["recipe"] == "lp-ft"
     search = GridSearchCV(tiny(max_steps=2, validation_fraction=0),
-                          {"recipe": [None, "small-data"]}, cv=2).fit(X, y)
-    assert search.best_params_["recipe"] in (None, "small-data")
+                          {"recipe": [None, "lp-ft"]}, cv=2).fit(X, y)
+    assert search.best_params_["recipe"] in (None, "lp-ft")
 
 
 # --- mixup, CutMix, drop-path ------------------------------------------------------------------
