@@ -170,7 +170,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         ``epochs`` epochs when they make at least 400 steps, else enough epochs for 400. A set
         of 500 images has 15 batches of 32 per epoch, so 10 epochs are 150 steps: too few to
         move a pretrained network. On 400-500 images (Fashion-MNIST, MNIST digits, an
-        imbalanced set) ``"auto"`` gained 1.6 to 8.7 points of balanced accuracy over 10 epochs,
+        imbalanced set) ``"auto"`` gained 1.7 to 8.7 points of balanced accuracy over 10 epochs,
         for 1.2 to 3 times the fit time (the user guide "Images unlike ImageNet"); sets of
         about 1,400 images and more train for ``epochs`` as before. ``None``: ``epochs`` epochs
         whatever the size (the recipe ``"fast"``).
@@ -182,7 +182,7 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
         (linear probing then fine-tuning, LP-FT: a random head's large early gradients distort
         the pretrained features; Kumar et al., 2022). Costs one forward pass over the training
         images (at most 20,000 of them, stratified). Not used by ``warm_start`` or ``resume``,
-        which continue a trained head. It gained on one small set and lost on another (the
+        which continue a trained head. It gained on one small set and lost on two (the
         recipe ``"lp-ft"``, which ``skdeep evaluate --finetune`` compares on your images).
     batch_size : int, default=32
         Images per optimisation step (and per forward pass at prediction).

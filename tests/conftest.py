@@ -11,15 +11,18 @@ def _seed():
     np.random.seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _short_step_budget(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _short_step_budget():
     """Fits in tests train a few steps: max_steps="auto" (the default) means ``epochs`` here.
 
     The product's minimum of 400 steps would make every tiny fit run hundreds of steps; the
     rule itself is tested on its own (tests/test_finetune_recipes.py restores the value).
-    Processes a test starts see the real value, so their fits give ``max_steps`` explicitly.
+    Session-wide, so that module-scoped fixtures' fits see it too; processes a test starts see
+    the real value, so their fits give ``max_steps`` explicitly.
     """
-    monkeypatch.setattr("skdeep._optim.AUTO_MIN_STEPS", 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("skdeep._optim.AUTO_MIN_STEPS", 1)
+        yield
 
 
 @pytest.fixture

@@ -578,7 +578,7 @@ def test_grid_search_over_lr_train_layers_epochs():
 def _fit_in_worker():
     X, y = make_images(n=24)
     threads_before = torch.get_num_threads()
-    lite0().fit(X, y)
+    lite0(max_steps=None).fit(X, y)  # a worker process sees the real 400-step budget
     return threads_before, torch.get_num_threads()
 
 
