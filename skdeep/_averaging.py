@@ -34,7 +34,7 @@ class WeightAverage:
         state = network.state_dict()
         self.shadow = {name: value.detach().clone() for name, value in state.items()}
         self._floats = [name for name, value in state.items() if value.is_floating_point()]
-        self._others = [name for name in state if name not in set(self._floats)]
+        self._others = [name for name, value in state.items() if not value.is_floating_point()]
         # state_dict() returns views of the live tensors (load_state_dict copies into them), so
         # the references stay valid for the whole fit: no dictionary built per step.
         self._live = state

@@ -835,9 +835,8 @@ class FineTunedCNNClassifier(CNNEstimatorMixin, ClassifierMixin, TransformerMixi
 
     def _settings(self) -> dict[str, Any]:
         """The values of the parameters a recipe may set: the recipe's where left at default."""
-        defaults = _DEFAULTS
         recipe = recipe_params(self.recipe)
-        return {name: recipe[name] if name in recipe and getattr(self, name) == defaults[name]
+        return {name: recipe[name] if name in recipe and getattr(self, name) == _DEFAULTS[name]
                 else getattr(self, name) for name in RECIPE_PARAMETERS}
 
     def _head_from_probe(self, base, encoded: np.ndarray, weights: np.ndarray,

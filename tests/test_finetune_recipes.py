@@ -135,11 +135,22 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_saved(tmp_path):
 
 def test_with_validation_the_kept_weights_are_the_best_average():
     X, y = make_images(n=40)
-    raw = LastRawWeights()
+
+    class RawPerEpoch(Callback):
+        states: dict = {}
+
+        def on_epoch_end(self, estimator, record):
+            self.states[record["epoch"]] = {
+                k: v.detach().clone() for k, v in estimator.model_.state_dict().items()}
+            return False
+
+    raw = RawPerEpoch()
     clf = tiny(ema=0.9, epochs=3, n_iter_no_change=5, callbacks=[raw]).fit(X, y)
     assert clf.best_epoch_ in (1, 2, 3)
+    # without an average the model would hold its best epoch's raw weights
+    best_raw = raw.states[clf.best_epoch_]
     fitted = clf.model_.state_dict()
-    assert any(not torch.equal(v, raw.state_[k]) for k, v in fitted.items()
+    assert any(not torch.equal(v, best_raw[k]) for k, v in fitted.items()
                if v.is_floating_point())
 
 
