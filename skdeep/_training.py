@@ -140,8 +140,9 @@ class Trainer:
     """Everything one epoch of training needs.
 
     ``network`` maps a ``uint8`` batch to a row of outputs whose columns from ``logits_from`` on
-    are the logits. With ``mix``, training batches are mixed (float images, soft targets). ``targets`` and ``weights`` are indexed by the dataset's row numbers (the
-    third item of each batch); weights have mean 1 over the training rows.
+    are the logits. With ``mix``, training batches are mixed (float images, soft targets).
+    ``targets`` and ``weights`` are indexed by the dataset's row numbers (the third item of each
+    batch); weights have mean 1 over the training rows.
     """
 
     network: nn.Module
